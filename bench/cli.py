@@ -120,7 +120,8 @@ def _finish(run_dir: Path, cfg, meta: dict, fingerprints: dict, tasks: dict, sta
     report.write_rows(run_dir, rows)
     report.write_outputs(run_dir, per_item, {k: v[1] for k, v in tasks.items()})
     print(report.markdown_table(rows))
-    n_failed = sum(1 for by_sys in per_item.values() for outs in by_sys.values() for g in outs.values() if g is None)
+    n_failed = sum(1 for by_sys in per_item.values() for recs in by_sys.values() for r in recs.values()
+                   if r is None or r.generation is None)
     if stats is not None and stats.failures:
         print(describe_failures(stats), file=sys.stderr)
     if n_failed:

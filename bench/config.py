@@ -39,9 +39,9 @@ class RunConfig:
                 "max_new_tokens": self.max_new_tokens, "trust_remote_code": self.trust_remote_code}
 
     def identity(self) -> str:
-        """Hash of what determines the results (not where they are written)."""
+        """Hash of what determines the results (not where they are written, nor batching)."""
         d = asdict(self)
-        for k in ("output_dir", "cache"):
+        for k in ("output_dir", "cache", "batch_size"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

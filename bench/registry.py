@@ -30,6 +30,10 @@ class Registry:
         for ep in metadata.entry_points(group=self._group):
             self._entries.setdefault(ep.name, ep.value)
 
+    def register(self, name: str, target: str) -> None:
+        """Add (or replace) an entry: `target` is "module:attribute"."""
+        self._entries[name] = target
+
     def names(self) -> list[str]:
         self._load_entry_points()
         return sorted(self._entries)

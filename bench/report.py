@@ -58,18 +58,20 @@ def write_rows(run_dir: Path, rows: list[dict]) -> None:
 
 
 def write_outputs(run_dir: Path, per_item: dict, items_by_task: dict) -> None:
-    """Per-item outputs for reading and for the report: one JSON line per (task, condition, item, system)."""
+    """Per-item outputs for reading and for the report: one JSON line per (task, condition, item,
+    system), with the failure reason where the item failed."""
     with open(run_dir / "outputs.jsonl", "w") as f:
         for (task, cond), by_system in per_item.items():
             items = {it.id: it for it in items_by_task[task]}
-            for system, outs in by_system.items():
-                for item_id, g in outs.items():
-                    it = items[item_id]
+            for system, recs in by_system.items():
+                for item_id, rec in recs.items():
+                    it, g = items[item_id], (rec.generation if rec else None)
                     f.write(json.dumps({
                         "task": task, "condition": cond, "item_id": item_id, "system": system,
-                        "status": "ok" if g is not None else "failed", "prompt": it.turn.gold_text,
-                        "references": list(it.references), "text": g.text if g else None,
-                        "transcript": g.transcript if g else None, "seconds": g.seconds if g else None,
+                        "status": rec.status if rec else "missing", "error": rec.error if rec else None,
+                        "prompt": it.turn.gold_text, "references": list(it.references),
+                        "text": g.text if g else None, "transcript": g.transcript if g else None,
+                        "seconds": g.seconds if g else None, "tokens": g.tokens if g else None,
                     }) + "\n")
 
 

@@ -117,24 +117,26 @@ def generate(system: System, task: Task, slots: Sequence[Slot], cache: OutputCac
     bar.close()
 
 
-def read_outputs(cache: OutputCache, slots: Iterable[Slot]) -> dict[tuple[str, str], Generation | None]:
-    """(condition, item id) → stored generation, None for failed or missing ones."""
+def read_records(cache: OutputCache, slots: Iterable[Slot]) -> dict[tuple[str, str], Record | None]:
+    """(condition, item id) → stored record (ok or failed), None where nothing is stored."""
     slots = list(slots)
     got = cache.get_many(s.key for s in slots)
-    return {(s.condition, s.item.id): (got[s.key].generation if s.key in got else None) for s in slots}
+    return {(s.condition, s.item.id): got.get(s.key) for s in slots}
 
 
 def score_all(tasks: dict[str, tuple[Task, list[Item]]], conditions: Sequence[str],
               fingerprints: dict[str, str], cache: OutputCache, gconf: dict) -> tuple[list[dict], dict]:
-    """Rows for every task × condition × system, from the cache alone; also the per-item outputs."""
+    """Rows for every task × condition × system, from the cache alone; also the per-item records
+    {(task, condition): {system: {item id: Record | None}}}."""
     rows: list[dict] = []
     per_item: dict = {}
     for tname, (task, items) in tasks.items():
-        outs = {sname: read_outputs(cache, slots_for(fp, task, items, conditions, gconf))
+        recs = {sname: read_records(cache, slots_for(fp, task, items, conditions, gconf))
                 for sname, fp in fingerprints.items()}
         for c in conditions:
-            by_system = {s: {it.id: o[(c, it.id)] for it in items} for s, o in outs.items()}
-            rows.extend(score_task(task, c, items, by_system))
+            by_system = {s: {it.id: r[(c, it.id)] for it in items} for s, r in recs.items()}
+            rows.extend(score_task(task, c, items, {s: {i: (r.generation if r else None) for i, r in o.items()}
+                                                    for s, o in by_system.items()}))
             per_item[(tname, c)] = by_system
     return rows, per_item
 

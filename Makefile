@@ -1,0 +1,26 @@
+# Two commands on a fresh machine:  `make run`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test test-fast perf clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $@
+
+run: $(BIN)/.installed  ## set up, then run the default suite on the embedded default
+	$(BIN)/audiochat-bench run
+
+test: $(BIN)/.installed  ## set up, then run every test (slow end-to-end ones included)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(BIN)/.installed  ## the tests without the slow end-to-end ones
+	$(BIN)/python -m pytest -q -m "not slow"
+
+perf: $(BIN)/.installed  ## ChatLLM tokens/s against a bare model.generate loop
+	$(BIN)/audiochat-bench perf
+
+clean:
+	rm -rf $(VENV) results/runs

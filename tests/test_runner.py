@@ -1,0 +1,162 @@
+"""Runner and CLI with a fake system: outputs, caching, failures, resume after SIGKILL, rescoring."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(capsys, tmp_path, *extra):
+    rc = main(["run", "--systems", "fake,echo", "--tasks", "fake-qa", "--output-dir", str(tmp_path),
+               "--batch-size", "4", "--no-progress", *extra])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0
+    return Path(out[-1]), out
+
+
+def _rows(run_dir):
+    return [json.loads(l) for l in (run_dir / "rows.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_tables_and_records_failures(capsys, tmp_path, fakes_registered, monkeypatch):
+    log = tmp_path / "gen.log"
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    run_dir, out = _run(capsys, tmp_path)
+    assert run_dir.parent == tmp_path and run_dir.is_dir()
+    for f in ("rows.jsonl", "table.md", "table.csv", "config.json", "outputs.jsonl"):
+        assert (run_dir / f).exists(), f
+    rows = {(r["system"], r["metric"]): r for r in _rows(run_dir)}
+    for k in ("system", "task", "condition", "metric", "value", "ci_low", "ci_high", "n", "git_sha", "config_hash"):
+        assert k in rows[("fake", "accuracy")]
+    # the FAIL item failed for the fake system only (batch-mates still answered), and the run went on
+    assert rows[("fake", "accuracy")]["n"] == 11 and rows[("fake", "accuracy")]["n_failed"] == 1
+    assert rows[("fake", "accuracy")]["value"] == 1.0
+    assert rows[("echo", "accuracy")]["n"] == 12 and rows[("echo", "accuracy")]["value"] == 0.0
+    assert rows[("fake", "agree_echo")]["value"] == 0.0 and rows[("echo", "agree_echo")]["value"] == 1.0
+    assert any("1 output(s) failed" in l for l in out)
+    failed = [json.loads(l) for l in (run_dir / "outputs.jsonl").read_text().splitlines()]
+    failed = [o for o in failed if o["status"] == "failed"]
+    assert len(failed) == 1 and "cannot answer" in failed[0]["error"]
+    meta = json.loads((run_dir / "config.json").read_text())
+    assert meta["status"] == "finished" and meta["packages"]["torch"] and "seed" in meta["config"]
+    assert set(meta["fingerprints"]) == {"fake", "echo"}
+    assert "| fake |" in (run_dir / "table.md").read_text()
+    first = log.read_text().splitlines()
+
+    # second run: everything served from the cache except the failed item, which is retried
+    run2, _ = _run(capsys, tmp_path)
+    assert log.read_text().splitlines()[len(first):] == []  # the retried FAIL item raises before logging
+    assert [r["value"] for r in _rows(run2)] == [r["value"] for r in _rows(run_dir)]
+    assert json.loads((run2 / "config.json").read_text())["counts"] == {"generated": 0, "cached": 23, "failed": 1}
+
+
+def test_decoding_config_change_is_not_served_from_cache(capsys, tmp_path, fakes_registered, monkeypatch):
+    log = tmp_path / "gen.log"
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    _run(capsys, tmp_path)
+    n = len(log.read_text().splitlines())
+    run2, _ = _run(capsys, tmp_path, "--max-new-tokens", "7")
+    assert len(log.read_text().splitlines()) == 2 * n  # everything regenerated under the new config
+
+
+def test_score_and_report_rebuild_from_stored_outputs(capsys, tmp_path, fakes_registered):
+    run_dir, _ = _run(capsys, tmp_path)
+    before = (run_dir / "rows.jsonl").read_text()
+    (run_dir / "rows.jsonl").unlink()
+    (run_dir / "table.md").unlink()
+    import systems  # scoring must not build any system
+    systems.REGISTRY.register("fake", "tests.fakes:no_such_factory")
+    assert main(["score", str(run_dir)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(run_dir)
+    assert (run_dir / "rows.jsonl").read_text() == before
+    (run_dir / "table.md").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "table.md").exists()
+
+
+def test_cli_errors_are_clear(capsys, tmp_path, fakes_registered):
+    assert main(["run", "--systems", "fak", "--tasks", "fake-qa", "--output-dir", str(tmp_path)]) == 2
+    assert "Did you mean 'fake'" in capsys.readouterr().err
+    assert main(["run", "--suite", "smoek", "--output-dir", str(tmp_path)]) == 2
+    assert "Did you mean 'smoke'" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "nope")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_list_shows_everything(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("systems:", "text", "tasks:", "spoken-qa", "suites:", "smoke", "conditions:", "clean"):
+        assert word in out
+
+
+CHILD = """
+import sys
+from tests.fakes import register, register_task
+register(); register_task()
+from bench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _child(tmp_path, env, *extra):
+    args = [sys.executable, "-c", CHILD, "run", "--systems", "fake", "--tasks", "fake-qa",
+            "--output-dir", str(tmp_path / "runs"), "--batch-size", "2", "--no-progress", *extra]
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stored(db):
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as c:
+        try:
+            return c.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+def test_resume_after_sigkill_of_a_real_child_run(tmp_path):
+    """Kill a real run mid-way; rerunning finishes it with no output lost or stored twice, and the
+    rows equal those of an uninterrupted run."""
+    env = {**os.environ, "FAKE_DELAY": "0.3", "FAKE_LOG": str(tmp_path / "gen.log"),
+           "PYTHONPATH": str(ROOT)}
+    db = tmp_path / "runs" / "cache.sqlite"
+    proc = _child(tmp_path, env)
+    deadline = time.time() + 60
+    while _stored(db) < 4 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _stored(db)
+    with sqlite3.connect(db) as c:
+        ok_at_kill = c.execute("SELECT COUNT(*) FROM outputs WHERE status='ok'").fetchone()[0]
+    assert 4 <= killed_at < 12, "the kill should land mid-run"
+
+    proc = _child(tmp_path, {**env, "FAKE_DELAY": "0"})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    run_dir = Path(out.strip().splitlines()[-1])
+    with sqlite3.connect(db) as c:
+        ids = [r[0] for r in c.execute("SELECT item_id FROM outputs")]
+    assert len(ids) == len(set(ids)) == 12  # every item stored exactly once (11 ok + 1 failed)
+    counts = json.loads((run_dir / "config.json").read_text())["counts"]
+    assert counts["cached"] == ok_at_kill and counts["generated"] == 11 - ok_at_kill  # nothing redone
+
+    # an uninterrupted run in a fresh directory gives the same rows
+    fresh = tmp_path / "fresh"
+    proc = subprocess.run([sys.executable, "-c", CHILD, "run", "--systems", "fake", "--tasks", "fake-qa",
+                           "--output-dir", str(fresh), "--no-progress"], cwd=ROOT, env={**env, "FAKE_DELAY": "0"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    fresh_dir = Path(proc.stdout.strip().splitlines()[-1])
+    strip = lambda d: [{k: v for k, v in r.items() if k not in ("run",)} for r in _rows(d)]
+    assert strip(run_dir) == strip(fresh_dir)

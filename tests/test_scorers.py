@@ -1,0 +1,88 @@
+"""Golden values for scorers and a bootstrap case with a known answer."""
+import numpy as np
+import pytest
+
+from bench.scoring import score_metric
+from bench.stats import resample_counts
+from bench.types import Generation, Item, Metric, Turn
+from tasks import metrics as M
+
+
+@pytest.mark.parametrize("s,norm", [
+    ("The Capital is PARIS!", "capital is paris"),
+    ("  an   apple, a day ", "apple day"),
+    ("Washington, D.C.", "washington dc"),
+])
+def test_normalize_answer(s, norm):
+    assert M.normalize_answer(s) == norm
+
+
+def test_exact_match_and_f1_golden():
+    assert M.exact_match("The Eiffel Tower.", "eiffel tower") == 1.0
+    assert M.exact_match("Eiffel", "eiffel tower") == 0.0
+    # prediction "paris france" vs gold "paris": precision 1/2, recall 1 → F1 2/3
+    assert M.token_f1("Paris, France", "Paris") == pytest.approx(2 / 3)
+    assert M.token_f1("the cat sat", "a dog sat down") == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
+    assert M.token_f1("", "") == 1.0 and M.token_f1("x", "") == 0.0
+    assert M.best_over(M.exact_match, "seven", ["7", "seven"]) == 1.0
+
+
+def test_contains_answer_whole_words_only():
+    assert M.contains_answer("The capital of France is Paris.", "Paris") == 1.0
+    assert M.contains_answer("A spider has 8 legs.", "8") == 1.0
+    assert M.contains_answer("It is 18.", "8") == 0.0
+    assert M.contains_answer("Blue whales are large", "blue whale") == 0.0
+
+
+def test_chrf_statistics_sum_to_sacrebleu_corpus_score():
+    hyps = ["The capital is Paris.", "A week has 7 days", "blue sky"]
+    refs = ["Paris is the capital.", "Seven days", "The sky is blue"]
+    total = np.sum([M.chrf_statistics(h, r) for h, r in zip(hyps, refs)], axis=0)
+    assert M.chrf_from_statistics(total) == pytest.approx(M.corpus_chrf(hyps, refs))
+    assert M.corpus_chrf(["identical text"], ["identical text"]) == pytest.approx(100.0)
+
+
+def _items(n):
+    return [Item(id=f"i{k}", turn=Turn("user", text=f"q{k}"), references=("a",)) for k in range(n)]
+
+
+def test_bootstrap_known_answer_bernoulli():
+    """Mean of 200 items, 100 correct: value 0.5; the 95% CI of a proportion is ±1.96·√(.25/200) ≈ ±0.069."""
+    items = _items(200)
+    outs = {it.id: Generation(text="a" if k % 2 == 0 else "b") for k, it in enumerate(items)}
+    m = Metric("em", "item", True, lambda it, g, ctx: float(g.text == "a"))
+    r = score_metric(m, items, outs, {})
+    assert r["value"] == 0.5 and r["n"] == 200 and r["n_failed"] == 0
+    assert r["ci_low"] == pytest.approx(0.5 - 0.069, abs=0.015) and r["ci_high"] == pytest.approx(0.5 + 0.069, abs=0.015)
+
+
+def test_bootstrap_constant_has_zero_width():
+    items = _items(30)
+    r = score_metric(Metric("one", "item", True, lambda *a: 1.0), items, {i.id: Generation("x") for i in items}, {})
+    assert (r["value"], r["ci_low"], r["ci_high"]) == (1.0, 1.0, 1.0)
+
+
+def test_corpus_metric_is_ratio_of_sums_not_mean_of_ratios():
+    items = _items(2)
+    errs = {"i0": (1, 1), "i1": (0, 9)}  # (errors, words): corpus 1/10, mean of ratios 0.5
+    m = Metric("wer", "corpus", False, lambda it, g, ctx: errs[it.id], lambda t: t[0] / t[1])
+    r = score_metric(m, items, {i.id: Generation("x") for i in items}, {})
+    assert r["value"] == pytest.approx(0.1)
+
+
+def test_failed_items_are_excluded_and_counted():
+    items = _items(4)
+    outs = {"i0": Generation("a"), "i1": None, "i2": Generation("a"), "i3": None}
+    r = score_metric(Metric("em", "item", True, lambda it, g, c: 1.0), items, outs, {})
+    assert r["n"] == 2 and r["n_failed"] == 2
+
+
+def test_metric_needing_a_missing_system_is_skipped():
+    m = Metric("agree", "item", True, lambda it, g, c: 1.0, needs="text")
+    assert score_metric(m, _items(1), {"i0": Generation("a")}, {}) is None
+
+
+def test_resample_counts_rows_sum_to_n():
+    w = resample_counts(7, 50, seed=3)
+    assert w.shape == (50, 7) and (w.sum(1) == 7).all()
+    assert (w == resample_counts(7, 50, seed=3)).all()
