@@ -237,9 +237,6 @@ def cmd_list(args) -> int:
     from bench.conditions import CONDITIONS
     from bench.plugins import suites, systems, tasks
 
-    def doc(obj) -> str:
-        return ((obj.__doc__ or "").strip().splitlines() or [""])[0]
-
     print("systems:")
     for n in systems().names():
         print(f"  {n:<24} {systems().target(n)}")
@@ -251,8 +248,9 @@ def cmd_list(args) -> int:
     for n, s in suites().items():
         print(f"  {n:<24} {s.get('about', '')}")
     print("conditions:")
-    for n in CONDITIONS.names():
-        print(f"  {n:<24} {doc(CONDITIONS.get(n))}")
+    for n, about in CONDITIONS.describe():
+        print(f"  {n:<24} {about}")
+    print("  (numbers are parameters: white-snr5, speed0.9, wer10, ...)")
     return 0
 
 

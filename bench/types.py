@@ -6,7 +6,7 @@ depend on these types only, never on each other.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -44,6 +44,18 @@ class Audio:
 
 
 @dataclass(frozen=True)
+class AudioRef:
+    """Audio loaded only when needed (a file to read, a text to synthesise), so that a corrupt file
+    fails its own item inside the runner instead of the whole task listing."""
+
+    loader: Callable[[], Audio]
+    origin: str
+
+    def load(self) -> Audio:
+        return self.loader()
+
+
+@dataclass(frozen=True)
 class Turn:
     """One turn of a conversation.
 
@@ -53,7 +65,7 @@ class Turn:
 
     role: str
     text: str | None = None
-    audio: Audio | None = None
+    audio: Audio | AudioRef | None = None
     transcript: str | None = None
 
     def __post_init__(self) -> None:
@@ -65,6 +77,12 @@ class Turn:
     @property
     def spoken(self) -> bool:
         return self.text is None
+
+    def materialized(self) -> "Turn":
+        """This turn with its audio loaded (raises AudioError for bad audio)."""
+        if isinstance(self.audio, AudioRef):
+            return replace(self, audio=self.audio.load())
+        return self
 
     @property
     def gold_text(self) -> str:
@@ -87,6 +105,10 @@ class Item:
     instruction: str | None = None
     references: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def materialized(self) -> "Item":
+        """This item with every audio reference loaded: what systems receive."""
+        return replace(self, turn=self.turn.materialized(), history=tuple(t.materialized() for t in self.history))
 
 
 @dataclass(frozen=True)

