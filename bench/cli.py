@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="rebuild table.md / table.csv of a run from rows.jsonl")
     rp.add_argument("run_dir")
     sub.add_parser("list", help="show systems, tasks, suites and conditions")
+    from bench.datacmd import add_parser as add_data_parser
+    add_data_parser(sub)
     pf = sub.add_parser("perf", help="ChatLLM tokens/s at batch 1 and 8 against a bare model.generate loop")
     pf.add_argument("--llm", default=None)
     pf.add_argument("--prompts", type=int, default=16, help="prompts per measurement (default 16)")
@@ -78,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     from bench.registry import RegistryError
 
     try:
+        from bench.datacmd import cmd_data
+
         return {"run": cmd_run, "score": cmd_score, "report": cmd_report, "list": cmd_list,
-                "perf": cmd_perf}[args.command](args)
-    except (RegistryError, AssetError, CacheError, FileNotFoundError, ValueError) as e:
+                "perf": cmd_perf, "data": cmd_data}[args.command](args)
+    except (RegistryError, AssetError, CacheError, FileNotFoundError, ValueError, OSError) as e:
         print(f"audiochat-bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -165,7 +169,7 @@ def cmd_run(args) -> int:
     for n in cfg.systems:
         sys_reg().target(n)
     for n in cfg.tasks:
-        task_reg().target(n)
+        task_reg().target(n.partition(":")[0])
     for n in cfg.conditions:
         CONDITIONS.target(n)
     if not cfg.systems or not cfg.tasks:
@@ -235,14 +239,14 @@ def cmd_report(args) -> int:
 
 def cmd_list(args) -> int:
     from bench.conditions import CONDITIONS
-    from bench.plugins import suites, systems, tasks
+    from bench.plugins import build_task, suites, systems, tasks
 
     print("systems:")
     for n in systems().names():
         print(f"  {n:<24} {systems().target(n)}")
     print("tasks:")
     for n in tasks().names():
-        t = tasks().get(n)
+        t = build_task(n)
         print(f"  {n:<24} v{t.version}  {t.description}")
     print("suites:")
     for n, s in suites().items():

@@ -42,5 +42,7 @@ def build_system(name: str, ctx: Context):
     return system
 
 
-def build_task(name: str):
-    return tasks().get(name)()
+def build_task(name: str, **kwargs):
+    """A task by name; `name:ARG` passes ARG to the task's constructor (e.g. `manifest:data/my.jsonl`)."""
+    base, _, arg = name.partition(":")
+    return tasks().get(base)(*([arg] if arg else []), **kwargs)

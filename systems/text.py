@@ -27,7 +27,9 @@ class TextTopline(System):
         t0 = time.perf_counter()
         out = self.llm.generate([to_messages(r, lambda t: t.gold_text) for r in requests], self.cfg)
         per = (time.perf_counter() - t0) / max(len(requests), 1)
-        return [Generation(text=t, seconds={"llm": per}, tokens=n) for t, n in out]
+        # The topline's reading of a spoken turn is its gold transcript.
+        return [Generation(text=t, transcript=r.turn.gold_text if r.turn.spoken else None,
+                           seconds={"llm": per}, tokens=n) for r, (t, n) in zip(requests, out)]
 
     def score(self, request: Request, target: str) -> TokenLogProbs:
         return self.llm.logprobs_batch([(to_messages(request, lambda t: t.gold_text), target)])[0]

@@ -2,5 +2,12 @@
 from bench.registry import Registry
 
 REGISTRY = Registry("task", {
-    "spoken-qa": "tasks.spoken_qa:SpokenQA",
+    "spoken-qa": "tasks.builtin:SpokenQA",
+    "asr": "tasks.builtin:ASR",
+    "translate-en-fr": "tasks.builtin:TranslateFr",
+    "translate-en-de": "tasks.builtin:TranslateDe",
+    "translate-en-es": "tasks.builtin:TranslateEs",
+    "summarize": "tasks.builtin:Summarization",
+    "multiturn": "tasks.builtin:MultiTurn",
+    "manifest": "tasks.builtin:ManifestTask",  # manifest:PATH
 }, entry_point_group="audiochat_bench.tasks")

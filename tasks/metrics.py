@@ -69,3 +69,53 @@ def chrf_from_statistics(total) -> float:
 def corpus_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """sacrebleu corpus chrF with one reference per hypothesis (for checks and golden tests)."""
     return _chrf().corpus_score(list(hypotheses), [list(references)]).score
+
+
+@lru_cache(maxsize=1)
+def _bleu():
+    from sacrebleu.metrics import BLEU
+
+    return BLEU()
+
+
+def bleu_statistics(hypothesis: str, references: Sequence[str]) -> list[float]:
+    """sacrebleu BLEU sufficient statistics of one segment against its references."""
+    return list(_bleu()._extract_corpus_statistics([hypothesis], [[r] for r in references])[0])
+
+
+def bleu_from_statistics(total) -> float:
+    """Corpus BLEU (sacrebleu defaults: 13a tokenisation, exp smoothing) from summed statistics."""
+    return float(_bleu()._compute_score_from_stats(list(total)).score)
+
+
+def signatures() -> dict[str, str]:
+    """sacrebleu signatures of the BLEU and chrF configurations used (for reports)."""
+    return {"bleu": str(_bleu().get_signature()), "chrf": str(_chrf().get_signature())}
+
+
+def edit_statistics(hypothesis: str, reference: str, unit: str = "word") -> tuple[int, int]:
+    """(substitutions + deletions + insertions, reference length) in words or characters, via jiwer;
+    summed over a corpus they give corpus WER / CER."""
+    import jiwer
+
+    if not reference:
+        return (len(hypothesis.split()) if unit == "word" else len(hypothesis)), 0
+    hyp = hypothesis if hypothesis else ""
+    out = jiwer.process_words(reference, hyp) if unit == "word" else jiwer.process_characters(reference, hyp)
+    return out.substitutions + out.deletions + out.insertions, out.hits + out.substitutions + out.deletions
+
+
+def ratio(total) -> float:
+    return float(total[0] / total[1]) if total[1] else float("nan")
+
+
+@lru_cache(maxsize=1)
+def _rouge():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+
+
+def rouge(prediction: str, references: Sequence[str], kind: str) -> float:
+    """ROUGE F-measure (rouge-score, Porter stemmer), the best over the references."""
+    return max(_rouge().score(r, prediction)[kind].fmeasure for r in references)

@@ -1,0 +1,123 @@
+"""`audiochat-bench data ...`: synthesise, inspect and export the items of tasks."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from bench.audio import write_audio
+from bench.registry import parse_list
+from bench.types import Audio, Item, Turn
+
+
+def add_parser(sub) -> None:
+    d = sub.add_parser("data", help="synthesise, inspect or export task items (audio, splits, voices)")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    for name, about in (("synth", "speak every item with the TTS now (cached), and report TTS throughput"),
+                        ("inspect", "items, durations, voices and turns per task"),
+                        ("export", "write items as audio files + a JSONL manifest (readable by manifest:PATH)")):
+        p = dsub.add_parser(name, help=about, description=about)
+        p.add_argument("--tasks", default=None, help="comma-separated tasks (default: every built-in task)")
+        p.add_argument("--split", default="test", choices=["train", "dev", "test"])
+        p.add_argument("--limit", type=int, default=None)
+        if name == "export":
+            p.add_argument("--out", required=True, help="folder to write <task>/<item>.wav and manifest.jsonl into")
+
+
+def _tasks(args):
+    from bench.plugins import build_task, tasks
+
+    names = parse_list(args.tasks) or [n for n in tasks().names() if n != "manifest"]
+    out = []
+    for n in names:
+        t = build_task(n, split=args.split)
+        out.append((n, t, t.items(args.limit)))
+    return out
+
+
+def _spoken_turns(item: Item) -> list[Turn]:
+    return [t for t in (*item.history, item.turn) if t.audio is not None]
+
+
+def cmd_data(args) -> int:
+    return {"synth": synth, "inspect": inspect, "export": export}[args.data_command](args)
+
+
+def synth(args) -> int:
+    from bench import tts
+
+    total_audio, total_wall, failed = 0.0, 0.0, 0
+    for name, task, items in _tasks(args):
+        for it in tqdm(items, desc=name, unit="item", file=sys.stderr, leave=False):
+            t0 = time.perf_counter()
+            try:
+                total_audio += sum(t.audio.seconds for t in _spoken_turns(it.materialized()))
+            except Exception as e:
+                failed += 1
+                print(f"{name} · {it.id}: {e}", file=sys.stderr)
+            total_wall += time.perf_counter() - t0
+    print(f"{total_audio:.1f} s of audio in {total_wall:.1f} s ({total_audio / max(total_wall, 1e-9):.0f}x real time,"
+          f" cached where already synthesised; espeak-ng {tts.engine().version}); {failed} failed")
+    return 0 if not failed else 1
+
+
+def inspect(args) -> int:
+    print("| task | split | items | spoken turns | typed turns | audio (s) total | mean | max | voices |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, task, items in _tasks(args):
+        durations, voices, typed, spoken = [], set(), 0, 0
+        for it in items:
+            for t in (*it.history, it.turn):
+                if t.role != "user":
+                    continue
+                if t.audio is None:
+                    typed += 1
+                    continue
+                spoken += 1
+                origin = t.audio.origin
+                if origin.startswith("tts:"):
+                    voices.add(origin.split(":")[1])
+                a = t.audio.load() if not isinstance(t.audio, Audio) else t.audio
+                durations.append(a.seconds)
+        tot = sum(durations)
+        print(f"| {name} | {args.split} | {len(items)} | {spoken} | {typed} | {tot:.1f} | "
+              f"{tot / max(len(durations), 1):.1f} | {max(durations, default=0):.1f} | {len(voices)} |")
+    return 0
+
+
+def _turn_json(t: Turn, audio_path: str | None) -> dict:
+    if t.role == "assistant" or t.audio is None:
+        return {"role": t.role, "text": t.text}
+    return {"role": t.role, "audio": audio_path, "transcript": t.transcript}
+
+
+def export(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(out / "manifest.jsonl", "w") as f:
+        for name, task, items in _tasks(args):
+            (out / name).mkdir(exist_ok=True)
+            for it in tqdm(items, desc=name, unit="item", file=sys.stderr, leave=False):
+                it = it.materialized()
+                paths = []
+                for k, t in enumerate((*it.history, it.turn)):
+                    if t.audio is not None:
+                        rel = f"{name}/{it.id}-{k}.wav"
+                        write_audio(out / rel, t.audio)
+                        paths.append(rel)
+                    else:
+                        paths.append(None)
+                turn = _turn_json(it.turn, paths[-1])
+                turn.pop("role")
+                f.write(json.dumps({"id": it.id, **turn,
+                                    "history": [_turn_json(t, p) for t, p in zip(it.history, paths)],
+                                    "instruction": it.instruction, "references": list(it.references),
+                                    "meta": {"task": name, **dict(it.meta)}}) + "\n")
+                n += 1
+    print(f"{n} items → {out / 'manifest.jsonl'}")
+    print(out)
+    return 0

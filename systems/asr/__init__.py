@@ -1,0 +1,1 @@
+"""ASR systems: a CTC Conformer trained here (transformers' ParakeetForCTC) and Whisper."""

@@ -1,0 +1,127 @@
+"""A CTC Conformer ASR on transformers' `ParakeetForCTC`: 80-dim log-mel features
+(`ParakeetFeatureExtractor`), a small BPE vocabulary with the CTC blank as padding token, greedy
+CTC decoding (best token per frame, repeats merged, blanks dropped).
+
+The same class loads the project's own checkpoints and real ones in the `nvidia/parakeet-ctc-*`
+layout (config.json + model.safetensors + tokenizer + preprocessor_config.json).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from bench.types import Audio
+
+BLANK = "<blank>"
+
+
+def train_tokenizer(sentences: Sequence[str], vocab_size: int = 256):
+    """A BPE tokenizer over normalised text (Metaspace word boundaries), blank at id 0."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token=None))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BLANK],
+                                  initial_alphabet=list("abcdefghijklmnopqrstuvwxyz'▁"), show_progress=False)
+    tk.train_from_iterator(sentences, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token=BLANK)
+
+
+def ctc_collapse(ids: Sequence[int], blank: int) -> list[int]:
+    """Merge repeated tokens, then drop blanks: the CTC greedy decoding rule."""
+    out, prev = [], None
+    for t in ids:
+        if t != prev and t != blank:
+            out.append(t)
+        prev = t
+    return out
+
+
+class CTCASR:
+    """Feature extractor + ParakeetForCTC + tokenizer, with batched greedy transcription."""
+
+    def __init__(self, model, tokenizer, feature_extractor, identity: str = "unsaved"):
+        self.model, self.tokenizer, self.fe = model, tokenizer, feature_extractor
+        self.identity = identity
+
+    @classmethod
+    def build(cls, tokenizer, hidden: int = 192, layers: int = 6, heads: int = 4, ffn: int = 768,
+              kernel: int = 15, subsampling: int = 8, dropout: float = 0.1) -> "CTCASR":
+        from transformers import ParakeetCTCConfig, ParakeetEncoderConfig, ParakeetFeatureExtractor, ParakeetForCTC
+
+        enc = ParakeetEncoderConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                    num_key_value_heads=heads, intermediate_size=ffn, conv_kernel_size=kernel,
+                                    subsampling_factor=subsampling, subsampling_conv_channels=min(256, hidden),
+                                    dropout=dropout, attention_dropout=dropout, activation_dropout=dropout,
+                                    layerdrop=0.0)
+        cfg = ParakeetCTCConfig(vocab_size=len(tokenizer), encoder_config=enc.to_dict(),
+                                pad_token_id=tokenizer.pad_token_id, ctc_zero_infinity=True)
+        return cls(ParakeetForCTC(cfg), tokenizer, ParakeetFeatureExtractor())
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> "CTCASR":
+        from transformers import AutoTokenizer, ParakeetFeatureExtractor, ParakeetForCTC
+
+        from systems.llm import weights_identity
+
+        path = Path(path)
+        model = ParakeetForCTC.from_pretrained(path, use_safetensors=True).to(device).eval()
+        tok = AutoTokenizer.from_pretrained(path)
+        fe = ParakeetFeatureExtractor.from_pretrained(path)
+        return cls(model, tok, fe, identity=f"{path.name}@{weights_identity(path)}")
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        self.fe.save_pretrained(path)
+
+    @property
+    def blank(self) -> int:
+        return self.model.config.pad_token_id
+
+    def features(self, samples: Sequence[np.ndarray]) -> dict:
+        return self.fe([np.asarray(s, dtype=np.float32) for s in samples], sampling_rate=16000,
+                       return_tensors="pt", return_attention_mask=True)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @torch.inference_mode()
+    def transcribe(self, audios: Sequence[Audio], batch_size: int = 16) -> list[str]:
+        """Greedy CTC transcripts, in input order (batched by length to waste little padding)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._transcribe(audios, batch_size)
+        finally:
+            self.model.train(was_training)
+
+    def _transcribe(self, audios: Sequence[Audio], batch_size: int) -> list[str]:
+        order = sorted(range(len(audios)), key=lambda i: audios[i].samples.size)
+        out: list[str] = [""] * len(audios)
+        dev = self.model.device
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            feats = self.features([audios[i].samples for i in idx])
+            logits = self.model(input_features=feats["input_features"].to(dev),
+                                attention_mask=feats["attention_mask"].to(dev)).logits
+            lengths = self.model._get_output_attention_mask(feats["attention_mask"].to(dev),
+                                                            target_length=logits.shape[1]).sum(-1)
+            best = logits.argmax(-1).tolist()
+            for row, i in enumerate(idx):
+                ids = ctc_collapse(best[row][: int(lengths[row])], self.blank)
+                out[i] = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return out
+
+    def timed_transcribe(self, audios: Sequence[Audio], batch_size: int = 16) -> tuple[list[str], float]:
+        t0 = time.perf_counter()
+        texts = self.transcribe(audios, batch_size)
+        return texts, time.perf_counter() - t0

@@ -1,0 +1,282 @@
+"""Training recipe for the CTC Conformer ASR: `audiochat-bench train asr [--preset small] [...]`.
+
+Reads top to bottom: config → text → tokenizer → model → data stream → optimiser → loop with
+periodic logs, dev WER, checkpoints and resume → export.
+
+Speech is synthesised on the fly by the project's espeak TTS from the training sentences
+(systems/asr/corpus.py; never ../shared/data), in training voices only (dev and test voices are
+held out), with gain and white-noise augmentation and SpecAugment on the features.
+Checkpoints hold the model weights (safetensors), the optimiser state and the config, so a killed
+run resumes where it stopped; `--export DIR` writes a loadable model directory with a card.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ASRTrainConfig:
+    hidden: int = 192
+    layers: int = 6
+    heads: int = 4
+    ffn: int = 768
+    kernel: int = 15
+    subsampling: int = 8
+    dropout: float = 0.1
+    vocab_size: int = 512  # ~3 characters per token: at 80 ms frames CTC has room even for fast speech
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup: int = 500
+    steps: int = 30000
+    weight_decay: float = 1e-3
+    noise_prob: float = 0.5
+    snr_range: tuple = (5.0, 35.0)
+    gain_db_range: tuple = (-10.0, 3.0)
+    freq_masks: int = 2
+    freq_mask_width: int = 15
+    time_masks: int = 2
+    time_mask_frac: float = 0.05
+    seed: int = 0
+    threads: int = 1
+    workers: int = 1
+    log_every: int = 25
+    eval_every: int = 500
+    ckpt_every: int = 100
+    dev_size: int = 120
+    llm_sentences: str = "systems/asr/data/llm_sentences.txt"
+
+
+PRESETS = {
+    "small": {},
+    "tiny": dict(hidden=32, layers=2, heads=2, ffn=64, kernel=7, subsampling=4, vocab_size=128, batch_size=4, warmup=2,
+                 steps=8, lr=3e-3, log_every=1, eval_every=1000, ckpt_every=4, dev_size=4, workers=0,
+                 noise_prob=0.0, dropout=0.0),
+}
+
+
+def corpus(cfg: ASRTrainConfig) -> list[str]:
+    from systems.asr.corpus import suite_texts, training_sentences
+
+    text = training_sentences()
+    extra = Path(cfg.llm_sentences)
+    if extra.exists():
+        held = set(suite_texts("dev")) | set(suite_texts("test"))
+        text += [s for s in extra.read_text().splitlines() if s and s not in held]
+    return list(dict.fromkeys(text))
+
+
+def dev_set(cfg: ASRTrainConfig) -> list[tuple[str, str]]:
+    """(text, voice) pairs: the authored ASR dev sentences in dev voices."""
+    from bench.tts import Voice
+    from systems.asr.corpus import normalize
+
+    path = Path(__file__).resolve().parents[2] / "tasks" / "data" / "suites" / "asr.jsonl"
+    texts = []
+    if path.exists():
+        texts = [normalize(json.loads(l)["text"]) for l in path.read_text().splitlines()
+                 if l.strip() and json.loads(l).get("split") == "dev"]
+    if not texts:
+        from systems.asr.corpus import stdlib_sentences
+        texts = stdlib_sentences()[-cfg.dev_size:]  # fallback only; excluded from training below
+    return [(t, Voice.sample("dev", f"asr-dev-{i}")) for i, t in enumerate(texts[: cfg.dev_size])]
+
+
+class SpeechStream(torch.utils.data.IterableDataset):
+    """An endless stream of (features, attention mask, labels) batches of synthetic speech."""
+
+    def __init__(self, sentences, tokenizer, cfg: ASRTrainConfig, epoch_seed: int):
+        self.sentences, self.tok, self.cfg, self.epoch_seed = sentences, tokenizer, cfg, epoch_seed
+
+    def __iter__(self):
+        from transformers import ParakeetFeatureExtractor
+
+        from bench.tts import Voice, synthesize
+
+        info = torch.utils.data.get_worker_info()
+        rng = random.Random(f"{self.cfg.seed}-{self.epoch_seed}-{info.id if info else 0}")
+        nprng = np.random.default_rng(rng.randrange(2**32))
+        fe = ParakeetFeatureExtractor()
+        cfg = self.cfg
+        while True:
+            texts = [rng.choice(self.sentences) for _ in range(cfg.batch_size)]
+            wavs = []
+            for t in texts:
+                x = synthesize(t, Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
+                x *= 10 ** (rng.uniform(*cfg.gain_db_range) / 20)
+                if rng.random() < cfg.noise_prob:
+                    snr = rng.uniform(*cfg.snr_range)
+                    x = x + nprng.standard_normal(x.size) * math.sqrt(np.mean(x ** 2) / 10 ** (snr / 10))
+                wavs.append(np.clip(x, -1, 1).astype(np.float32))
+            feats = fe(wavs, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
+            ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+            labels = torch.full((len(ids), max(map(len, ids))), self.tok.pad_token_id, dtype=torch.long)
+            for i, s in enumerate(ids):
+                labels[i, :len(s)] = torch.tensor(s)
+            yield feats["input_features"], feats["attention_mask"], labels, sum(w.size for w in wavs) / 16000
+
+
+def spec_augment(x: torch.Tensor, mask: torch.Tensor, cfg: ASRTrainConfig, g: torch.Generator) -> torch.Tensor:
+    """Frequency and time masking on (B, T, F) features, in place of the values (zero after normalisation)."""
+    x = x.clone()
+    B, T, F = x.shape
+    lengths = mask.sum(-1)
+    for b in range(B):
+        for _ in range(cfg.freq_masks):
+            w = int(torch.randint(0, cfg.freq_mask_width + 1, (1,), generator=g))
+            f0 = int(torch.randint(0, max(1, F - w), (1,), generator=g))
+            x[b, :, f0:f0 + w] = 0
+        max_w = max(1, int(cfg.time_mask_frac * int(lengths[b])))
+        for _ in range(cfg.time_masks):
+            w = int(torch.randint(0, max_w + 1, (1,), generator=g))
+            t0 = int(torch.randint(0, max(1, int(lengths[b]) - w), (1,), generator=g))
+            x[b, t0:t0 + w] = 0
+    return x
+
+
+def lr_at(step: int, cfg: ASRTrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def train_step(model, opt, batch, lr: float, cfg: ASRTrainConfig, g: torch.Generator) -> float:
+    """One optimisation step on a (features, mask, labels) batch; returns the CTC loss."""
+    feats, mask, labels = batch
+    for group in opt.param_groups:
+        group["lr"] = lr
+    loss = model(input_features=spec_augment(feats, mask, cfg, g), attention_mask=mask, labels=labels).loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    return loss.item()
+
+
+def evaluate(asr, dev) -> float:
+    import jiwer
+
+    from bench.tts import synthesize
+
+    audios = [synthesize(t, v) for t, v in dev]
+    hyps = asr.transcribe(audios)
+    return float(jiwer.wer([t for t, _ in dev], [h or "<empty>" for h in hyps]))
+
+
+def save_checkpoint(out: Path, asr, opt, step: int, cfg: ASRTrainConfig, log_tail: dict) -> None:
+    """Atomic: written to a temporary folder, then renamed over the previous checkpoint."""
+    tmp = out / "ckpt.tmp"
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
+    asr.save_pretrained(tmp)
+    torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "trainer_state.pt")
+    (tmp / "train_config.json").write_text(json.dumps({"config": asdict(cfg), "step": step, **log_tail}, indent=1))
+    final = out / "ckpt"
+    if final.exists():
+        old = out / "ckpt.old"
+        if old.exists():
+            import shutil
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+
+
+def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, progress: bool = True) -> dict:
+    from systems.asr.ctc import CTCASR, train_tokenizer
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    sentences = corpus(cfg)
+    dev = dev_set(cfg)
+    dev_texts = {t for t, _ in dev}
+    sentences = [s for s in sentences if s not in dev_texts]
+    ckpt = out / "ckpt"
+    if (ckpt / "trainer_state.pt").exists():
+        asr = CTCASR.from_pretrained(ckpt)
+        asr.model.train()
+        state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+        step = int(state["step"])
+        saved = json.loads((ckpt / "train_config.json").read_text())["config"]
+        cfg = ASRTrainConfig(**{**saved, **{k: v for k, v in asdict(cfg).items() if k in ("threads", "workers", "steps")}})
+        print(f"resuming from step {step}", file=sys.stderr)
+    else:
+        tok = train_tokenizer(sentences, cfg.vocab_size)
+        asr = CTCASR.build(tok, cfg.hidden, cfg.layers, cfg.heads, cfg.ffn, cfg.kernel, cfg.subsampling, cfg.dropout)
+        state, step = None, 0
+    model = asr.model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+    stream = SpeechStream(sentences, asr.tokenizer, cfg, epoch_seed=step)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
+                                         persistent_workers=cfg.workers > 0)
+    g = torch.Generator().manual_seed(cfg.seed + step)
+    log_path = out / "train_log.jsonl"
+    t_start, seen_audio, losses = time.time(), 0.0, []
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{n_params / 1e6:.2f} M parameters, {len(sentences)} training sentences, {len(dev)} dev", file=sys.stderr)
+    last = {}
+    for feats, mask, labels, secs in loader:
+        if step >= cfg.steps or (max_minutes and time.time() - t_start > 60 * max_minutes):
+            break
+        losses.append(train_step(model, opt, (feats, mask, labels), lr_at(step, cfg), cfg, g))
+        step += 1
+        seen_audio += secs
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            last = {"step": step, "loss": float(np.mean(losses)), "lr": lr_at(step, cfg),
+                    "elapsed_s": round(time.time() - t_start, 1), "audio_h": round(seen_audio / 3600, 3)}
+            losses = []
+            if step % cfg.eval_every == 0:
+                last["dev_wer"] = evaluate(asr, dev)
+            with open(log_path, "a") as f:
+                f.write(json.dumps(last) + "\n")
+            if progress:
+                print(json.dumps(last), file=sys.stderr, flush=True)
+        if step % cfg.ckpt_every == 0:
+            save_checkpoint(out, asr, opt, step, cfg, last)
+    save_checkpoint(out, asr, opt, step, cfg, last)
+    return {"step": step, **last}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="audiochat-bench train asr", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    ap.add_argument("--out", default="results/train/asr-small", help="run folder (checkpoints, log); resumes if it holds one")
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
+    ap.add_argument("--export", metavar="DIR", help="only export the run's checkpoint as a model directory")
+    for f in fields(ASRTrainConfig):
+        if f.type in ("int", "float", "str"):
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type])
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.export:
+        from systems.asr.ctc import CTCASR
+        CTCASR.from_pretrained(out / "ckpt").save_pretrained(args.export)
+        print(args.export)
+        return 0
+    cfg = ASRTrainConfig(**PRESETS[args.preset])
+    for f in fields(ASRTrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            setattr(cfg, f.name, v)
+    result = train(cfg, out, args.max_minutes)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

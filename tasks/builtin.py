@@ -1,0 +1,217 @@
+"""The built-in suites, authored for this project (tasks/data/), spoken by the project's TTS.
+
+Every split is separated by text and by voice: an item of split S is spoken by a voice of S
+(`bench.tts.voices(S)`), drawn from the item id, so no test voice is ever heard in training.
+Tasks evaluate the `test` split unless constructed with another.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from bench.types import Item, Metric, Task, Turn, first_n
+from tasks import metrics as M
+from tasks.loaders import ASR_INSTRUCTION, SUMMARY_INSTRUCTION, tts_ref
+from tasks.normalize import NORMALIZER_VERSION, normalize_english
+
+DATA = Path(__file__).parent / "data"
+TOPLINE = "text"
+
+
+@lru_cache(maxsize=None)
+def rows(name: str, split: str) -> tuple[dict, ...]:
+    """The rows of one split of an authored suite file (tasks/data/suites/<name>.jsonl)."""
+    path = DATA / "suites" / f"{name}.jsonl"
+    return tuple(r for r in (json.loads(l) for l in path.read_text().splitlines() if l.strip())
+                 if r.get("split") == split)
+
+
+def spoken(text: str, split: str, seed: str) -> Turn:
+    from bench.tts import Voice
+
+    return Turn("user", audio=tts_ref(text, Voice.sample(split, seed)), transcript=text)
+
+
+def agree(fn):
+    """An item metric comparing a system's answer with the topline's answer to the same item."""
+    def score(item, gen, ctx):
+        top = ctx.get(TOPLINE)
+        return None if top is None else fn(gen.text, top.text)
+    return score
+
+
+def gold(fn):
+    return lambda item, gen, ctx: M.best_over(fn, gen.text, item.references)
+
+
+def answer_metrics() -> tuple[Metric, ...]:
+    """Short-answer metrics: gold accuracy (answer contained), SQuAD EM/F1, agreement with the topline."""
+    return (
+        Metric("accuracy", "item", True, gold(M.contains_answer)),
+        Metric("exact_match", "item", True, gold(M.exact_match)),
+        Metric("f1", "item", True, gold(M.token_f1)),
+        Metric("agree_em", "item", True, agree(M.exact_match), needs=TOPLINE),
+        Metric("agree_f1", "item", True, agree(M.token_f1), needs=TOPLINE),
+        Metric("agree_chrf", "corpus", True, agree(M.chrf_statistics), M.chrf_from_statistics, needs=TOPLINE),
+    )
+
+
+class SuiteTask(Task):
+    """A task over one split of an authored suite."""
+
+    def __init__(self, split: str = "test"):
+        self.split = split
+
+    def items(self, limit: int | None = None) -> list[Item]:
+        return first_n((self.item(r) for r in self.source()), limit)
+
+    def source(self) -> tuple[dict, ...]:
+        return rows(self.file, self.split)
+
+    def item(self, row: dict) -> Item:
+        raise NotImplementedError
+
+
+class SpokenQA(SuiteTask):
+    name = "spoken-qa"
+    version = "2"
+    description = "spoken factual questions with short gold answers (100 test items)"
+    file = "spoken_qa"
+    instruction = "Answer the question in as few words as possible."
+    metrics = answer_metrics()
+
+    def source(self):
+        if self.split == "test":  # the original test set lives in its own file
+            return tuple(json.loads(l) for l in (DATA / "spoken_qa.jsonl").read_text().splitlines() if l.strip())
+        return super().source()
+
+    def item(self, r):
+        return Item(id=r["id"], turn=spoken(r["question"], self.split, r["id"]), instruction=self.instruction,
+                    references=tuple(r["answers"]))
+
+
+def _wer_metrics() -> tuple[Metric, ...]:
+    def stats(unit):
+        def fn(item, gen, ctx):
+            hyp = gen.transcript if gen.transcript is not None else gen.text
+            return M.edit_statistics(normalize_english(hyp), normalize_english(item.references[0]), unit)
+        return fn
+
+    return (Metric("wer", "corpus", False, stats("word"), M.ratio),
+            Metric("cer", "corpus", False, stats("char"), M.ratio))
+
+
+class ASR(SuiteTask):
+    name = "asr"
+    version = f"1-norm{NORMALIZER_VERSION}"
+    description = "read sentences; corpus WER/CER on the system's transcript (120 test items)"
+    file = "asr"
+    metrics = _wer_metrics()
+
+    def item(self, r):
+        return Item(id=r["id"], turn=spoken(r["text"], self.split, r["id"]), instruction=ASR_INSTRUCTION,
+                    references=(r["text"],))
+
+
+LANGUAGES = {"fr": "French", "de": "German", "es": "Spanish"}
+
+
+class Translation(SuiteTask):
+    """Speech translation en→{target}: corpus BLEU and chrF (sacrebleu)."""
+
+    version = "1"
+    file = "translation"
+    metrics = (
+        Metric("bleu", "corpus", True, lambda it, g, c: M.bleu_statistics(g.text, it.references), M.bleu_from_statistics),
+        Metric("chrf", "corpus", True, lambda it, g, c: M.chrf_statistics(g.text, it.references[0]), M.chrf_from_statistics),
+        Metric("agree_chrf", "corpus", True, agree(M.chrf_statistics), M.chrf_from_statistics, needs=TOPLINE),
+    )
+    target = "fr"
+
+    @property
+    def name(self):
+        return f"translate-en-{self.target}"
+
+    @property
+    def description(self):
+        return f"speech translation English → {LANGUAGES[self.target]}, BLEU/chrF (80 test items)"
+
+    def item(self, r):
+        return Item(id=f"{r['id']}-{self.target}", turn=spoken(r["en"], self.split, r["id"]),
+                    instruction=f"Translate what the user says into {LANGUAGES[self.target]}. "
+                                "Reply with the translation only.",
+                    references=(r[self.target],))
+
+
+class TranslateFr(Translation):
+    target = "fr"
+
+
+class TranslateDe(Translation):
+    target = "de"
+
+
+class TranslateEs(Translation):
+    target = "es"
+
+
+class Summarization(SuiteTask):
+    name = "summarize"
+    version = "1"
+    description = "a spoken passage → a one-sentence summary; ROUGE-1/2/L against 3 references (30 test items)"
+    file = "summarization"
+    metrics = tuple(Metric(k.replace("rouge", "rouge_").lower(), "item", True,
+                           (lambda kind: lambda it, g, c: M.rouge(g.text, it.references, kind))(k))
+                    for k in ("rouge1", "rouge2", "rougeL"))
+
+    def item(self, r):
+        return Item(id=r["id"], turn=spoken(r["passage"], self.split, r["id"]), instruction=SUMMARY_INSTRUCTION,
+                    references=tuple(r["summaries"]))
+
+
+class MultiTurn(SuiteTask):
+    name = "multiturn"
+    version = "1"
+    description = "conversations whose last spoken turn needs earlier typed/spoken turns (40 test items)"
+    file = "multiturn"
+    instruction = "Answer the user's last question in as few words as possible."
+    metrics = answer_metrics()
+
+    def item(self, r):
+        history = []
+        for k, t in enumerate(r["turns"]):
+            if t["role"] == "assistant" or t.get("mode") == "typed":
+                history.append(Turn(t["role"], text=t["text"]))
+            else:  # one speaker per conversation: the voice is drawn from the conversation id
+                history.append(spoken(t["text"], self.split, r["id"]))
+        final = r["final"]
+        turn = spoken(final["text"], self.split, r["id"]) if final.get("mode", "spoken") == "spoken" \
+            else Turn("user", text=final["text"])
+        return Item(id=r["id"], turn=turn, history=tuple(history), instruction=self.instruction,
+                    references=tuple(r["answers"]), meta={"kind": r.get("kind")})
+
+
+class ManifestTask(Task):
+    """Your own data: `--tasks manifest:path/to/items.jsonl` (format: tasks/loaders.py). Scored with
+    the short-answer metrics (gold accuracy, EM, F1, agreement with the topline)."""
+
+    version = "1"
+    metrics = answer_metrics()
+
+    def __init__(self, path: str, split: str = "test"):
+        import hashlib
+
+        from tasks.loaders import read_manifest
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"manifest {path!r} not found")
+        self.name = f"manifest:{path}"
+        self.description = f"items from {path}"
+        # the file's content is part of the version, so an edited manifest never reuses old outputs
+        self.version = "1-" + hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        self._items = read_manifest(self.path, split_voice=split)
+
+    def items(self, limit: int | None = None) -> list[Item]:
+        return first_n(self._items, limit)

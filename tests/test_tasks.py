@@ -1,0 +1,86 @@
+"""Built-in suites: splits disjoint by text and voice, items well formed; data commands; manifest task."""
+import json
+
+import pytest
+
+from bench.cli import main
+from bench.plugins import build_task, tasks
+from bench.tts import voices
+
+BUILTIN = [n for n in tasks().names() if n != "manifest"]
+
+
+def _norm(s):
+    return " ".join("".join(c for c in s.lower() if c.isalnum() or c == " ").split())
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_items_are_spoken_in_their_split_voices_with_references(name):
+    for split in ("test", "dev"):
+        items = build_task(name, split=split).items()
+        if split == "test":
+            assert items, f"{name} has no test items"
+        assert len({it.id for it in items}) == len(items)
+        for it in items:
+            assert it.references and all(it.references)
+            assert it.turn.spoken and it.turn.transcript
+            name_ = it.turn.audio.origin.split(":")[1]
+            assert name_ in voices(split), (name, it.id, name_)
+
+
+def test_suite_splits_are_disjoint_by_text():
+    from tasks.builtin import DATA
+
+    for path in sorted((DATA / "suites").glob("*.jsonl")):
+        by_split = {}
+        for r in map(json.loads, path.read_text().splitlines()):
+            text = r.get("text") or r.get("question") or r.get("en") or r.get("passage") or r["final"]["text"]
+            by_split.setdefault(r["split"], set()).add(_norm(text))
+        splits = list(by_split)
+        for i, a in enumerate(splits):
+            for b in splits[i + 1:]:
+                assert not by_split[a] & by_split[b], (path.name, a, b, by_split[a] & by_split[b])
+    test_qa = {_norm(json.loads(l)["question"]) for l in (DATA / "spoken_qa.jsonl").read_text().splitlines()}
+    train_qa = {_norm(json.loads(l)["question"]) for l in (DATA / "suites" / "spoken_qa.jsonl").read_text().splitlines()}
+    assert not test_qa & train_qa
+
+
+def test_multiturn_mixes_typed_and_spoken_turns():
+    items = build_task("multiturn").items()
+    kinds = {it.meta["kind"] for it in items}
+    assert kinds == {"context", "disambiguation"}
+    assert any(t.role == "user" and not t.spoken for it in items for t in it.history)
+    assert any(t.role == "user" and t.spoken for it in items for t in it.history)
+
+
+def test_translation_items_per_language_share_audio_not_ids():
+    fr, de = build_task("translate-en-fr").items(3), build_task("translate-en-de").items(3)
+    assert [i.turn.transcript for i in fr] == [i.turn.transcript for i in de]
+    assert not {i.id for i in fr} & {i.id for i in de}
+    assert fr[0].turn.audio.origin == de[0].turn.audio.origin
+
+
+def test_data_inspect_and_export_roundtrip(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AUDIOCHAT_BENCH_CACHE", str(tmp_path / "cache"))
+    assert main(["data", "inspect", "--tasks", "spoken-qa,multiturn", "--limit", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "| spoken-qa | test | 3 | 3 | 0 |" in out
+    assert main(["data", "export", "--tasks", "multiturn", "--limit", "2", "--out", str(tmp_path / "exp")]) == 0
+    task = build_task(f"manifest:{tmp_path / 'exp' / 'manifest.jsonl'}")
+    items, orig = task.items(), build_task("multiturn").items(2)
+    assert [i.id for i in items] == [i.id for i in orig]
+    assert [i.references for i in items] == [i.references for i in orig]
+    assert [len(i.history) for i in items] == [len(i.history) for i in orig]
+    assert items[0].materialized().turn.audio.seconds > 0.5
+    assert main(["data", "synth", "--tasks", "spoken-qa", "--limit", "2"]) == 0
+    assert "real time" in capsys.readouterr().out
+
+
+def test_topline_runs_on_spoken_items_reading_transcripts(tmp_path, capsys, fakes_registered):
+    """`run --tasks spoken-qa` on spoken items: the system receives audio and the gold transcript."""
+    assert main(["run", "--systems", "fake", "--tasks", "spoken-qa", "--limit", "3",
+                 "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    run_dir = capsys.readouterr().out.strip().splitlines()[-1]
+    outs = [json.loads(l) for l in open(f"{run_dir}/outputs.jsonl")]
+    assert [o["status"] for o in outs] == ["ok"] * 3
+    assert outs[0]["text"] == "What is the capital of France?"[::-1]
