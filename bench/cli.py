@@ -246,8 +246,12 @@ def cmd_list(args) -> int:
         print(f"  {n:<24} {systems().target(n)}")
     print("tasks:")
     for n in tasks().names():
-        t = build_task(n)
-        print(f"  {n:<24} v{t.version}  {t.description}")
+        try:
+            t = build_task(n)
+            print(f"  {n:<24} v{t.version}  {t.description}")
+        except TypeError:  # a task that needs an argument (manifest:PATH)
+            cls = tasks().get(n)
+            print(f"  {n + ':ARG':<24} {((cls.__doc__ or '').strip().splitlines() or [''])[0]}")
     print("suites:")
     for n, s in suites().items():
         print(f"  {n:<24} {s.get('about', '')}")

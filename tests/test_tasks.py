@@ -34,7 +34,8 @@ def test_suite_splits_are_disjoint_by_text():
     for path in sorted((DATA / "suites").glob("*.jsonl")):
         by_split = {}
         for r in map(json.loads, path.read_text().splitlines()):
-            text = r.get("text") or r.get("question") or r.get("en") or r.get("passage") or r["final"]["text"]
+            text = r.get("text") or r.get("question") or r.get("en") or r.get("passage") \
+                or " ".join(t["text"] for t in (*r["turns"], r["final"]))  # a conversation as a whole
             by_split.setdefault(r["split"], set()).add(_norm(text))
         splits = list(by_split)
         for i, a in enumerate(splits):
