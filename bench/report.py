@@ -34,7 +34,10 @@ def markdown_table(rows: list[dict]) -> str:
                 r = cell.get((s, t, m))
                 cells.append("–" if r is None else f"{_fmt(r['value'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
             lines.append("| " + " | ".join(cells) + " |")
-        ns = {(r["system"], r["task"]): (r["n"], r["n_failed"]) for r in sub}
+        ns: dict = {}
+        for r in sub:  # the largest n over a task's metrics (some metrics apply to fewer items)
+            n, f = ns.get((r["system"], r["task"]), (0, 0))
+            ns[(r["system"], r["task"])] = (max(n, r["n"]), max(f, r["n_failed"]))
         notes = [f"{s}/{t}: n={n}" + (f", {f} failed" if f else "") for (s, t), (n, f) in ns.items()]
         lines += ["", "n (items scored): " + "; ".join(notes), ""]
         out.append("\n".join(lines))

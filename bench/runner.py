@@ -56,13 +56,13 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}"[:500]
 
 
-def _generate_batch(system: System, batch: list[Slot]) -> list[tuple[Generation | None, str | None]]:
+def _generate_batch(system: System, batch: list[Slot], transcript_only: bool = False) -> list[tuple[Generation | None, str | None]]:
     """Generate for a batch; on error, retry one by one so a bad item fails alone."""
     requests, results, idx = [], [None] * len(batch), []
     for i, s in enumerate(batch):
         try:
             it = cond_mod.apply(s.condition, s.item)
-            requests.append(Request(it.turn, it.history, it.instruction))
+            requests.append(Request(it.turn, it.history, it.instruction, transcript_only))
             idx.append(i)
         except Exception as e:  # the condition could not be applied (bad audio...)
             results[i] = (None, _describe(e))
@@ -100,7 +100,7 @@ def generate(system: System, task: Task, slots: Sequence[Slot], cache: OutputCac
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         t0 = time.perf_counter()
-        results = _generate_batch(system, batch)
+        results = _generate_batch(system, batch, task.transcript_only)
         stats.model_seconds += time.perf_counter() - t0
         records = []
         for s, (g, err) in zip(batch, results):

@@ -113,11 +113,15 @@ class Item:
 
 @dataclass(frozen=True)
 class Request:
-    """What a system is asked: answer `turn` after `history`, following `instruction`."""
+    """What a system is asked: answer `turn` after `history`, following `instruction`.
+
+    `transcript_only`: the task scores only the system's reading of the spoken turn (ASR), so a
+    system that has an explicit transcript may skip generating a response."""
 
     turn: Turn
     history: tuple[Turn, ...] = ()
     instruction: str | None = None
+    transcript_only: bool = False
 
 
 @dataclass
@@ -209,6 +213,7 @@ class Task:
     version: str = "1"
     description: str = ""
     metrics: tuple[Metric, ...] = ()
+    transcript_only: bool = False  # see Request.transcript_only
 
     def items(self, limit: int | None = None) -> list[Item]:
         raise NotImplementedError

@@ -3,4 +3,11 @@ from bench.registry import Registry
 
 REGISTRY = Registry("system", {
     "text": "systems.text:build",
+    "cascade": "systems.cascade:build",
+    "cascade-whisper": "systems.cascade:build_whisper",
 }, entry_point_group="audiochat_bench.systems")
+
+# Training recipes behind `audiochat-bench train NAME [args]`: each maps to a `main(argv) -> int`.
+TRAINERS = Registry("trainer", {
+    "asr": "systems.asr.train:main",
+})

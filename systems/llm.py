@@ -253,6 +253,8 @@ class ChatLLM:
 
     def generate(self, batch: Sequence[Messages], cfg: DecodeConfig = DecodeConfig()) -> list[tuple[str, int]]:
         """Greedy answers to a batch of conversations: [(text, n_generated_tokens)]."""
+        if not batch:
+            return []
         new = self.generate_ids([self.prompt_ids(m) for m in batch], cfg)
         return [(self.tokenizer.decode(t, skip_special_tokens=True).strip(), len(t)) for t in new]
 

@@ -9,5 +9,8 @@ REGISTRY = Registry("task", {
     "translate-en-es": "tasks.builtin:TranslateEs",
     "summarize": "tasks.builtin:Summarization",
     "multiturn": "tasks.builtin:MultiTurn",
+    "asr-fleurs-en": "tasks.builtin:FleursASR",
+    "asr-ljspeech": "tasks.builtin:LJSpeechASR",
+    "asr-librivox": "tasks.builtin:LibriVoxASR",
     "manifest": "tasks.builtin:ManifestTask",  # manifest:PATH
 }, entry_point_group="audiochat_bench.tasks")

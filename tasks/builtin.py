@@ -98,8 +98,12 @@ def _wer_metrics() -> tuple[Metric, ...]:
             return M.edit_statistics(normalize_english(hyp), normalize_english(item.references[0]), unit)
         return fn
 
+    def rtf(item, gen, ctx):  # (seconds of audio, seconds of ASR compute), for systems that time their ASR
+        return None if "asr" not in gen.seconds else (gen.seconds.get("audio", 0.0), gen.seconds["asr"])
+
     return (Metric("wer", "corpus", False, stats("word"), M.ratio),
-            Metric("cer", "corpus", False, stats("char"), M.ratio))
+            Metric("cer", "corpus", False, stats("char"), M.ratio),
+            Metric("rtfx", "corpus", True, rtf, M.ratio))
 
 
 class ASR(SuiteTask):
@@ -108,6 +112,7 @@ class ASR(SuiteTask):
     description = "read sentences; corpus WER/CER on the system's transcript (120 test items)"
     file = "asr"
     metrics = _wer_metrics()
+    transcript_only = True
 
     def item(self, r):
         return Item(id=r["id"], turn=spoken(r["text"], self.split, r["id"]), instruction=ASR_INSTRUCTION,
@@ -215,3 +220,47 @@ class ManifestTask(Task):
 
     def items(self, limit: int | None = None) -> list[Item]:
         return first_n(self._items, limit)
+
+
+def public_data_dir() -> Path:
+    """The public evaluation data: $AUDIOCHAT_BENCH_DATA, else ../shared/data beside the checkout."""
+    import os
+
+    d = Path(os.environ.get("AUDIOCHAT_BENCH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not d.is_dir():
+        raise FileNotFoundError(f"public evaluation data not found at {d}; set AUDIOCHAT_BENCH_DATA to the folder "
+                                "holding speech/ and text/ (these tasks are optional)")
+    return d
+
+
+class RealASR(Task):
+    """ASR on real recorded speech from the public evaluation data (never used for training)."""
+
+    version = f"1-norm{NORMALIZER_VERSION}"
+    metrics = _wer_metrics()
+    transcript_only = True
+    reader = ""
+
+    def __init__(self, split: str = "test"):
+        self.split = split
+
+    def items(self, limit: int | None = None) -> list[Item]:
+        from tasks import loaders
+
+        d = public_data_dir() / "speech"
+        items = {"fleurs": lambda: loaders.read_fleurs(d / "fleurs", "en"),
+                 "ljspeech": lambda: loaders.read_ljspeech(d / "ljspeech"),
+                 "librivox": lambda: loaders.read_librivox(d / "librivox")}[self.reader]()
+        return first_n(items, limit)
+
+
+class FleursASR(RealASR):
+    name, reader, description = "asr-fleurs-en", "fleurs", "real speech: FLEURS English test clips (many speakers)"
+
+
+class LJSpeechASR(RealASR):
+    name, reader, description = "asr-ljspeech", "ljspeech", "real speech: LJSpeech, one female reader"
+
+
+class LibriVoxASR(RealASR):
+    name, reader, description = "asr-librivox", "librivox", "real speech: LibriVox, one reader"

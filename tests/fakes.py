@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from bench.types import Generation, Request, System, TokenLogProbs
+from bench.types import Generation, Request, System, Task, TokenLogProbs
 
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
           "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
@@ -106,7 +106,7 @@ def tiny_llm(seed: int = 0):
     return ChatLLM(model, tok, identity=f"tiny-llama-seed{seed}")
 
 
-class FakeQA:
+class FakeQA(Task):
     """A small task: 'q<k>' prompts (one of them 'FAIL-me'), scored against the reversed prompt."""
 
     name = "fake-qa"

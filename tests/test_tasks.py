@@ -7,7 +7,7 @@ from bench.cli import main
 from bench.plugins import build_task, tasks
 from bench.tts import voices
 
-BUILTIN = [n for n in tasks().names() if n != "manifest"]
+BUILTIN = [n for n in tasks().names() if n != "manifest" and not n.startswith("asr-")]
 
 
 def _norm(s):

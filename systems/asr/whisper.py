@@ -207,7 +207,9 @@ class WhisperASR:
             gen = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states),
                                       decoder_input_ids=prompt,
                                       decoder_attention_mask=torch.ones_like(prompt))
+            # Whisper's generate may or may not echo the prompt: strip it only where it is there
+            skip = prompt.shape[1] if gen.shape[1] >= prompt.shape[1] and bool((gen[:, :prompt.shape[1]] == prompt).all()) else 0
             for row, i in enumerate(idx):
-                ids = [t for t in gen[row, prompt.shape[1]:].tolist() if t != EOT]
+                ids = [t for t in gen[row, skip:].tolist() if t < EOT]  # text tokens only
                 out[i] = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
         return out

@@ -1,0 +1,103 @@
+"""The cascade: ASR → transcript → the same chat LLM as the topline.
+
+The LLM is told (switchable; part of the fingerprint) that user messages are ASR transcripts that
+may contain errors. Every spoken turn, earlier ones included, goes through the ASR; typed turns
+reach the LLM unchanged. `Generation.transcript` carries the hypothesis of the current turn, and
+`seconds` the time spent in ASR and LLM plus the audio duration (for RTFx).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+from bench.plugins import Context
+from bench.types import Audio, Generation, Request, System, TokenLogProbs, Turn
+from systems.common import decode_config, shared_llm, to_messages
+from systems.llm import ChatLLM, DecodeConfig
+
+TRANSCRIPT_WARNING = ("The user's messages are automatic speech recognition transcripts of what they said, "
+                      "and may contain recognition errors. Interpret them sensibly.")
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
+DEFAULT_CTC = CHECKPOINTS / "ctc-conformer"
+
+
+class Cascade(System):
+    name = "cascade"
+
+    def __init__(self, asr, llm: ChatLLM, cfg: DecodeConfig = DecodeConfig(), warn: bool = True):
+        self.asr, self.llm, self.cfg, self.warn = asr, llm, cfg, warn
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"class": "Cascade/1", "asr": self.asr.identity, "llm": self.llm.identity,
+                           "warning": TRANSCRIPT_WARNING if self.warn else None, **self.cfg.as_dict()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _transcribe(self, requests: Sequence[Request]) -> tuple[dict[int, str], dict[int, float], float]:
+        """Hypotheses for every spoken user turn of every request, in one batched ASR call.
+        Returns ({id(turn): text}, {id(turn): seconds of audio}, ASR seconds)."""
+        turns = [t for r in requests for t in (*r.history, r.turn) if t.role == "user" and isinstance(t.audio, Audio)]
+        t0 = time.perf_counter()
+        texts = self.asr.transcribe([t.audio for t in turns]) if turns else []
+        secs = time.perf_counter() - t0
+        return ({id(t): h for t, h in zip(turns, texts)}, {id(t): t.audio.seconds for t in turns}, secs)
+
+    def _view(self, hyps: dict[int, str]):
+        def view(t: Turn) -> str:
+            if t.spoken:
+                if id(t) not in hyps:
+                    raise ValueError("the cascade needs audio for every spoken turn")
+                return hyps[id(t)]
+            return t.text
+        return view
+
+    def _messages(self, request: Request, hyps: dict[int, str]):
+        return to_messages(request, self._view(hyps), TRANSCRIPT_WARNING if self.warn else None)
+
+    def generate_batch(self, requests: Sequence[Request]) -> list[Generation]:
+        hyps, durs, asr_secs = self._transcribe(requests)
+        total_audio = sum(durs.values()) or 1.0
+        todo = [i for i, r in enumerate(requests) if not r.transcript_only]
+        t0 = time.perf_counter()
+        answers = dict(zip(todo, self.llm.generate([self._messages(requests[i], hyps) for i in todo], self.cfg)))
+        llm_secs = (time.perf_counter() - t0) / max(len(todo), 1)
+        out = []
+        for i, r in enumerate(requests):
+            audio = sum(durs.get(id(t), 0.0) for t in (*r.history, r.turn))
+            hyp = hyps.get(id(r.turn))
+            text, n = answers.get(i, (hyp or "", 0))
+            out.append(Generation(text=text, transcript=hyp, tokens=n, seconds={
+                "asr": asr_secs * audio / total_audio, "llm": llm_secs if i in answers else 0.0, "audio": audio}))
+        return out
+
+    def score(self, request: Request, target: str) -> TokenLogProbs:
+        hyps, _, _ = self._transcribe([request])
+        return self.llm.logprobs_batch([(self._messages(request, hyps), target)])[0]
+
+
+def ctc_asr(ctx: Context):
+    from systems.asr.ctc import CTCASR
+
+    path = Path(ctx.options.get("asr") or DEFAULT_CTC)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"no CTC ASR checkpoint at {path}. Train one with `audiochat-bench train asr` "
+            "(then export it), or pass --asr PATH to a ParakeetForCTC model directory.")
+    return ctx.shared(f"ctc:{path}", lambda: CTCASR.from_pretrained(path, device=ctx.options.get("device", "cpu")))
+
+
+def whisper_asr(ctx: Context):
+    from systems.asr.whisper import WhisperASR
+
+    spec = ctx.options.get("whisper") or "whisper-base"
+    return ctx.shared(f"whisper:{spec}", lambda: WhisperASR.load(spec, device=ctx.options.get("device", "cpu")))
+
+
+def build(ctx: Context) -> Cascade:
+    return Cascade(ctc_asr(ctx), shared_llm(ctx), decode_config(ctx), ctx.options.get("transcript_warning", True))
+
+
+def build_whisper(ctx: Context) -> Cascade:
+    return Cascade(whisper_asr(ctx), shared_llm(ctx), decode_config(ctx), ctx.options.get("transcript_warning", True))

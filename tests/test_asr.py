@@ -1,0 +1,138 @@
+"""CTC Conformer ASR: a few real training steps (loss falls), decoding a tiny saved checkpoint,
+checkpoint round trip in the parakeet layout, the cascade around it, and the ASR normaliser."""
+import numpy as np
+import pytest
+import torch
+
+from bench.types import Audio, Request, Turn
+from systems.asr.ctc import CTCASR, ctc_collapse, train_tokenizer
+from tasks.normalize import normalize_english
+
+SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "she reads a book every night",
+             "we walked to the river", "the sun is bright today", "he plays the piano well"]
+
+
+@pytest.fixture(scope="module")
+def tiny_asr():
+    from systems.asr.train import PRESETS, ASRTrainConfig
+
+    cfg = ASRTrainConfig(**PRESETS["tiny"])
+    torch.manual_seed(0)
+    tok = train_tokenizer(SENTENCES * 5, cfg.vocab_size)
+    return CTCASR.build(tok, cfg.hidden, cfg.layers, cfg.heads, cfg.ffn, cfg.kernel, cfg.subsampling, cfg.dropout), cfg
+
+
+def _batch(asr, texts):
+    from bench.tts import Voice, synthesize
+
+    wavs = [synthesize(t, Voice("en-us", 170, 50), cache=False).samples for t in texts]
+    f = asr.features(wavs)
+    ids = [asr.encode_text(t) for t in texts]
+    labels = torch.full((len(ids), max(map(len, ids))), asr.blank, dtype=torch.long)
+    for i, s in enumerate(ids):
+        labels[i, :len(s)] = torch.tensor(s)
+    return f["input_features"], f["attention_mask"], labels, wavs
+
+
+def test_training_steps_reduce_the_loss(tiny_asr):
+    from systems.asr.train import train_step
+
+    asr, cfg = tiny_asr
+    feats, mask, labels, _ = _batch(asr, SENTENCES[:4])
+    opt = torch.optim.AdamW(asr.model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    asr.model.train()
+    cfg.freq_masks = cfg.time_masks = 0  # overfit one batch: no augmentation noise in the signal
+    losses = [train_step(asr.model, opt, (feats, mask, labels), 3e-3, cfg, g) for _ in range(12)]
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
+def test_decode_a_tiny_saved_checkpoint(tiny_asr, tmp_path):
+    """Save in the parakeet layout (config.json, model.safetensors, tokenizer, preprocessor config),
+    reload through the same class, and get the same greedy transcripts, batched or not."""
+    asr, _ = tiny_asr
+    asr.save_pretrained(tmp_path / "ckpt")
+    names = {p.name for p in (tmp_path / "ckpt").iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json"} <= names
+    again = CTCASR.from_pretrained(tmp_path / "ckpt")
+    _, _, _, wavs = _batch(asr, SENTENCES[:3])
+    audios = [Audio(w) for w in wavs]
+    assert again.transcribe(audios) == asr.transcribe(audios)
+    assert again.transcribe(audios) == [again.transcribe([a])[0] for a in audios]
+    assert again.identity.startswith("ckpt@")
+
+
+def test_ctc_collapse():
+    assert ctc_collapse([0, 5, 5, 0, 5, 7, 7, 0], blank=0) == [5, 5, 7]
+    assert ctc_collapse([], blank=0) == []
+
+
+def test_tokenizer_roundtrip():
+    tok = train_tokenizer(SENTENCES * 3, 64)
+    assert tok.pad_token_id == 0
+    ids = tok("the cat ran", add_special_tokens=False)["input_ids"]
+    assert 0 not in ids and tok.decode(ids) == "the cat ran"
+
+
+class _FakeASR:
+    identity = "fake-asr"
+
+    def __init__(self):
+        self.calls = 0
+
+    def transcribe(self, audios):
+        self.calls += 1
+        return [f"heard {a.samples.size}" for a in audios]
+
+
+def test_cascade_reads_every_spoken_turn_through_asr(tiny):
+    from systems.cascade import Cascade
+    from systems.llm import DecodeConfig
+
+    asr = _FakeASR()
+    c = Cascade(asr, tiny, DecodeConfig(8))
+    spoken = lambda n: Turn("user", audio=Audio(np.full(n, 0.1, np.float32)), transcript="gold")
+    reqs = [Request(spoken(1600), history=(spoken(800), Turn("assistant", text="ok"), Turn("user", text="typed"))),
+            Request(spoken(3200))]
+    gens = c.generate_batch(reqs)
+    assert asr.calls == 1  # one batched ASR call for all spoken turns
+    assert [g.transcript for g in gens] == ["heard 1600", "heard 3200"]
+    assert gens[0].seconds["audio"] == pytest.approx(0.15) and gens[1].seconds["audio"] == pytest.approx(0.2)
+    msgs = c._messages(reqs[0], {id(reqs[0].turn): "X", id(reqs[0].history[0]): "Y"})
+    assert [m["content"] for m in msgs[1:]] == ["Y", "ok", "typed", "X"]
+    assert "speech recognition" in msgs[0]["content"]
+    only = c.generate_batch([Request(spoken(1600), transcript_only=True)])[0]
+    assert only.text == only.transcript == "heard 1600" and only.tokens == 0
+    assert Cascade(asr, tiny, DecodeConfig(8), warn=False).fingerprint() != c.fingerprint()
+
+
+def test_cascade_without_checkpoint_says_how_to_get_one(tmp_path):
+    from bench.plugins import Context
+    from systems.cascade import ctc_asr
+
+    with pytest.raises(FileNotFoundError, match="train asr"):
+        ctc_asr(Context(asr=str(tmp_path / "none")))
+
+
+@pytest.mark.parametrize("raw,norm", [
+    ("Hello, World! It is 42.", "hello world it is forty two"),
+    ("The 3rd of May, 1999 [laughs]", "the third of may one thousand nine hundred ninety nine"),
+    ("Uh, my favourite colour is grey-blue.", "my favorite color is gray blue"),
+    ("It costs 1,000 dollars", "it costs one thousand dollars"),
+    ("the 21st century", "the twenty first century"),
+])
+def test_normalizer_golden(raw, norm):
+    assert normalize_english(raw) == norm
+
+
+def test_wer_metric_is_corpus_level():
+    from bench.scoring import score_metric
+    from bench.types import Generation, Item
+    from tasks.builtin import ASR
+
+    wer = next(m for m in ASR.metrics if m.name == "wer")
+    items = [Item(id="a", turn=Turn("user", transcript="x"), references=("one two three four",)),
+             Item(id="b", turn=Turn("user", transcript="x"), references=("five",))]
+    outs = {"a": Generation(text="", transcript="one two three four"), "b": Generation(text="", transcript="six")}
+    assert score_metric(wer, items, outs, {})["value"] == pytest.approx(1 / 5)  # not (0 + 1) / 2
