@@ -67,6 +67,8 @@ def register() -> None:
 
     systems.REGISTRY.register("fake", "tests.fakes:build_fake")
     systems.REGISTRY.register("echo", "tests.fakes:build_echo")
+    systems.REGISTRY.register("hear-a", "tests.fakes:build_hear_a")
+    systems.REGISTRY.register("hear-b", "tests.fakes:build_hear_b")
 
 
 def tiny_tokenizer():
@@ -137,3 +139,23 @@ def register_task() -> None:
     import tasks
 
     tasks.REGISTRY.register("fake-qa", "tests.fakes:FakeQA")
+
+
+class AudioHashSystem(FakeSystem):
+    """Answers with a hash of the audio it received (to check what each system hears)."""
+
+    def fingerprint(self) -> str:
+        return f"audiohash-{self.version}"
+
+    def generate_batch(self, requests):
+        import hashlib
+
+        return [Generation(text=hashlib.sha256(r.turn.audio.samples.tobytes()).hexdigest()) for r in requests]
+
+
+def build_hear_a(ctx):
+    return AudioHashSystem("a")  # distinct fingerprints: nothing is shared through the cache
+
+
+def build_hear_b(ctx):
+    return AudioHashSystem("b")

@@ -85,3 +85,16 @@ def test_topline_runs_on_spoken_items_reading_transcripts(tmp_path, capsys, fake
     outs = [json.loads(l) for l in open(f"{run_dir}/outputs.jsonl")]
     assert [o["status"] for o in outs] == ["ok"] * 3
     assert outs[0]["text"] == "What is the capital of France?"[::-1]
+
+
+def test_two_systems_receive_bit_identical_perturbed_audio(tmp_path, capsys, fakes_registered):
+    """Through the runner: two systems, separately built, hear the same noisy samples; clean differs."""
+    assert main(["run", "--systems", "hear-a,hear-b", "--tasks", "spoken-qa", "--limit", "4",
+                 "--conditions", "clean,white-snr5,reverb-rt0.3", "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    run_dir = capsys.readouterr().out.strip().splitlines()[-1]
+    heard = {}
+    for o in map(json.loads, open(f"{run_dir}/outputs.jsonl")):
+        heard.setdefault((o["condition"], o["item_id"]), {})[o["system"]] = o["text"]
+    assert len(heard) == 12
+    assert all(v["hear-a"] == v["hear-b"] for v in heard.values())
+    assert heard[("clean", "qa-000")]["hear-a"] != heard[("white-snr5", "qa-000")]["hear-a"]
