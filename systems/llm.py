@@ -281,18 +281,25 @@ class ChatLLM:
         """A response as the model would emit it: its tokens, then the end-of-turn token."""
         return self.tokenizer(target, add_special_tokens=False)["input_ids"] + [self.eos_ids[0]]
 
-    @torch.inference_mode()
     def logprobs_batch(self, pairs: Sequence[tuple[Messages, str]]) -> list[TokenLogProbs]:
         """Teacher-forced log-probabilities of each target response given its conversation."""
-        prompts = [self.prompt_ids(m) for m, _ in pairs]
+        return self.logprobs_embeds([(self.embed(self.prompt_ids(m)), t) for m, t in pairs])
+
+    @torch.inference_mode()
+    def logprobs_embeds(self, pairs: Sequence[tuple[torch.Tensor, str]]) -> list[TokenLogProbs]:
+        """Teacher-forced log-probabilities of each target response after a prompt given as
+        embeddings (T, D): right-padded into one forward pass."""
         targets = [self.target_ids(t) for _, t in pairs]
-        ids, mask = self._left_pad([p + t for p, t in zip(prompts, targets)])
-        logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        seqs = [torch.cat([p, self.embed(t)]) for (p, _), t in zip(pairs, targets)]
+        width, dim = max(s.shape[0] for s in seqs), seqs[0].shape[1]
+        x = torch.zeros((len(seqs), width, dim), dtype=seqs[0].dtype, device=self.device)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long, device=self.device)
+        for i, s in enumerate(seqs):
+            x[i, : s.shape[0]], mask[i, : s.shape[0]] = s, 1
+        logp = torch.log_softmax(self.model(inputs_embeds=x, attention_mask=mask).logits.float(), dim=-1)
         out = []
-        for i, tgt in enumerate(targets):
-            n = len(tgt)
-            pos = ids.shape[1] - n  # first target position
-            rows = logp[i, pos - 1: pos - 1 + n]
-            out.append(TokenLogProbs(tuple(rows.gather(1, ids[i, pos:, None]).squeeze(1).tolist())))
+        for i, ((p, _), tgt) in enumerate(zip(pairs, targets)):
+            pos = p.shape[0]  # first target position; predicted from position pos - 1
+            rows = logp[i, pos - 1: pos - 1 + len(tgt)]
+            out.append(TokenLogProbs(tuple(rows.gather(1, torch.tensor(tgt, device=self.device)[:, None]).squeeze(1).tolist())))
         return out

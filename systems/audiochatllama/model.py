@@ -1,0 +1,193 @@
+"""AudioChatLlama: encoder → stack frames → projector → frozen chat LLM.
+
+    audio (B, samples) ─encoder→ (B, T, C) ─stack k→ (B, T/k, k·C) ─projector→ (B, T/k, D)
+
+The projected audio embeddings sit in the chat template exactly where the user's text would be:
+the conversation is rendered with a marker in each spoken turn, the text around the markers is
+tokenised and embedded with the LLM's own token embeddings, and the audio embeddings are spliced
+in. Typed turns stay text, so a conversation may mix spoken and typed turns in any order, and a
+text-only conversation is exactly the frozen LLM's prompt.
+
+Checkpoints hold only the trainable weights (projector; the encoder if it was tuned; LoRA if on)
+plus the config needed to rebuild the rest.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from bench.types import Audio, Request, Turn
+from systems.common import to_messages
+from systems.llm import ChatLLM
+
+MARK = "\x00AUDIO{}\x00"
+MARK_RE = re.compile("\x00AUDIO(\\d+)\x00")
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "ctc"  # "ctc" | "whisper"
+    encoder_path: str = ""  # CTC checkpoint dir, or "whisper-base"
+    llm: str = "smollm2"
+    stack: int = 1  # frames per embedding: 1 for the 80 ms CTC encoder, 4 for Whisper's 20 ms
+    projector_hidden: int = 1024
+    train_encoder: bool = True
+    lora_r: int = 0  # LoRA rank on the LLM (0: off; the ablation switch)
+    lora_alpha: int = 16
+
+
+class Projector(nn.Module):
+    def __init__(self, d_in: int, hidden: int, d_out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def stack_frames(x: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, C) → (B, ⌈T/k⌉, k·C), zero-padding T to a multiple of k; lengths rounded up."""
+    if k == 1:
+        return x, lengths
+    B, T, C = x.shape
+    pad = (-T) % k
+    x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+    return x.reshape(B, (T + pad) // k, k * C), (lengths + k - 1) // k
+
+
+class AudioChatLlama(nn.Module):
+    def __init__(self, cfg: ModelConfig, encoder: nn.Module, llm: ChatLLM):
+        super().__init__()
+        self.cfg, self.encoder, self.llm = cfg, encoder, llm
+        self.lm = llm.model  # registered as a submodule so DDP and .to() see it
+        for p in self.lm.parameters():
+            p.requires_grad_(False)
+        if cfg.lora_r:
+            from peft import LoraConfig, get_peft_model
+
+            self.lm = get_peft_model(self.lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                         target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+        for p in self.encoder.parameters():
+            p.requires_grad_(cfg.train_encoder)
+        d_llm = llm.model.get_input_embeddings().weight.shape[1]
+        self.projector = Projector(encoder.dim * cfg.stack, cfg.projector_hidden, d_llm)
+
+    # -- audio → embeddings ---------------------------------------------------------------------
+    def audio_embeds(self, audios: Sequence[Audio]) -> list[torch.Tensor]:
+        """One (T_i, D) embedding sequence per clip."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.train_encoder):
+            states, lengths = self.encoder(audios)  # (B, T, C), (B,)
+        states, lengths = stack_frames(states, lengths, self.cfg.stack)  # (B, T/k, k·C)
+        emb = self.projector(states)  # (B, T/k, D)
+        return [emb[i, : int(lengths[i])] for i in range(len(audios))]
+
+    # -- prompts with audio slots --------------------------------------------------------------
+    def prompt_embeds(self, request: Request, audio: dict[int, torch.Tensor]) -> torch.Tensor:
+        """(T, D) embeddings of the chat prompt, spoken turns replaced by their audio embeddings
+        (`audio` maps id(turn) → embeddings)."""
+        slots: list[torch.Tensor] = []
+
+        def view(t: Turn) -> str:
+            if t.spoken:
+                slots.append(audio[id(t)])
+                return MARK.format(len(slots) - 1)
+            return t.text
+
+        msgs = to_messages(request, view)
+        text = self.llm.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        parts, out = MARK_RE.split(text), []
+        for k, part in enumerate(parts):
+            if k % 2:  # a marker's index
+                out.append(slots[int(part)])
+            elif part:
+                ids = self.llm.tokenizer(part, add_special_tokens=False)["input_ids"]
+                out.append(self.llm.embed(ids))
+        return torch.cat(out, dim=0)
+
+    def request_embeds(self, requests: Sequence[Request]) -> list[torch.Tensor]:
+        """Prompt embeddings for a batch: every spoken turn's audio encoded in one batch."""
+        turns = [t for r in requests for t in (*r.history, r.turn) if t.role == "user" and t.spoken]
+        missing = [t for t in turns if not isinstance(t.audio, Audio)]
+        if missing:
+            raise ValueError("AudioChatLlama needs audio for every spoken turn")
+        embs = self.audio_embeds([t.audio for t in turns]) if turns else []
+        audio = {id(t): e for t, e in zip(turns, embs)}
+        return [self.prompt_embeds(r, audio) for r in requests]
+
+    # -- training ----------------------------------------------------------------------------
+    def loss(self, requests: Sequence[Request], targets: Sequence[Sequence[int]],
+             teacher_logits: Sequence[torch.Tensor] | None = None, kl_weight: float = 0.0) -> torch.Tensor:
+        """Cross-entropy of the target response tokens given the (spoken) prompt; with
+        `teacher_logits` (the text-prompted LLM's logits at the response positions), plus
+        `kl_weight` × KL(teacher ‖ student) on the full next-token distributions."""
+        prompts = self.request_embeds(requests)
+        seqs = [torch.cat([p, self.llm.embed(t)]) for p, t in zip(prompts, targets)]
+        width = max(s.shape[0] for s in seqs)
+        D = seqs[0].shape[1]
+        x = torch.zeros(len(seqs), width, D, dtype=seqs[0].dtype, device=seqs[0].device)
+        mask = torch.zeros(len(seqs), width, dtype=torch.long, device=x.device)
+        labels = torch.full((len(seqs), width), -100, dtype=torch.long, device=x.device)
+        for i, (s, p, t) in enumerate(zip(seqs, prompts, targets)):  # right padding
+            x[i, : s.shape[0]], mask[i, : s.shape[0]] = s, 1
+            labels[i, p.shape[0]: s.shape[0]] = torch.tensor(t, device=x.device)
+        logits = self.lm(inputs_embeds=x, attention_mask=mask).logits.float()  # (B, W, V)
+        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+        ce = nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                                         ignore_index=-100)
+        if not teacher_logits or not kl_weight:
+            return ce
+        kls = []
+        for i, (p, t) in enumerate(zip(prompts, targets)):
+            student = torch.log_softmax(logits[i, p.shape[0] - 1: p.shape[0] - 1 + len(t)], -1)
+            teacher = torch.log_softmax(teacher_logits[i].float(), -1)
+            kls.append(nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean"))
+        return ce + kl_weight * torch.stack(kls).mean()
+
+    forward = loss  # so that DistributedDataParallel sees the training computation
+
+    # -- checkpoints: trainable weights + config --------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Trainable parameters, plus every buffer of a trained module (BatchNorm running statistics
+        of a tuned encoder change in training too)."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        prefixes = ("projector.",) + (("encoder.",) if self.cfg.train_encoder else ())
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
+                if k in names or k.startswith(prefixes)}
+
+    def save(self, path: str | Path, extra: dict | None = None) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(self.trainable_state(), str(path / "trainable.safetensors"))
+        meta = {"model": asdict(self.cfg), "encoder_source": self.encoder.source, "llm_identity": self.llm.identity,
+                **(extra or {})}
+        (path / "config.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, llm: ChatLLM | None = None, encoder: nn.Module | None = None) -> "AudioChatLlama":
+        from systems.audiochatllama.encoders import CTCEncoder, WhisperEncoder
+
+        if encoder is None:
+            encoder = CTCEncoder.load(cfg.encoder_path) if cfg.encoder == "ctc" else WhisperEncoder.load(cfg.encoder_path or "whisper-base")
+        return cls(cfg, encoder, llm or ChatLLM.load(cfg.llm))
+
+    @classmethod
+    def load(cls, path: str | Path, llm: ChatLLM | None = None, encoder: nn.Module | None = None) -> "AudioChatLlama":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = json.loads((path / "config.json").read_text())
+        model = cls.build(ModelConfig(**meta["model"]), llm, encoder)
+        state = load_file(str(path / "trainable.safetensors"))
+        missing = set(model.trainable_state()) - set(state)
+        if missing:
+            raise ValueError(f"{path}: checkpoint lacks trainable weights {sorted(missing)[:3]}...")
+        model.load_state_dict(state, strict=False)
+        return model.eval()

@@ -1,0 +1,70 @@
+"""The `audiochatllama` systems: batched generation from spliced audio embeddings, and scoring
+(perplexity of a target response given the audio)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from bench.plugins import Context
+from bench.types import Generation, Request, System, TokenLogProbs
+from systems.common import decode_config, shared_llm
+from systems.llm import DecodeConfig
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+class AudioChatLlamaSystem(System):
+    name = "audiochatllama"
+
+    def __init__(self, model, cfg: DecodeConfig = DecodeConfig(), identity: str = "unsaved"):
+        self.model, self.cfg, self.identity = model.eval(), cfg, identity
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"class": "AudioChatLlama/1", "checkpoint": self.identity, "llm": self.model.llm.identity,
+                           "encoder": self.model.encoder.source, **self.cfg.as_dict()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @torch.inference_mode()
+    def generate_batch(self, requests: Sequence[Request]) -> list[Generation]:
+        t0 = time.perf_counter()
+        embeds = self.model.request_embeds(requests)
+        t1 = time.perf_counter()
+        new = self.model.llm.generate_embeds(embeds, self.cfg)
+        t2 = time.perf_counter()
+        n = max(len(requests), 1)
+        tok = self.model.llm.tokenizer
+        return [Generation(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=len(ids),
+                           seconds={"encoder": (t1 - t0) / n, "llm": (t2 - t1) / n}) for ids in new]
+
+    @torch.inference_mode()
+    def score(self, request: Request, target: str) -> TokenLogProbs:
+        return self.model.llm.logprobs_embeds([(self.model.request_embeds([request])[0], target)])[0]
+
+
+def _load(ctx: Context, default: Path, option: str) -> AudioChatLlamaSystem:
+    from systems.audiochatllama.model import AudioChatLlama
+    from systems.llm import weights_identity
+
+    path = Path(ctx.options.get(option) or default)
+    if not (path / "trainable.safetensors").exists():
+        raise FileNotFoundError(f"no AudioChatLlama checkpoint at {path}. Train one with `audiochat-bench train e2e` "
+                                f"or pass --{option.replace('_', '-')} PATH")
+    meta = json.loads((path / "config.json").read_text())
+    llm = shared_llm(ctx)
+    if ctx.options.get("llm") and meta["model"]["llm"] != ctx.options["llm"]:
+        raise ValueError(f"{path} was trained for the LLM {meta['model']['llm']!r}, not {ctx.options['llm']!r}")
+    model = ctx.shared(f"e2e:{path}", lambda: AudioChatLlama.load(path, llm=llm))
+    return AudioChatLlamaSystem(model, decode_config(ctx), f"{path.name}@{weights_identity(path)}")
+
+
+def build(ctx: Context) -> AudioChatLlamaSystem:
+    return _load(ctx, CHECKPOINTS / "audiochatllama-smollm2", "e2e")
+
+
+def build_whisper(ctx: Context) -> AudioChatLlamaSystem:
+    return _load(ctx, CHECKPOINTS / "audiochatllama-whisper-smollm2", "e2e_whisper")

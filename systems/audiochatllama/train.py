@@ -1,0 +1,226 @@
+"""Training recipe for AudioChatLlama by modal invariance: `audiochat-bench train e2e [...]`.
+
+Top to bottom: config → responses (the frozen LLM's answers to typed transcripts, from
+`data responses`) → model (encoder from the trained CTC ASR or Whisper, projector, frozen LLM,
+optional LoRA) → a stream of synthetic speech of those transcripts in training voices → AdamW →
+loop: cross-entropy on the response tokens given the audio (+ optional KL to the text-prompted
+distributions), periodic logs and checkpoints (trainable weights + optimiser + config), resume.
+
+Multi-process: run under `torchrun --nproc-per-node N -m systems.audiochatllama.train ...`; ranks
+train on different samples, gradients are averaged by DDP (gloo on CPU, nccl on GPUs), rank 0 logs
+and saves.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from systems.audiochatllama.model import AudioChatLlama, ModelConfig
+
+
+@dataclass
+class E2ETrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    responses: str = "results/train/responses-smollm2.jsonl"
+    batch_size: int = 8
+    lr: float = 1e-3
+    encoder_lr: float = 1e-4
+    warmup: int = 100
+    steps: int = 5000
+    weight_decay: float = 1e-2
+    kl_weight: float = 0.0  # > 0: the Ultravox variant (KL to the text-prompted distributions)
+    noise_prob: float = 0.3
+    snr_range: tuple = (10.0, 40.0)
+    bf16: bool = False  # autocast to bfloat16 on CPU
+    seed: int = 0
+    threads: int = 1
+    log_every: int = 10
+    ckpt_every: int = 50
+
+
+def _dist():
+    """(rank, world size), initialising torch.distributed when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world
+
+
+def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random.Generator):
+    """Requests (speech of the transcripts in training voices, with the instruction) and targets."""
+    from bench.tts import Voice, synthesize
+    from bench.types import Audio, Request, Turn
+
+    picked = [rng.choice(rows) for _ in range(cfg.batch_size)]
+    requests = []
+    for r in picked:
+        x = synthesize(r["transcript"], Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
+        if rng.random() < cfg.noise_prob:
+            snr = rng.uniform(*cfg.snr_range)
+            x = x + nprng.standard_normal(x.size) * math.sqrt(np.mean(x ** 2) / 10 ** (snr / 10))
+        audio = Audio(np.clip(x, -1, 1).astype(np.float32))
+        requests.append(Request(Turn("user", audio=audio, transcript=r["transcript"]), (), r["instruction"]))
+    return requests, [r["ids"] for r in picked], picked
+
+
+def teacher_logits(model: AudioChatLlama, picked) -> list[torch.Tensor]:
+    """The text-prompted LLM's logits at the response positions (the KL target)."""
+    llm, out = model.llm, []
+    with torch.no_grad():
+        for r in picked:
+            msgs = ([{"role": "system", "content": r["instruction"]}] if r["instruction"] else []) + \
+                   [{"role": "user", "content": r["transcript"]}]
+            p = llm.prompt_ids(msgs)
+            ids = torch.tensor([p + r["ids"]], device=llm.device)
+            logits = model.lm(input_ids=ids).logits[0]
+            out.append(logits[len(p) - 1: len(p) - 1 + len(r["ids"])])
+    return out
+
+
+def lr_scale(step: int, cfg: E2ETrainConfig) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, model: AudioChatLlama | None = None,
+          rows: list[dict] | None = None) -> dict:
+    from systems.audiochatllama.data import read_responses
+
+    rank, world = _dist()
+    torch.set_num_threads(cfg.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    if rows is None:
+        _, rows = read_responses(cfg.responses)
+    ckpt = out / "ckpt"
+    step, opt_state = 0, None
+    if (ckpt / "trainer_state.pt").exists():
+        saved = json.loads((ckpt / "config.json").read_text())
+        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in ("steps", "threads")}})
+        model = AudioChatLlama.load(ckpt, llm=model.llm if model else None, encoder=model.encoder if model else None)
+        state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+        step, opt_state = int(state["step"]), state["optimizer"]
+        if rank == 0:
+            print(f"resuming from step {step}", file=sys.stderr)
+    elif model is None:
+        model = AudioChatLlama.build(cfg.model)
+    torch.manual_seed(cfg.seed)  # same projector init on every rank (DDP also broadcasts it)
+    model.train()
+    model.lm.eval()  # the frozen LLM: no dropout
+    groups = [{"params": [p for p in model.projector.parameters()], "lr": cfg.lr},
+              {"params": [p for n, p in model.lm.named_parameters() if p.requires_grad], "lr": cfg.lr}]
+    if cfg.model.train_encoder:
+        groups.append({"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": cfg.encoder_lr})
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    base_lrs = [g["lr"] for g in groups]
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    wrapped = model
+    if world > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    rng = random.Random(f"{cfg.seed}-{rank}-{step}")
+    nprng = np.random.default_rng(rng.randrange(2**32))
+    t0, losses, last = time.time(), [], {}
+    log_path = out / "train_log.jsonl"
+    while step < cfg.steps and not (max_minutes and time.time() - t0 > 60 * max_minutes):
+        requests, targets, picked = sample_batch(rows, cfg, rng, nprng)
+        teacher = teacher_logits(model, picked) if cfg.kl_weight else None
+        for g, base in zip(opt.param_groups, base_lrs):
+            g["lr"] = base * lr_scale(step, cfg)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = wrapped(requests, targets, teacher, cfg.kl_weight)  # forward = loss (DDP syncs through it)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        opt.step()
+        step += 1
+        losses.append(loss.item())
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            last = {"step": step, "loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
+                    "elapsed_s": round(time.time() - t0, 1), "world": world}
+            losses = []
+            with open(log_path, "a") as f:
+                f.write(json.dumps(last) + "\n")
+            print(json.dumps(last), file=sys.stderr, flush=True)
+        if rank == 0 and step % cfg.ckpt_every == 0:
+            save_checkpoint(out, model, opt, step, cfg, last)
+    if rank == 0:
+        save_checkpoint(out, model, opt, step, cfg, last)
+    if world > 1:
+        torch.distributed.barrier()
+    return {"step": step, **last}
+
+
+def save_checkpoint(out: Path, model: AudioChatLlama, opt, step: int, cfg: E2ETrainConfig, last: dict) -> None:
+    tmp, final = out / "ckpt.tmp", out / "ckpt"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp, {"train": asdict(cfg), "step": step, "last_log": last})
+    torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "trainer_state.pt")
+    if final.exists():
+        shutil.rmtree(out / "ckpt.old", ignore_errors=True)
+        os.replace(final, out / "ckpt.old")
+    os.replace(tmp, final)
+
+
+def from_dict(d: dict) -> E2ETrainConfig:
+    d = dict(d)
+    m = ModelConfig(**d.pop("model", {}))
+    names = {f.name for f in fields(E2ETrainConfig)}
+    return E2ETrainConfig(model=m, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+
+
+PRESETS = {
+    "ctc": {"model": {"encoder": "ctc", "encoder_path": "systems/checkpoints/ctc-conformer", "stack": 1}},
+    "whisper": {"model": {"encoder": "whisper", "encoder_path": "whisper-base", "stack": 4, "train_encoder": False}},
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="audiochat-bench train e2e", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="ctc", choices=sorted(PRESETS))
+    ap.add_argument("--out", default=None, help="run folder (default results/train/e2e-<preset>); resumes if it holds one")
+    ap.add_argument("--max-minutes", type=float, default=None)
+    ap.add_argument("--encoder-path", default=None)
+    ap.add_argument("--lora-r", type=int, default=None, help="LoRA rank on the LLM (ablation; default off)")
+    ap.add_argument("--export", metavar="DIR", help="only copy the run's checkpoint (weights + config) to DIR")
+    for f in fields(E2ETrainConfig):
+        if f.type in ("int", "float", "str"):
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type])
+    ap.add_argument("--bf16", action="store_true", default=None)
+    args = ap.parse_args(argv)
+    out = Path(args.out or f"results/train/e2e-{args.preset}")
+    if args.export:
+        dst = Path(args.export)
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in ("trainable.safetensors", "config.json"):
+            shutil.copy(out / "ckpt" / name, dst / name)
+        print(dst)
+        return 0
+    cfg = from_dict(PRESETS[args.preset])
+    for k in ("encoder_path", "lora_r"):
+        if getattr(args, k) is not None:
+            setattr(cfg.model, k, getattr(args, k))
+    for f in fields(E2ETrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None and f.name != "model":
+            setattr(cfg, f.name, v)
+    print(json.dumps(train(cfg, out, args.max_minutes)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""AudioChatLlama with a tiny encoder and a tiny LLM: splicing, text-only equivalence, mixed
+modalities, a few training steps whose loss falls, checkpoints of trainable weights only, and a
+2-process DDP run on gloo."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.types import Audio, Request, Turn
+from systems.llm import DecodeConfig
+from tests.e2e_tiny import ROWS, tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def _speech(text, seed=0):
+    from bench.tts import Voice, synthesize
+
+    return Audio(synthesize(text, Voice("en-us", 170, 50), cache=False).samples)
+
+
+def test_text_only_conversation_is_exactly_the_frozen_llm(model):
+    from systems.audiochatllama.system import AudioChatLlamaSystem
+    from systems.common import to_messages
+
+    system = AudioChatLlamaSystem(model, DecodeConfig(12))
+    reqs = [Request(Turn("user", text="hello there"), (), "Answer briefly."),
+            Request(Turn("user", text="and now?"), (Turn("user", text="first"), Turn("assistant", text="ok")))]
+    ours = [g.text for g in system.generate_batch(reqs)]
+    frozen = [t for t, _ in model.llm.generate([to_messages(r, lambda t: t.text) for r in reqs], DecodeConfig(12))]
+    assert ours == frozen
+    for r in reqs:
+        emb = model.request_embeds([r])[0]
+        ids = model.llm.prompt_ids(to_messages(r, lambda t: t.text))
+        assert torch.equal(emb, model.llm.embed(ids))
+
+
+def test_audio_sits_where_the_user_text_would_be(model):
+    audio = _speech("the cat sat")
+    spoken = Turn("user", audio=audio, transcript="the cat sat")
+    req = Request(Turn("user", text="what did I say?"), (spoken, Turn("assistant", text="ok")), None)
+    with torch.no_grad():
+        emb = model.request_embeds([req])[0]
+        (a,) = model.audio_embeds([audio])
+    text_view = model.llm.prompt_ids([{"role": "user", "content": ""}, {"role": "assistant", "content": "ok"},
+                                      {"role": "user", "content": "what did I say?"}])
+    assert emb.shape[0] == len(text_view) + a.shape[0]
+    # the audio embeddings follow the first "<|im_start|>user\n" and precede its "<|im_end|>"
+    head = model.llm.tokenizer("<|im_start|>user\n", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(emb[len(head): len(head) + a.shape[0]], a)
+    assert torch.equal(emb[: len(head)], model.llm.embed(head))
+    # ~80 ms per embedding: 4x subsampling (40 ms) stacked by 2
+    assert a.shape[0] == pytest.approx(audio.seconds / 0.08, abs=2)
+
+
+def test_mixed_conversation_generates_in_batch(model):
+    from systems.audiochatllama.system import AudioChatLlamaSystem
+
+    system = AudioChatLlamaSystem(model, DecodeConfig(6))
+    spoken = lambda t: Turn("user", audio=_speech(t), transcript=t)
+    reqs = [Request(spoken("the cat sat"), (Turn("user", text="typed first"), Turn("assistant", text="ok"))),
+            Request(Turn("user", text="typed last"), (spoken("a dog ran"), Turn("assistant", text="yes"))),
+            Request(spoken("we walked to the river"))]
+    gens = system.generate_batch(reqs)
+    assert len(gens) == 3 and all(g.tokens <= 6 for g in gens)
+    single = [system.generate_batch([r])[0].text for r in reqs]
+    assert [g.text for g in gens] == single
+    assert system.score(reqs[2], "a reply").perplexity > 1
+
+
+def test_training_steps_reduce_the_loss_and_leave_the_llm_frozen(model):
+    frozen_before = {k: v.clone() for k, v in model.lm.state_dict().items()}
+    reqs = [Request(Turn("user", audio=_speech(r["transcript"]), transcript=r["transcript"])) for r in ROWS]
+    targets = [r["ids"] for r in ROWS]
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params and not any(p.requires_grad for p in model.lm.parameters())
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(10):
+        loss = model(reqs, targets)
+        opt.zero_grad()
+        loss.backward()
+        assert model.projector.net[1].weight.grad is not None  # gradients reach the projector...
+        assert next(model.encoder.parameters()).grad is not None  # ...and the encoder, through the LLM
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert all(torch.equal(v, model.lm.state_dict()[k]) for k, v in frozen_before.items())
+
+
+def test_kl_variant_adds_a_term(model):
+    from systems.audiochatllama.train import teacher_logits
+
+    reqs = [Request(Turn("user", audio=_speech(r["transcript"]), transcript=r["transcript"])) for r in ROWS[:2]]
+    targets = [r["ids"] for r in ROWS[:2]]
+    with torch.no_grad():
+        t = teacher_logits(model, ROWS[:2])
+        assert [x.shape[0] for x in t] == [len(x) for x in targets]
+        assert model(reqs, targets, t, 1.0) > model(reqs, targets)
+
+
+def test_checkpoint_holds_only_trainable_weights(model, tmp_path):
+    from systems.audiochatllama.model import AudioChatLlama
+
+    model.save(tmp_path / "ck")
+    from safetensors.torch import load_file
+
+    state = load_file(str(tmp_path / "ck" / "trainable.safetensors"))
+    assert state and not any(k.startswith("lm.") for k in state)
+    again = AudioChatLlama.load(tmp_path / "ck", llm=model.llm, encoder=tiny_model().encoder)
+    audio = _speech("a dog ran")
+    with torch.no_grad():
+        assert torch.allclose(again.audio_embeds([audio])[0], model.eval().audio_embeds([audio])[0], atol=1e-6)
+
+
+def test_responses_drop_degenerate_outputs():
+    from systems.audiochatllama.data import degenerate, instruction_for
+
+    assert degenerate([]) and degenerate([5])
+    assert degenerate([1, 2, 3, 4] * 3) and not degenerate([1, 2, 3, 4, 5, 6, 7, 8])
+    assert instruction_for("What is the capital of Peru?") and instruction_for("the cat sat") is None
+
+
+def test_two_process_gloo_training_completes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           "--master-port", "29517", str(ROOT / "tests" / "e2e_tiny.py"), str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shas = [(tmp_path / f"rank{r}.sha").read_text() for r in (0, 1)]
+    assert shas[0] == shas[1]  # DDP kept the replicas identical
+    assert (tmp_path / "ckpt" / "trainable.safetensors").exists()
+    assert '"world": 2' in (tmp_path / "train_log.jsonl").read_text()
