@@ -16,7 +16,7 @@ from typing import Iterable, Mapping
 
 from bench.types import Generation
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outputs (
@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS outputs (
     task TEXT NOT NULL, task_version TEXT NOT NULL,
     item_id TEXT NOT NULL, condition TEXT NOT NULL, gen_config TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
-    text TEXT, transcript TEXT, seconds TEXT NOT NULL, tokens INTEGER NOT NULL,
+    text TEXT, transcript TEXT, seconds TEXT NOT NULL, tokens INTEGER NOT NULL, nll REAL,
     error TEXT, created REAL NOT NULL
 );
 """
@@ -100,10 +100,11 @@ class OutputCache:
             g = r.generation
             rows.append((r.key, r.system, r.fingerprint, r.task, r.task_version, r.item_id, r.condition,
                          r.gen_config, r.status, g.text if g else None, g.transcript if g else None,
-                         json.dumps(g.seconds if g else {}), g.tokens if g else 0, r.error, time.time()))
+                         json.dumps(g.seconds if g else {}), g.tokens if g else 0, g.nll if g else None,
+                         r.error, time.time()))
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             self.db.execute("COMMIT")
         except sqlite3.OperationalError as e:
             if self.db.in_transaction:
@@ -119,8 +120,8 @@ class OutputCache:
             q = f"SELECT * FROM outputs WHERE key IN ({','.join('?' * len(chunk))})"
             for row in self.db.execute(q, chunk):
                 (key, system, fp, task, tv, item_id, cond, gc, status, text, transcript, seconds,
-                 tokens, error, _created) = row
-                gen = Generation(text, transcript, json.loads(seconds), tokens) if status == "ok" else None
+                 tokens, nll, error, _created) = row
+                gen = Generation(text, transcript, json.loads(seconds), tokens, nll) if status == "ok" else None
                 out[key] = Record(key, system, fp, task, tv, item_id, cond, gc, status, gen, error)
         return out
 

@@ -132,7 +132,8 @@ def _finish(run_dir: Path, cfg, meta: dict, fingerprints: dict, tasks: dict, sta
     from bench.runner import describe_failures, gen_config, score_all
 
     cache = OutputCache(cfg.cache_path())
-    rows, per_item = score_all(tasks, cfg.conditions, fingerprints, cache, gen_config(cfg.max_new_tokens))
+    rows, per_item = score_all(tasks, cfg.conditions, fingerprints, cache, gen_config(cfg.max_new_tokens),
+                               meta.get("reference_fingerprints"))
     cache.close()
     for r in rows:
         r.update(run=run_dir.name, git_sha=meta.get("git_sha"), config_hash=cfg.identity())
@@ -154,7 +155,7 @@ def cmd_run(args) -> int:
     from bench.cache import OutputCache
     from bench.plugins import Context, build_system, suites
     from bench.registry import RegistryError
-    from bench.runner import GenStats, gen_config, generate, slots_for
+    from bench.runner import GenStats, gen_config, generate, reference_answers, score_gconf, slots_for
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -204,20 +205,40 @@ def cmd_run(args) -> int:
     gconf = gen_config(cfg.max_new_tokens)
     cache = OutputCache(cfg.cache_path())
     stats = GenStats()
-    fingerprints = {}
-    t0 = time.perf_counter()
-    for sname in cfg.systems:
-        system = build_system(sname, ctx)
-        fingerprints[sname] = system.fingerprint()
-        meta.setdefault("fingerprints", {})[sname] = fingerprints[sname]
+    built: dict = {}
+
+    def system(name: str):
+        if name not in built:
+            built[name] = build_system(name, ctx)
+        return built[name]
+
+    def save_meta() -> None:
         (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
-        for task, items in tasks.values():
-            generate(system, task, slots_for(fingerprints[sname], task, items, cfg.conditions, gconf),
+
+    t0 = time.perf_counter()
+    # Scoring tasks first need the reference system's own (clean) answers to score.
+    targets, ref_fps = {}, {}
+    for tname, (task, items) in tasks.items():
+        if task.mode == "score":
+            ref = system(task.reference_system)
+            ref_fps[task.reference_system] = ref.fingerprint()
+            generate(ref, task, slots_for(ref_fps[task.reference_system], task, items, ["clean"], gconf),
                      cache, gconf, cfg.batch_size, stats, progress=not args.no_progress)
+            targets[tname] = reference_answers(cache, ref_fps[task.reference_system], task, items, gconf)
+    meta["reference_fingerprints"] = ref_fps
+    fingerprints = {}
+    for sname in cfg.systems:
+        fingerprints[sname] = system(sname).fingerprint()
+        meta.setdefault("fingerprints", {})[sname] = fingerprints[sname]
+        save_meta()
+        for tname, (task, items) in tasks.items():
+            tg = score_gconf(task, gconf, ref_fps.get(task.reference_system))
+            generate(system(sname), task, slots_for(fingerprints[sname], task, items, cfg.conditions, tg),
+                     cache, tg, cfg.batch_size, stats, progress=not args.no_progress, targets=targets.get(tname))
     cache.close()
     meta.update(status="finished", seconds=round(time.perf_counter() - t0, 2),
                 counts={"generated": stats.generated, "cached": stats.cached, "failed": stats.failed})
-    (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+    save_meta()
     print(f"outputs: {stats.generated} generated, {stats.cached} from cache, {stats.failed} failed "
           f"({meta['seconds']:.1f} s)", file=sys.stderr)
     return _finish(run_dir, cfg, meta, fingerprints, tasks, stats)

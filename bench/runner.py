@@ -56,18 +56,40 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}"[:500]
 
 
-def _generate_batch(system: System, batch: list[Slot], transcript_only: bool = False) -> list[tuple[Generation | None, str | None]]:
-    """Generate for a batch; on error, retry one by one so a bad item fails alone."""
-    requests, results, idx = [], [None] * len(batch), []
+def score_gconf(task: Task, gconf: dict, ref_fp: str | None) -> dict:
+    """The generation config of a task's outputs: a scoring task's outputs also depend on whose
+    answers were scored (the reference system's fingerprint)."""
+    return {**gconf, "mode": "score", "target": ref_fp} if task.mode == "score" else gconf
+
+
+def _call(system: System, requests: list[Request], targets: list[str] | None) -> list[Generation]:
+    if targets is None:
+        return system.generate_batch(requests)
+    t0 = time.perf_counter()
+    scored = system.score_batch(list(zip(requests, targets)))
+    per = (time.perf_counter() - t0) / max(len(requests), 1)
+    return [Generation(text=t, tokens=len(lp.logprobs), nll=lp.nll, seconds={"score": per})
+            for t, lp in zip(targets, scored)]
+
+
+def _generate_batch(system: System, batch: list[Slot], task: Task,
+                    targets: dict[str, str | None] | None = None) -> list[tuple[Generation | None, str | None]]:
+    """Generate (or, for a scoring task, score the `targets`) for a batch; on error, retry one by one
+    so that a bad item fails alone."""
+    requests, results, idx, tgts = [], [None] * len(batch), [], []
     for i, s in enumerate(batch):
         try:
+            if targets is not None and targets.get(s.item.id) is None:
+                raise ValueError(f"no reference answer from {task.reference_system!r} to score")
             it = cond_mod.apply(s.condition, s.item)
-            requests.append(Request(it.turn, it.history, it.instruction, transcript_only))
+            requests.append(Request(it.turn, it.history, it.instruction, task.transcript_only))
+            tgts.append(targets[s.item.id] if targets is not None else None)
             idx.append(i)
-        except Exception as e:  # the condition could not be applied (bad audio...)
+        except Exception as e:  # the condition could not be applied (bad audio...) or no target
             results[i] = (None, _describe(e))
+    tg = tgts if targets is not None else None
     try:
-        gens = system.generate_batch(requests) if requests else []
+        gens = _call(system, requests, tg) if requests else []
         if len(gens) != len(requests):
             raise RuntimeError(f"{system.name} returned {len(gens)} outputs for {len(requests)} requests")
         for i, g in zip(idx, gens):
@@ -76,17 +98,19 @@ def _generate_batch(system: System, batch: list[Slot], transcript_only: bool = F
         if len(requests) == 1:
             results[idx[0]] = (None, _describe(sys.exc_info()[1]))
         else:
-            for i, r in zip(idx, requests):
+            for k, (i, r) in enumerate(zip(idx, requests)):
                 try:
-                    results[i] = (system.generate_batch([r])[0], None)
+                    results[i] = (_call(system, [r], None if tg is None else [tg[k]])[0], None)
                 except Exception as e:
                     results[i] = (None, _describe(e))
     return results
 
 
 def generate(system: System, task: Task, slots: Sequence[Slot], cache: OutputCache, gconf: dict,
-             batch_size: int, stats: GenStats, progress: bool = True) -> None:
-    """Produce the outputs of `slots` that the cache does not hold yet."""
+             batch_size: int, stats: GenStats, progress: bool = True,
+             targets: dict[str, str | None] | None = None) -> None:
+    """Produce the outputs of `slots` that the cache does not hold yet (for a scoring task, the
+    scores of `targets`, item id → reference answer)."""
     done = cache.done_keys(s.key for s in slots)
     todo = [s for s in slots if s.key not in done]
     stats.cached += len(slots) - len(todo)
@@ -100,7 +124,7 @@ def generate(system: System, task: Task, slots: Sequence[Slot], cache: OutputCac
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         t0 = time.perf_counter()
-        results = _generate_batch(system, batch, task.transcript_only)
+        results = _generate_batch(system, batch, task, targets)
         stats.model_seconds += time.perf_counter() - t0
         records = []
         for s, (g, err) in zip(batch, results):
@@ -117,6 +141,12 @@ def generate(system: System, task: Task, slots: Sequence[Slot], cache: OutputCac
     bar.close()
 
 
+def reference_answers(cache: OutputCache, ref_fp: str, task: Task, items: Sequence[Item], gconf: dict) -> dict[str, str | None]:
+    """The reference system's clean answers to a scoring task's items (item id → text or None)."""
+    recs = read_records(cache, slots_for(ref_fp, task, items, ["clean"], gconf))
+    return {it.id: (r.generation.text if (r := recs[("clean", it.id)]) and r.generation else None) for it in items}
+
+
 def read_records(cache: OutputCache, slots: Iterable[Slot]) -> dict[tuple[str, str], Record | None]:
     """(condition, item id) → stored record (ok or failed), None where nothing is stored."""
     slots = list(slots)
@@ -125,13 +155,15 @@ def read_records(cache: OutputCache, slots: Iterable[Slot]) -> dict[tuple[str, s
 
 
 def score_all(tasks: dict[str, tuple[Task, list[Item]]], conditions: Sequence[str],
-              fingerprints: dict[str, str], cache: OutputCache, gconf: dict) -> tuple[list[dict], dict]:
+              fingerprints: dict[str, str], cache: OutputCache, gconf: dict,
+              ref_fingerprints: dict[str, str] | None = None) -> tuple[list[dict], dict]:
     """Rows for every task × condition × system, from the cache alone; also the per-item records
     {(task, condition): {system: {item id: Record | None}}}."""
     rows: list[dict] = []
     per_item: dict = {}
     for tname, (task, items) in tasks.items():
-        recs = {sname: read_records(cache, slots_for(fp, task, items, conditions, gconf))
+        tg = score_gconf(task, gconf, (ref_fingerprints or {}).get(task.reference_system))
+        recs = {sname: read_records(cache, slots_for(fp, task, items, conditions, tg))
                 for sname, fp in fingerprints.items()}
         for c in conditions:
             by_system = {s: {it.id: r[(c, it.id)] for it in items} for s, r in recs.items()}

@@ -127,12 +127,15 @@ class Request:
 @dataclass
 class Generation:
     """A system's answer. `transcript` is the system's own reading of the spoken turn (cascade's
-    ASR hypothesis), `seconds` its timing by stage, `tokens` the number of generated tokens."""
+    ASR hypothesis), `seconds` its timing by stage, `tokens` the number of generated tokens.
+    For scoring tasks, `text` is the scored target, `tokens` its length and `nll` its negative
+    log-likelihood (nats) under the system."""
 
     text: str
     transcript: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     tokens: int = 0
+    nll: float | None = None
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,13 @@ class System:
 
     def score(self, request: Request, target: str) -> TokenLogProbs:
         """Teacher-forced log-probabilities of `target` as the answer to `request`."""
-        raise NotImplementedError(f"{type(self).__name__} cannot score targets")
+        return self.score_batch([(request, target)])[0]
+
+    def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
+        """Score many (request, target) pairs; real systems override this to batch."""
+        if type(self).score is System.score:
+            raise NotImplementedError(f"{type(self).__name__} cannot score targets")
+        return [self.score(r, t) for r, t in pairs]
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,10 @@ class Task:
     description: str = ""
     metrics: tuple[Metric, ...] = ()
     transcript_only: bool = False  # see Request.transcript_only
+    # A scoring task ("score") asks each system for the likelihood of the `reference_system`'s
+    # answer to each item instead of a generation (the response-perplexity metric).
+    mode: str = "generate"
+    reference_system: str = "text"
 
     def items(self, limit: int | None = None) -> list[Item]:
         raise NotImplementedError

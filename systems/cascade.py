@@ -31,7 +31,7 @@ class Cascade(System):
         self.asr, self.llm, self.cfg, self.warn = asr, llm, cfg, warn
 
     def fingerprint(self) -> str:
-        blob = json.dumps({"class": "Cascade/1", "asr": self.asr.identity, "llm": self.llm.identity,
+        blob = json.dumps({"class": "Cascade/2", "asr": self.asr.identity, "llm": self.llm.identity,
                            "warning": TRANSCRIPT_WARNING if self.warn else None, **self.cfg.as_dict()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -54,7 +54,9 @@ class Cascade(System):
         return view
 
     def _messages(self, request: Request, hyps: dict[int, str]):
-        return to_messages(request, self._view(hyps), TRANSCRIPT_WARNING if self.warn else None)
+        # the warning only where there is speech: a typed conversation is exactly the topline's
+        spoken = any(t.role == "user" and t.spoken for t in (*request.history, request.turn))
+        return to_messages(request, self._view(hyps), TRANSCRIPT_WARNING if self.warn and spoken else None)
 
     def generate_batch(self, requests: Sequence[Request]) -> list[Generation]:
         hyps, durs, asr_secs = self._transcribe(requests)
@@ -72,9 +74,9 @@ class Cascade(System):
                 "asr": asr_secs * audio / total_audio, "llm": llm_secs if i in answers else 0.0, "audio": audio}))
         return out
 
-    def score(self, request: Request, target: str) -> TokenLogProbs:
-        hyps, _, _ = self._transcribe([request])
-        return self.llm.logprobs_batch([(self._messages(request, hyps), target)])[0]
+    def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
+        hyps, _, _ = self._transcribe([r for r, _ in pairs])
+        return self.llm.logprobs_batch([(self._messages(r, hyps), target) for r, target in pairs])
 
 
 def ctc_asr(ctx: Context):

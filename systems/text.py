@@ -31,8 +31,8 @@ class TextTopline(System):
         return [Generation(text=t, transcript=r.turn.gold_text if r.turn.spoken else None,
                            seconds={"llm": per}, tokens=n) for r, (t, n) in zip(requests, out)]
 
-    def score(self, request: Request, target: str) -> TokenLogProbs:
-        return self.llm.logprobs_batch([(to_messages(request, lambda t: t.gold_text), target)])[0]
+    def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
+        return self.llm.logprobs_batch([(to_messages(r, lambda t: t.gold_text), target) for r, target in pairs])
 
 
 def build(ctx: Context) -> TextTopline:

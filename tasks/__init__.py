@@ -3,6 +3,8 @@ from bench.registry import Registry
 
 REGISTRY = Registry("task", {
     "spoken-qa": "tasks.builtin:SpokenQA",
+    "typed-qa": "tasks.builtin:TypedQA",
+    "response-ppl": "tasks.builtin:ResponsePPL",
     "asr": "tasks.builtin:ASR",
     "translate-en-fr": "tasks.builtin:TranslateFr",
     "translate-en-de": "tasks.builtin:TranslateDe",

@@ -91,6 +91,48 @@ class SpokenQA(SuiteTask):
                     references=tuple(r["answers"]))
 
 
+class TypedQA(SpokenQA):
+    """Text ability preserved: the spoken-QA questions typed, through every system. A speech
+    system that keeps the LLM's text ability answers exactly like the topline here."""
+
+    name = "typed-qa"
+    version = "1"
+    description = "the spoken-QA questions typed instead of spoken (text ability preserved)"
+
+    def item(self, r):
+        return Item(id=r["id"], turn=Turn("user", text=r["question"]), instruction=self.instruction,
+                    references=tuple(r["answers"]))
+
+
+def _ppl(total) -> float:
+    import math
+
+    return math.exp(total[0] / total[1]) if total[1] else float("nan")
+
+
+def _ppl_ratio(total) -> float:
+    """perplexity(system) / perplexity(reference), both over the same items."""
+    return _ppl(total[:2]) / _ppl(total[2:]) if total[1] and total[3] else float("nan")
+
+
+class ResponsePPL(SpokenQA):
+    """The paper's metric: perplexity of the topline's (clean) answer to each spoken question, given
+    each system's own view of the question (the topline: the gold transcript; the cascade: its ASR
+    transcript; AudioChatLlama: the audio). Reported with the ratio to the topline's own perplexity."""
+
+    name = "response-ppl"
+    version = "1"
+    description = "perplexity of the topline's answer given each system's input (spoken-QA items)"
+    mode = "score"
+    reference_system = TOPLINE
+    metrics = (
+        Metric("ppl", "corpus", False, lambda it, g, c: (g.nll, g.tokens), _ppl),
+        Metric("ppl_ratio", "corpus", False,
+               lambda it, g, c: None if c.get(TOPLINE) is None else (g.nll, g.tokens, c[TOPLINE].nll, c[TOPLINE].tokens),
+               _ppl_ratio, needs=TOPLINE),
+    )
+
+
 def _wer_metrics() -> tuple[Metric, ...]:
     def stats(unit):
         def fn(item, gen, ctx):

@@ -7,7 +7,7 @@ from bench.cli import main
 from bench.plugins import build_task, tasks
 from bench.tts import voices
 
-BUILTIN = [n for n in tasks().names() if n != "manifest" and not n.startswith("asr-")]
+BUILTIN = [n for n in tasks().names() if n not in ("manifest", "typed-qa") and not n.startswith("asr-")]
 
 
 def _norm(s):
@@ -98,3 +98,28 @@ def test_two_systems_receive_bit_identical_perturbed_audio(tmp_path, capsys, fak
     assert len(heard) == 12
     assert all(v["hear-a"] == v["hear-b"] for v in heard.values())
     assert heard[("clean", "qa-000")]["hear-a"] != heard[("white-snr5", "qa-000")]["hear-a"]
+
+
+def test_typed_qa_is_spoken_qa_typed():
+    typed, spoken = build_task("typed-qa").items(5), build_task("spoken-qa").items(5)
+    assert [t.turn.text for t in typed] == [s.turn.transcript for s in spoken]
+    assert not any(t.turn.spoken for t in typed)
+
+
+def test_response_ppl_scores_the_topline_answer(tmp_path, capsys, fakes_registered):
+    """A scoring task: the reference system answers first, then every system scores that answer."""
+    import systems
+
+    systems.REGISTRY.register("text", "tests.fakes:build_echo")  # the reference answers by echoing
+    try:
+        assert main(["run", "--systems", "fake", "--tasks", "response-ppl", "--limit", "3",
+                     "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    finally:
+        systems.REGISTRY.register("text", "systems.text:build")
+    run_dir = capsys.readouterr().out.strip().splitlines()[-1]
+    outs = [json.loads(l) for l in open(f"{run_dir}/outputs.jsonl")]
+    assert [o["text"] for o in outs] == [it.turn.transcript for it in build_task("spoken-qa").items(3)]
+    rows = {r["metric"]: r for r in map(json.loads, open(f"{run_dir}/rows.jsonl"))}
+    import math
+    assert rows["ppl"]["value"] == pytest.approx(math.exp(0.5))  # the fake scores -0.5 nats per character
+    assert "ppl_ratio" not in rows  # the reference itself was not scored in this run

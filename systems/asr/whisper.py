@@ -178,10 +178,11 @@ class WhisperASR:
         from systems.llm import weights_identity
         return cls(Path(spec), f"{Path(spec).name}@{weights_identity(Path(spec))}", **kw)
 
-    def encode(self, audios: Sequence[Audio]) -> torch.Tensor:
-        """Encoder states (B, T, D) for clips padded to the longest clip (at least `pad_seconds`),
-        up to 30 s: the positional embedding is sliced to the real number of frames."""
-        secs = min(30.0, max(self.pad_seconds, max(a.seconds for a in audios)))
+    def encode(self, audios: Sequence[Audio], min_seconds: float | None = None) -> torch.Tensor:
+        """Encoder states (B, T, D) for clips padded to the longest clip (at least `min_seconds`,
+        default `pad_seconds`), up to 30 s: the positional embedding is sliced to the real length."""
+        floor = self.pad_seconds if min_seconds is None else min_seconds
+        secs = min(30.0, max(floor, max(a.seconds for a in audios)))
         n = int(round(secs * 100))
         n += n % 2
         feats = self.fe([a.samples for a in audios], sampling_rate=16000, return_tensors="pt",

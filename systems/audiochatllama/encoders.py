@@ -55,6 +55,6 @@ class WhisperEncoder(nn.Module):
         return cls(WhisperASR.load(spec))
 
     def forward(self, audios: Sequence[Audio]) -> tuple[torch.Tensor, torch.Tensor]:
-        states = self.whisper.encode(audios)
+        states = self.whisper.encode(audios, min_seconds=1.0)  # no 8 s floor: lengths cut the padding anyway
         lengths = torch.tensor([min(states.shape[1], int(a.seconds * 50) + 1) for a in audios])
         return states, lengths

@@ -42,8 +42,9 @@ class AudioChatLlamaSystem(System):
                            seconds={"encoder": (t1 - t0) / n, "llm": (t2 - t1) / n}) for ids in new]
 
     @torch.inference_mode()
-    def score(self, request: Request, target: str) -> TokenLogProbs:
-        return self.model.llm.logprobs_embeds([(self.model.request_embeds([request])[0], target)])[0]
+    def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
+        embeds = self.model.request_embeds([r for r, _ in pairs])
+        return self.model.llm.logprobs_embeds([(e, target) for e, (_, target) in zip(embeds, pairs)])
 
 
 def _load(ctx: Context, default: Path, option: str) -> AudioChatLlamaSystem:
