@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Iterable
 
-ROW_FIELDS = ["run", "system", "task", "task_version", "condition", "metric", "value", "ci_low",
-              "ci_high", "n", "n_failed", "higher_is_better", "git_sha", "config_hash"]
+ROW_FIELDS = ["run", "system", "task", "task_version", "condition", "metric", "baseline", "value", "ci_low",
+              "ci_high", "significant", "n", "n_failed", "higher_is_better", "git_sha", "config_hash"]
 
 
 def _fmt(x: float) -> str:
@@ -17,29 +17,47 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
 
 
+def _grid(sub: list[dict], cell_fn) -> list[str]:
+    """A systems × task/metric markdown grid of `sub` rows."""
+    cols = list(dict.fromkeys((r["task"], r["metric"]) for r in sub))
+    systems = list(dict.fromkeys(r["system"] for r in sub))
+    cell = {(r["system"], r["task"], r["metric"]): r for r in sub}
+    header = ["system"] + [f"{t}/{m} {'↑' if _hib(sub, t, m) else '↓'}" for t, m in cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for s in systems:
+        cells = [s] + [cell_fn(cell.get((s, t, m))) for t, m in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _abs_cell(r) -> str:
+    return "–" if r is None else f"{_fmt(r['value'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+
+
+def _diff_cell(r) -> str:
+    if r is None:
+        return "–"
+    sign = "+" if r["value"] > 0 else ""
+    return f"{sign}{_fmt(r['value'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]{' *' if r.get('significant') else ''}"
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """One table per condition: systems × task/metric, each cell `value [ci_low, ci_high]`."""
+    """Per condition: systems × task/metric, each cell `value [95% CI]`; then the paired differences
+    against each baseline (cascade, topline), `*` where the interval excludes zero."""
     out = []
     for cond in dict.fromkeys(r["condition"] for r in rows):
-        sub = [r for r in rows if r["condition"] == cond]
-        cols = list(dict.fromkeys((r["task"], r["metric"]) for r in sub))
-        systems = list(dict.fromkeys(r["system"] for r in sub))
-        cell = {(r["system"], r["task"], r["metric"]): r for r in sub}
-        header = ["system"] + [f"{t}/{m} {'↑' if _hib(sub, t, m) else '↓'}" for t, m in cols]
-        lines = [f"### condition: {cond}", "", "| " + " | ".join(header) + " |",
-                 "|" + "---|" * len(header)]
-        for s in systems:
-            cells = [s]
-            for t, m in cols:
-                r = cell.get((s, t, m))
-                cells.append("–" if r is None else f"{_fmt(r['value'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
-            lines.append("| " + " | ".join(cells) + " |")
+        sub = [r for r in rows if r["condition"] == cond and not r.get("baseline")]
+        lines = [f"### condition: {cond}", ""] + _grid(sub, _abs_cell)
         ns: dict = {}
         for r in sub:  # the largest n over a task's metrics (some metrics apply to fewer items)
             n, f = ns.get((r["system"], r["task"]), (0, 0))
             ns[(r["system"], r["task"])] = (max(n, r["n"]), max(f, r["n_failed"]))
         notes = [f"{s}/{t}: n={n}" + (f", {f} failed" if f else "") for (s, t), (n, f) in ns.items()]
         lines += ["", "n (items scored): " + "; ".join(notes), ""]
+        for b in dict.fromkeys(r["baseline"] for r in rows if r["condition"] == cond and r.get("baseline")):
+            diff = [r for r in rows if r["condition"] == cond and r.get("baseline") == b]
+            lines += [f"#### {cond}: difference against `{b}` (paired bootstrap; * = 95% CI excludes 0)", ""]
+            lines += _grid(diff, _diff_cell) + [""]
         out.append("\n".join(lines))
     return "\n".join(out) + "\n95% bootstrap confidence intervals in brackets; ↑ higher is better, ↓ lower is better.\n"
 

@@ -69,16 +69,47 @@ def score_metric(metric: Metric, items: list[Item], outputs: Outputs, context: M
     return {"value": metric_value(metric, S), "ci_low": float(lo), "ci_high": float(hi), "n": n, "n_failed": n_failed}
 
 
+def paired_difference(metric: Metric, items: list[Item], outputs: Outputs, baseline: Outputs,
+                      context: Mapping[str, Outputs], seed: int = 0, n_boot: int = N_BOOT) -> dict | None:
+    """metric(system) − metric(baseline) on the items both answered, with a paired bootstrap CI:
+    each resample draws the same items for both. `significant`: the interval excludes zero."""
+    if metric.needs is not None and metric.needs not in context:
+        return None
+    ids_s, S, _ = item_statistics(metric, items, outputs, context)
+    ids_b, B, _ = item_statistics(metric, items, baseline, context)
+    common = sorted(set(ids_s) & set(ids_b))
+    if not common:
+        return None
+    S = S[[ids_s.index(i) for i in common]]
+    B = B[[ids_b.index(i) for i in common]]
+    w = resample_counts(len(common), n_boot, seed)
+    boots = np.asarray(metric_value(metric, S, w)) - np.asarray(metric_value(metric, B, w))
+    boots = boots[np.isfinite(boots)]
+    lo, hi = np.quantile(boots, [ALPHA / 2, 1 - ALPHA / 2]) if boots.size else (float("nan"),) * 2
+    return {"value": metric_value(metric, S) - metric_value(metric, B), "ci_low": float(lo), "ci_high": float(hi),
+            "n": len(common), "n_failed": len(items) - len(common), "significant": bool(lo > 0 or hi < 0)}
+
+
+BASELINES = ("cascade", "text")  # differences are reported against these systems when present
+
+
 def score_task(task: Task, condition: str, items: list[Item], by_system: Mapping[str, Outputs]) -> list[dict]:
-    """Rows for every (system, metric) of one task under one condition."""
+    """Rows for every (system, metric) of one task under one condition, and paired differences of
+    every other system against each baseline present (`baseline` column set)."""
     rows = []
     for system, outputs in by_system.items():
         for metric in task.metrics:
             context = {metric.needs: by_system[metric.needs]} if metric.needs in by_system else {}
+            base = {"system": system, "task": task.name, "task_version": task.version, "condition": condition,
+                    "metric": metric.name, "higher_is_better": metric.higher_is_better}
             res = score_metric(metric, items, outputs, context)
             if res is None:
                 continue
-            rows.append({"system": system, "task": task.name, "task_version": task.version,
-                         "condition": condition, "metric": metric.name,
-                         "higher_is_better": metric.higher_is_better, **res})
+            rows.append({**base, "baseline": None, **res})
+            for b in BASELINES:
+                if b == system or b not in by_system or metric.needs == b:
+                    continue  # agreement with the topline is not compared against the topline itself
+                diff = paired_difference(metric, items, outputs, by_system[b], context)
+                if diff is not None:
+                    rows.append({**base, "baseline": b, **diff})
     return rows

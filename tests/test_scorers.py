@@ -86,3 +86,37 @@ def test_resample_counts_rows_sum_to_n():
     w = resample_counts(7, 50, seed=3)
     assert w.shape == (50, 7) and (w.sum(1) == 7).all()
     assert (w == resample_counts(7, 50, seed=3)).all()
+
+
+def test_paired_difference_known_answers():
+    from bench.scoring import paired_difference
+
+    items = _items(50)
+    m = Metric("score", "item", True, lambda it, g, c: float(g.text))
+    base = {it.id: Generation(str(k % 5 / 10)) for k, it in enumerate(items)}
+    better = {it.id: Generation(str(k % 5 / 10 + 0.2)) for k, it in enumerate(items)}
+    d = paired_difference(m, items, better, base, {})
+    # every item improves by exactly 0.2: pairing removes the between-item spread entirely
+    assert d["value"] == pytest.approx(0.2) and d["ci_low"] == pytest.approx(0.2) and d["ci_high"] == pytest.approx(0.2)
+    assert d["significant"] and d["n"] == 50
+    same = paired_difference(m, items, base, base, {})
+    assert same["value"] == 0 and not same["significant"]
+    # failures on either side drop the item from the pair
+    base["i0"] = None
+    assert paired_difference(m, items, better, base, {})["n"] == 49
+
+
+def test_score_task_adds_difference_rows_against_baselines():
+    from bench.scoring import score_task
+    from bench.types import Task
+
+    class T(Task):
+        name, version = "t", "1"
+        metrics = (Metric("acc", "item", True, lambda it, g, c: float(g.text == "a")),)
+
+    items = _items(10)
+    by_system = {"text": {i.id: Generation("a") for i in items}, "cascade": {i.id: Generation("b") for i in items},
+                 "e2e": {i.id: Generation("a") for i in items}}
+    rows = score_task(T(), "clean", items, by_system)
+    diffs = {(r["system"], r["baseline"]): r["value"] for r in rows if r["baseline"]}
+    assert diffs == {("e2e", "cascade"): 1.0, ("e2e", "text"): 0.0, ("cascade", "text"): -1.0, ("text", "cascade"): 1.0}
