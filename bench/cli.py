@@ -139,6 +139,8 @@ def _finish(run_dir: Path, cfg, meta: dict, fingerprints: dict, tasks: dict, sta
         r.update(run=run_dir.name, git_sha=meta.get("git_sha"), config_hash=cfg.identity())
     report.write_rows(run_dir, rows)
     report.write_outputs(run_dir, per_item, {k: v[1] for k, v in tasks.items()})
+    from bench.html import write_report
+    write_report(run_dir, rows, tasks, per_item, meta)
     print(report.markdown_table(rows))
     n_failed = sum(1 for by_sys in per_item.values() for recs in by_sys.values() for r in recs.values()
                    if r is None or r.generation is None)

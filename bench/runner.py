@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 from tqdm.auto import tqdm
 
 from bench import conditions as cond_mod
+from bench.analysis import wer_bucket_rows
 from bench.cache import OutputCache, Record, cache_key
 from bench.scoring import score_task
 from bench.types import Generation, Item, Request, System, Task
@@ -167,8 +168,9 @@ def score_all(tasks: dict[str, tuple[Task, list[Item]]], conditions: Sequence[st
                 for sname, fp in fingerprints.items()}
         for c in conditions:
             by_system = {s: {it.id: r[(c, it.id)] for it in items} for s, r in recs.items()}
-            rows.extend(score_task(task, c, items, {s: {i: (r.generation if r else None) for i, r in o.items()}
-                                                    for s, o in by_system.items()}))
+            gens = {s: {i: (r.generation if r else None) for i, r in o.items()} for s, o in by_system.items()}
+            rows.extend(score_task(task, c, items, gens))
+            rows.extend(wer_bucket_rows(task, c, items, gens))
             per_item[(tname, c)] = by_system
     return rows, per_item
 

@@ -120,3 +120,25 @@ def test_score_task_adds_difference_rows_against_baselines():
     rows = score_task(T(), "clean", items, by_system)
     diffs = {(r["system"], r["baseline"]): r["value"] for r in rows if r["baseline"]}
     assert diffs == {("e2e", "cascade"): 1.0, ("e2e", "text"): 0.0, ("cascade", "text"): -1.0, ("text", "cascade"): 1.0}
+
+
+def test_wer_buckets():
+    from bench.analysis import bucket_of, item_wer, wer_bucket_rows
+    from bench.types import Task
+
+    assert item_wer("What is the capital of France?", "what is the capital of france") == 0.0
+    assert bucket_of(0.0) == "0" and bucket_of(0.1) == "(0,10]" and bucket_of(0.25) == "(10,30]" and bucket_of(1.0) == ">30"
+
+    class T(Task):
+        name, version = "t", "1"
+        metrics = (Metric("acc", "item", True, lambda it, g, c: float(g.text == "a")),)
+
+    items = [Item(id=f"i{k}", turn=Turn("user", transcript="one two three four five six seven eight nine ten"))
+             for k in range(3)]
+    hyps = ["one two three four five six seven eight nine ten", "one two three four five six seven eight nine",
+            "one"]
+    by_system = {"cascade": {it.id: Generation("a", transcript=h) for it, h in zip(items, hyps)},
+                 "e2e": {it.id: Generation("a") for it in items}}
+    rows = wer_bucket_rows(T(), "clean", items, by_system)
+    conds = {r["condition"]: r["n"] for r in rows if r["system"] == "e2e"}
+    assert conds == {"clean · cascade WER 0": 1, "clean · cascade WER (0,10]": 1, "clean · cascade WER >30": 1}
