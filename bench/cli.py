@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("args", nargs=argparse.REMAINDER)
     from bench.datacmd import add_parser as add_data_parser
     add_data_parser(sub)
+    from bench.chat import add_parser as add_chat_parser
+    add_chat_parser(sub)
+    from bench.compare import add_parser as add_compare_parser
+    add_compare_parser(sub)
     pf = sub.add_parser("perf", help="ChatLLM tokens/s at batch 1 and 8 against a bare model.generate loop")
     pf.add_argument("--llm", default=None)
     pf.add_argument("--prompts", type=int, default=16, help="prompts per measurement (default 16)")
@@ -95,10 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     from bench.registry import RegistryError
 
     try:
+        from bench.chat import cmd_chat
+        from bench.compare import cmd_compare
         from bench.datacmd import cmd_data
 
         return {"run": cmd_run, "score": cmd_score, "report": cmd_report, "list": cmd_list,
-                "perf": cmd_perf, "data": cmd_data, "train": cmd_train}[args.command](args)
+                "perf": cmd_perf, "data": cmd_data, "train": cmd_train, "chat": cmd_chat,
+                "compare": cmd_compare}[args.command](args)
     except (RegistryError, AssetError, CacheError, FileNotFoundError, ValueError, OSError) as e:
         print(f"audiochat-bench: error: {e}", file=sys.stderr)
         return 2
@@ -132,7 +139,7 @@ def _finish(run_dir: Path, cfg, meta: dict, fingerprints: dict, tasks: dict, sta
     from bench.runner import describe_failures, gen_config, score_all
 
     cache = OutputCache(cfg.cache_path())
-    rows, per_item = score_all(tasks, cfg.conditions, fingerprints, cache, gen_config(cfg.max_new_tokens),
+    rows, per_item = score_all(tasks, cfg.conditions_for, fingerprints, cache, gen_config(cfg.max_new_tokens),
                                meta.get("reference_fingerprints"))
     cache.close()
     for r in rows:
@@ -154,6 +161,7 @@ def _finish(run_dir: Path, cfg, meta: dict, fingerprints: dict, tasks: dict, sta
 
 def cmd_run(args) -> int:
     from bench import config as C
+    from bench.assets import AssetError
     from bench.cache import OutputCache
     from bench.plugins import Context, build_system, suites
     from bench.registry import RegistryError
@@ -174,7 +182,7 @@ def cmd_run(args) -> int:
         preset = dict(all_suites.get(suite_name, {}))
         preset.pop("about", None)
         if suite_name is None:  # explicit systems/tasks without a suite: fill the other from default
-            preset = {k: v for k, v in all_suites["default"].items() if k in ("systems", "tasks")}
+            preset = {k: v for k, v in all_suites["default"].items() if k in ("systems", "tasks", "optional_systems")}
         cfg = C.resolve(preset, {
             "suite": suite_name, "systems": args.systems, "tasks": args.tasks, "conditions": args.conditions,
             "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
@@ -190,7 +198,7 @@ def cmd_run(args) -> int:
         sys_reg().target(n)
     for n in cfg.tasks:
         task_reg().target(n.partition(":")[0])
-    for n in cfg.conditions:
+    for n in cfg.conditions + cfg.sweep_conditions:
         CONDITIONS.target(n)
     if not cfg.systems or not cfg.tasks:
         raise ValueError("nothing to run: give --systems and --tasks, or a --suite")
@@ -229,13 +237,20 @@ def cmd_run(args) -> int:
             targets[tname] = reference_answers(cache, ref_fps[task.reference_system], task, items, gconf)
     meta["reference_fingerprints"] = ref_fps
     fingerprints = {}
-    for sname in cfg.systems:
-        fingerprints[sname] = system(sname).fingerprint()
+    for sname in list(cfg.systems):
+        try:
+            fingerprints[sname] = system(sname).fingerprint()
+        except (FileNotFoundError, AssetError) as e:
+            if sname not in cfg.optional_systems:
+                raise
+            print(f"skipping {sname} (optional in this suite): {e}", file=sys.stderr)
+            cfg.systems.remove(sname)
+            continue
         meta.setdefault("fingerprints", {})[sname] = fingerprints[sname]
         save_meta()
         for tname, (task, items) in tasks.items():
             tg = score_gconf(task, gconf, ref_fps.get(task.reference_system))
-            generate(system(sname), task, slots_for(fingerprints[sname], task, items, cfg.conditions, tg),
+            generate(system(sname), task, slots_for(fingerprints[sname], task, items, cfg.conditions_for(tname), tg),
                      cache, tg, cfg.batch_size, stats, progress=not args.no_progress, targets=targets.get(tname))
     cache.close()
     meta.update(status="finished", seconds=round(time.perf_counter() - t0, 2),

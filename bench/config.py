@@ -20,6 +20,10 @@ class RunConfig:
     systems: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     conditions: list[str] = field(default_factory=lambda: ["clean"])
+    # extra conditions for some tasks only (a robustness sweep where it is informative)
+    sweep_tasks: list[str] = field(default_factory=list)
+    sweep_conditions: list[str] = field(default_factory=list)
+    optional_systems: list[str] = field(default_factory=list)  # skipped with a warning if unavailable
     limit: int | None = None
     llm: str | None = None  # None: the embedded default
     dtype: str = "float32"
@@ -36,6 +40,10 @@ class RunConfig:
     e2e: str | None = None  # AudioChatLlama checkpoint (None: the embedded one)
     e2e_whisper: str | None = None
 
+    def conditions_for(self, task: str) -> list[str]:
+        extra = self.sweep_conditions if task in self.sweep_tasks else []
+        return list(dict.fromkeys(self.conditions + extra))
+
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else Path(self.output_dir) / "cache.sqlite"
 
@@ -48,7 +56,7 @@ class RunConfig:
     def identity(self) -> str:
         """Hash of what determines the results (not where they are written, nor batching)."""
         d = asdict(self)
-        for k in ("output_dir", "cache", "batch_size"):
+        for k in ("output_dir", "cache", "batch_size", "optional_systems"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -65,7 +73,7 @@ def resolve(suite: dict | None, overrides: dict) -> RunConfig:
         for k, v in src.items():
             if v is None or not hasattr(cfg, k):
                 continue
-            setattr(cfg, k, parse_list(v) if k in ("systems", "tasks", "conditions") and isinstance(v, str) else v)
+            setattr(cfg, k, parse_list(v) if isinstance(getattr(cfg, k), list) and isinstance(v, str) else v)
     return cfg
 
 

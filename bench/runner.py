@@ -155,15 +155,17 @@ def read_records(cache: OutputCache, slots: Iterable[Slot]) -> dict[tuple[str, s
     return {(s.condition, s.item.id): got.get(s.key) for s in slots}
 
 
-def score_all(tasks: dict[str, tuple[Task, list[Item]]], conditions: Sequence[str],
+def score_all(tasks: dict[str, tuple[Task, list[Item]]], conditions_for,
               fingerprints: dict[str, str], cache: OutputCache, gconf: dict,
               ref_fingerprints: dict[str, str] | None = None) -> tuple[list[dict], dict]:
-    """Rows for every task × condition × system, from the cache alone; also the per-item records
+    """Rows for every task × its conditions (`conditions_for(task name)`) × system, from the cache
+    alone; also the per-item records
     {(task, condition): {system: {item id: Record | None}}}."""
     rows: list[dict] = []
     per_item: dict = {}
     for tname, (task, items) in tasks.items():
         tg = score_gconf(task, gconf, (ref_fingerprints or {}).get(task.reference_system))
+        conditions = conditions_for(tname)
         recs = {sname: read_records(cache, slots_for(fp, task, items, conditions, tg))
                 for sname, fp in fingerprints.items()}
         for c in conditions:

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from bench.plugins import Context
 from bench.types import Audio, Generation, Request, System, TokenLogProbs, Turn
-from systems.common import decode_config, shared_llm, to_messages
+from systems.common import Lazy, decode_config, shared_llm, to_messages
 from systems.llm import ChatLLM, DecodeConfig
 
 TRANSCRIPT_WARNING = ("The user's messages are automatic speech recognition transcripts of what they said, "
@@ -81,20 +81,24 @@ class Cascade(System):
 
 def ctc_asr(ctx: Context):
     from systems.asr.ctc import CTCASR
+    from systems.llm import weights_identity
 
     path = Path(ctx.options.get("asr") or DEFAULT_CTC)
     if not (path / "config.json").exists():
         raise FileNotFoundError(
             f"no CTC ASR checkpoint at {path}. Train one with `audiochat-bench train asr` "
             "(then export it), or pass --asr PATH to a ParakeetForCTC model directory.")
-    return ctx.shared(f"ctc:{path}", lambda: CTCASR.from_pretrained(path, device=ctx.options.get("device", "cpu")))
+    return ctx.shared(f"ctc:{path}", lambda: Lazy(
+        f"{path.name}@{weights_identity(path)}",
+        lambda: CTCASR.from_pretrained(path, device=ctx.options.get("device", "cpu"))))
 
 
 def whisper_asr(ctx: Context):
-    from systems.asr.whisper import WhisperASR
+    from systems.asr.whisper import WhisperASR, identity_of
 
     spec = ctx.options.get("whisper") or "whisper-base"
-    return ctx.shared(f"whisper:{spec}", lambda: WhisperASR.load(spec, device=ctx.options.get("device", "cpu")))
+    return ctx.shared(f"whisper:{spec}", lambda: Lazy(
+        identity_of(spec), lambda: WhisperASR.load(spec, device=ctx.options.get("device", "cpu"))))
 
 
 def build(ctx: Context) -> Cascade:

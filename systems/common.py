@@ -28,3 +28,18 @@ def to_messages(request: Request, view: Callable[[Turn], str], system_prompt: st
     for t in (*request.history, request.turn):
         msgs.append({"role": t.role, "content": view(t) if t.role == "user" else t.gold_text})
     return msgs
+
+
+class Lazy:
+    """A model known by its identity, loaded on first use: a fully cached run needs only the
+    identities (for cache keys), never the weights."""
+
+    def __init__(self, identity: str, loader):
+        self.identity, self._loader, self._obj = identity, loader, None
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("_loader", "_obj"):
+            raise AttributeError(name)
+        if self._obj is None:
+            self._obj = self._loader()
+        return getattr(self._obj, name)

@@ -20,16 +20,19 @@ class TextTopline(System):
         self.llm, self.cfg = llm, cfg
 
     def fingerprint(self) -> str:
-        blob = json.dumps({"class": "TextTopline/1", "llm": self.llm.identity, **self.cfg.as_dict()}, sort_keys=True)
+        blob = json.dumps({"class": "TextTopline/2", "llm": self.llm.identity, **self.cfg.as_dict()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def generate_batch(self, requests: Sequence[Request]) -> list[Generation]:
+        # The topline's reading of a spoken turn is its gold transcript; a transcript-only task
+        # (ASR) needs nothing more.
+        todo = [i for i, r in enumerate(requests) if not r.transcript_only]
         t0 = time.perf_counter()
-        out = self.llm.generate([to_messages(r, lambda t: t.gold_text) for r in requests], self.cfg)
-        per = (time.perf_counter() - t0) / max(len(requests), 1)
-        # The topline's reading of a spoken turn is its gold transcript.
-        return [Generation(text=t, transcript=r.turn.gold_text if r.turn.spoken else None,
-                           seconds={"llm": per}, tokens=n) for r, (t, n) in zip(requests, out)]
+        out = dict(zip(todo, self.llm.generate([to_messages(requests[i], lambda t: t.gold_text) for i in todo], self.cfg)))
+        per = (time.perf_counter() - t0) / max(len(todo), 1)
+        return [Generation(text=out[i][0] if i in out else r.turn.gold_text, tokens=out[i][1] if i in out else 0,
+                           transcript=r.turn.gold_text if r.turn.spoken else None,
+                           seconds={"llm": per if i in out else 0.0}) for i, r in enumerate(requests)]
 
     def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
         return self.llm.logprobs_batch([(to_messages(r, lambda t: t.gold_text), target) for r, target in pairs])

@@ -1,11 +1,28 @@
-"""Named suites: which systems, tasks and conditions a run compares, and how many items."""
+"""Named suites: which systems, tasks and conditions a run compares, and how many items.
+
+Systems listed under `optional_systems` are skipped with a warning when they cannot be built (no
+trained checkpoint yet, or the public data is absent), so a suite runs on whatever is available.
+"""
+
+BUILTIN = ["spoken-qa", "typed-qa", "response-ppl", "asr", "translate-en-fr", "translate-en-de",
+           "translate-en-es", "summarize", "multiturn"]
+SPEECH_SYSTEMS = ["text", "cascade", "cascade-whisper", "audiochatllama", "audiochatllama-whisper"]
 
 SUITES: dict[str, dict] = {
-    "smoke": {"systems": ["text"], "tasks": ["spoken-qa"], "conditions": ["clean"], "limit": 16,
-              "about": "a minute: the topline on a few spoken-QA items"},
-    "default": {"systems": ["text"], "tasks": ["spoken-qa", "asr", "translate-en-fr", "translate-en-de",
-                                             "translate-en-es", "summarize", "multiturn"],
-                "conditions": ["clean"], "limit": None,
-                "about": "every built-in task × every system × clean (grows as systems land)"},
+    "smoke": {"systems": ["text", "cascade-whisper"], "tasks": ["spoken-qa", "asr"], "conditions": ["clean"],
+              "limit": 12, "about": "about a minute: topline and Whisper cascade on a few QA and ASR items"},
+    "default": {"systems": SPEECH_SYSTEMS, "optional_systems": SPEECH_SYSTEMS[1:], "tasks": BUILTIN,
+                "conditions": ["clean"], "sweep_tasks": ["spoken-qa", "asr"],
+                "sweep_conditions": ["white-snr10", "white-snr0"], "limit": 24,
+                "about": "every built-in task × every available system, clean, plus a noise sweep on QA and ASR"},
+    "full": {"systems": SPEECH_SYSTEMS, "optional_systems": SPEECH_SYSTEMS[1:], "tasks": BUILTIN,
+             "conditions": ["clean"], "sweep_tasks": ["spoken-qa", "asr", "multiturn"],
+             "sweep_conditions": ["white-snr20", "white-snr10", "white-snr5", "white-snr0", "babble-snr10",
+                                  "babble-snr0", "speed0.9", "speed1.1", "reverb-rt0.5", "telephone"],
+             "limit": None, "about": "every item, every system, the full robustness sweep (hours on CPU)"},
+    "real": {"systems": ["text", "cascade", "cascade-whisper", "audiochatllama-whisper"],
+             "optional_systems": ["cascade", "audiochatllama-whisper"],
+             "tasks": ["asr-fleurs-en", "asr-ljspeech", "asr-librivox"], "conditions": ["clean"], "limit": None,
+             "about": "real recorded speech from $AUDIOCHAT_BENCH_DATA (../shared/data), when present"},
 }
 DEFAULT_SUITE = "default"

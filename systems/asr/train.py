@@ -58,7 +58,10 @@ class ASRTrainConfig:
 
 
 PRESETS = {
-    "small": {},
+    # Characters with 40 ms frames: the configuration measured to learn on CPU (../shared/FACTS.md);
+    # a 512-piece BPE at 80 ms ("bpe") sat on the CTC blank plateau for 500+ steps here.
+    "small": dict(hidden=144, layers=6, heads=4, ffn=576, kernel=15, subsampling=4, vocab_size=30),
+    "bpe": {},
     "tiny": dict(hidden=32, layers=2, heads=2, ffn=64, kernel=7, subsampling=4, vocab_size=128, batch_size=4, warmup=2,
                  steps=8, lr=3e-3, log_every=1, eval_every=1000, ckpt_every=4, dev_size=4, workers=0,
                  noise_prob=0.0, dropout=0.0),

@@ -156,6 +156,16 @@ WHISPER_BASE = Asset(
 SOT, EN, TRANSCRIBE, NO_TIMESTAMPS, EOT = 50258, 50259, 50359, 50363, 50257
 
 
+def identity_of(spec: str) -> str:
+    """The identity of a Whisper model without loading it (the embedded one fetched if needed)."""
+    if spec == "whisper-base":
+        resolve(WHISPER_BASE)
+        return f"whisper-base@{WHISPER_BASE.identity}"
+    from systems.llm import weights_identity
+
+    return f"{Path(spec).name}@{weights_identity(Path(spec))}"
+
+
 class WhisperASR:
     """Whisper behind the ASR interface: `transcribe(list[Audio]) -> list[str]` (greedy, English)."""
 
@@ -173,10 +183,7 @@ class WhisperASR:
 
     @classmethod
     def load(cls, spec: str = "whisper-base", **kw) -> "WhisperASR":
-        if spec == "whisper-base":
-            return cls(resolve(WHISPER_BASE), f"whisper-base@{WHISPER_BASE.identity}", **kw)
-        from systems.llm import weights_identity
-        return cls(Path(spec), f"{Path(spec).name}@{weights_identity(Path(spec))}", **kw)
+        return cls(resolve(WHISPER_BASE) if spec == "whisper-base" else Path(spec), identity_of(spec), **kw)
 
     def encode(self, audios: Sequence[Audio], min_seconds: float | None = None) -> torch.Tensor:
         """Encoder states (B, T, D) for clips padded to the longest clip (at least `min_seconds`,

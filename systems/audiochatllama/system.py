@@ -12,7 +12,7 @@ import torch
 
 from bench.plugins import Context
 from bench.types import Generation, Request, System, TokenLogProbs
-from systems.common import decode_config, shared_llm
+from systems.common import Lazy, decode_config, shared_llm
 from systems.llm import DecodeConfig
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -21,12 +21,17 @@ CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 class AudioChatLlamaSystem(System):
     name = "audiochatllama"
 
-    def __init__(self, model, cfg: DecodeConfig = DecodeConfig(), identity: str = "unsaved"):
-        self.model, self.cfg, self.identity = model.eval(), cfg, identity
+    def __init__(self, model, cfg: DecodeConfig = DecodeConfig(), identity: str = "unsaved", llm=None):
+        self.model, self.cfg, self.identity = model, cfg, identity
+        self.llm = llm or model.llm
+        if isinstance(model, torch.nn.Module):  # (a Lazy one is put in eval mode when it loads)
+            model.eval()
 
     def fingerprint(self) -> str:
-        blob = json.dumps({"class": "AudioChatLlama/1", "checkpoint": self.identity, "llm": self.model.llm.identity,
-                           "encoder": self.model.encoder.source, **self.cfg.as_dict()}, sort_keys=True)
+        # the checkpoint identity hashes its trainable weights and config (which names the encoder
+        # it was trained on); the LLM identity covers the frozen part
+        blob = json.dumps({"class": "AudioChatLlama/1", "checkpoint": self.identity, "llm": self.llm.identity,
+                           **self.cfg.as_dict()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @torch.inference_mode()
@@ -34,17 +39,17 @@ class AudioChatLlamaSystem(System):
         t0 = time.perf_counter()
         embeds = self.model.request_embeds(requests)
         t1 = time.perf_counter()
-        new = self.model.llm.generate_embeds(embeds, self.cfg)
+        new = self.llm.generate_embeds(embeds, self.cfg)
         t2 = time.perf_counter()
         n = max(len(requests), 1)
-        tok = self.model.llm.tokenizer
+        tok = self.llm.tokenizer
         return [Generation(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=len(ids),
                            seconds={"encoder": (t1 - t0) / n, "llm": (t2 - t1) / n}) for ids in new]
 
     @torch.inference_mode()
     def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
         embeds = self.model.request_embeds([r for r, _ in pairs])
-        return self.model.llm.logprobs_embeds([(e, target) for e, (_, target) in zip(embeds, pairs)])
+        return self.llm.logprobs_embeds([(e, target) for e, (_, target) in zip(embeds, pairs)])
 
 
 def _load(ctx: Context, default: Path, option: str) -> AudioChatLlamaSystem:
@@ -59,8 +64,9 @@ def _load(ctx: Context, default: Path, option: str) -> AudioChatLlamaSystem:
     llm = shared_llm(ctx)
     if ctx.options.get("llm") and meta["model"]["llm"] != ctx.options["llm"]:
         raise ValueError(f"{path} was trained for the LLM {meta['model']['llm']!r}, not {ctx.options['llm']!r}")
-    model = ctx.shared(f"e2e:{path}", lambda: AudioChatLlama.load(path, llm=llm))
-    return AudioChatLlamaSystem(model, decode_config(ctx), f"{path.name}@{weights_identity(path)}")
+    identity = f"{path.name}@{weights_identity(path)}"
+    model = ctx.shared(f"e2e:{path}", lambda: Lazy(identity, lambda: AudioChatLlama.load(path, llm=llm).eval()))
+    return AudioChatLlamaSystem(model, decode_config(ctx), identity, llm)
 
 
 def build(ctx: Context) -> AudioChatLlamaSystem:

@@ -1,0 +1,44 @@
+"""The regression gate and the chat command."""
+import io
+import json
+
+from bench.cli import main
+from bench.compare import compare
+
+
+def _row(value, lo, hi, hib=True, metric="accuracy", **kw):
+    return {"system": "text", "task": "spoken-qa", "condition": "clean", "metric": metric, "baseline": None,
+            "value": value, "ci_low": lo, "ci_high": hi, "n": 100, "higher_is_better": hib, "task_version": "2", **kw}
+
+
+def test_gate_fails_only_beyond_the_interval_and_tolerance():
+    base = [_row(0.60, 0.50, 0.70), _row(0.20, 0.15, 0.25, hib=False, metric="wer")]
+    assert compare(base, [_row(0.55, 0.45, 0.65), _row(0.24, 0.2, 0.3, hib=False, metric="wer")])[0] == []
+    bad, _ = compare(base, [_row(0.40, 0.30, 0.50), _row(0.20, 0.15, 0.25, hib=False, metric="wer")])
+    assert len(bad) == 1 and "REGRESSED text/spoken-qa/clean/accuracy" in bad[0]
+    bad, _ = compare(base, [_row(0.60, 0.5, 0.7), _row(0.30, 0.25, 0.35, hib=False, metric="wer")])
+    assert len(bad) == 1 and "wer" in bad[0]
+    assert compare(base, [_row(0.45, 0.35, 0.55), _row(0.2, 0.15, 0.25, hib=False, metric="wer")], tolerance=0.2)[0] == []
+    bad, _ = compare(base, [_row(0.60, 0.5, 0.7)])
+    assert bad == ["MISSING   text/spoken-qa/clean/wer: in the baseline, not in the new run"]
+    assert compare(base, [_row(0.9, 0.8, 1.0), base[1]])[0] == []  # improvements pass
+
+
+def test_gate_cli_exit_codes(tmp_path, capsys):
+    for name, rows in (("base", [_row(0.6, 0.5, 0.7)]), ("same", [_row(0.6, 0.5, 0.7)]), ("worse", [_row(0.3, 0.2, 0.4)])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "same")]) == 0
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "worse")]) == 1
+    assert "REGRESSED" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "nope")]) == 2
+
+
+def test_chat_keeps_history_and_handles_bad_turns(monkeypatch, capsys, fakes_registered):
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\nsay: how are you\n/nonexistent/file.wav\n/reset\nbye\n"))
+    assert main(["chat", "--system", "fake"]) == 0
+    out = capsys.readouterr().out
+    assert "fake> olleh" in out                       # typed turn (the fake answers reversed)
+    assert "heard: (audio)" in out and "fake> uoy era woh" in out  # spoken via TTS; its gold text
+    assert "cannot use that turn" in out and "no such file" in out
+    assert "(conversation cleared)" in out and "fake> eyb" in out
