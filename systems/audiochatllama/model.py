@@ -132,22 +132,21 @@ class AudioChatLlama(nn.Module):
         D = seqs[0].shape[1]
         x = torch.zeros(len(seqs), width, D, dtype=seqs[0].dtype, device=seqs[0].device)
         mask = torch.zeros(len(seqs), width, dtype=torch.long, device=x.device)
-        labels = torch.full((len(seqs), width), -100, dtype=torch.long, device=x.device)
-        for i, (s, p, t) in enumerate(zip(seqs, prompts, targets)):  # right padding
+        for i, s in enumerate(seqs):  # right padding
             x[i, : s.shape[0]], mask[i, : s.shape[0]] = s, 1
-            labels[i, p.shape[0]: s.shape[0]] = torch.tensor(t, device=x.device)
-        logits = self.lm(inputs_embeds=x, attention_mask=mask).logits.float()  # (B, W, V)
-        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
-        ce = nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                                         ignore_index=-100)
+        base = self.llm.model  # the causal LM (LoRA layers, if any, are injected in place)
+        hidden = base.model(inputs_embeds=x, attention_mask=mask).last_hidden_state  # (B, W, D)
+        # Logits only where a response token is predicted: the LM head over a 49k vocabulary at every
+        # prompt position would cost a third of the forward pass for nothing.
+        rows = [hidden[i, p.shape[0] - 1: p.shape[0] - 1 + len(t)] for i, (p, t) in enumerate(zip(prompts, targets))]
+        logits = base.lm_head(torch.cat(rows)).float()  # (N, V)
+        gold = torch.tensor([tok for t in targets for tok in t], device=x.device)
+        ce = nn.functional.cross_entropy(logits, gold)
         if not teacher_logits or not kl_weight:
             return ce
-        kls = []
-        for i, (p, t) in enumerate(zip(prompts, targets)):
-            student = torch.log_softmax(logits[i, p.shape[0] - 1: p.shape[0] - 1 + len(t)], -1)
-            teacher = torch.log_softmax(teacher_logits[i].float(), -1)
-            kls.append(nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean"))
-        return ce + kl_weight * torch.stack(kls).mean()
+        student = torch.log_softmax(logits, -1)
+        teacher = torch.log_softmax(torch.cat(list(teacher_logits)).float(), -1)
+        return ce + kl_weight * nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean")
 
     forward = loss  # so that DistributedDataParallel sees the training computation
 
