@@ -203,14 +203,20 @@ def cmd_run(args) -> int:
     if not cfg.systems or not cfg.tasks:
         raise ValueError("nothing to run: give --systems and --tasks, or a --suite")
 
-    if run_dir is None:
-        run_dir = _new_run_dir(cfg.output_dir, cfg.identity())
-        meta = {"config": vars(cfg), **C.environment(), "cache_path": str(cfg.cache_path().resolve())}
-    meta["status"] = "running"
-    (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
-    print(f"run directory: {run_dir}", file=sys.stderr)
+    tasks = _tasks_and_items(cfg)  # reads manifests too: a malformed one fails before anything is written
+    from bench import dist
 
-    tasks = _tasks_and_items(cfg)
+    rank, world = dist.world()
+    if run_dir is None:
+        run_dir = dist.broadcast(_new_run_dir(cfg.output_dir, cfg.identity()) if rank == 0 else None)
+        meta = {"config": vars(cfg), **C.environment(), "cache_path": str(cfg.cache_path().resolve()),
+                "world_size": world}
+    meta["status"] = "running"
+    if rank == 0:
+        (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+        print(f"run directory: {run_dir}" + (f" ({world} processes)" if world > 1 else ""), file=sys.stderr)
+    args.no_progress = args.no_progress or rank > 0
+
     ctx = Context(**cfg.system_options())
     gconf = gen_config(cfg.max_new_tokens)
     cache = OutputCache(cfg.cache_path())
@@ -223,7 +229,8 @@ def cmd_run(args) -> int:
         return built[name]
 
     def save_meta() -> None:
-        (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+        if rank == 0:
+            (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
 
     t0 = time.perf_counter()
     # Scoring tasks first need the reference system's own (clean) answers to score.
@@ -232,8 +239,11 @@ def cmd_run(args) -> int:
         if task.mode == "score":
             ref = system(task.reference_system)
             ref_fps[task.reference_system] = ref.fingerprint()
-            generate(ref, task, slots_for(ref_fps[task.reference_system], task, items, ["clean"], gconf),
-                     cache, gconf, cfg.batch_size, stats, progress=not args.no_progress)
+            generate(ref, task, dist.shard(slots_for(ref_fps[task.reference_system], task, items, ["clean"], gconf),
+                                           rank, world), cache, gconf, cfg.batch_size, stats, progress=not args.no_progress)
+    dist.barrier()  # every rank needs every reference answer
+    for tname, (task, items) in tasks.items():
+        if task.mode == "score":
             targets[tname] = reference_answers(cache, ref_fps[task.reference_system], task, items, gconf)
     meta["reference_fingerprints"] = ref_fps
     fingerprints = {}
@@ -250,9 +260,16 @@ def cmd_run(args) -> int:
         save_meta()
         for tname, (task, items) in tasks.items():
             tg = score_gconf(task, gconf, ref_fps.get(task.reference_system))
-            generate(system(sname), task, slots_for(fingerprints[sname], task, items, cfg.conditions_for(tname), tg),
-                     cache, tg, cfg.batch_size, stats, progress=not args.no_progress, targets=targets.get(tname))
+            slots = dist.shard(slots_for(fingerprints[sname], task, items, cfg.conditions_for(tname), tg), rank, world)
+            generate(system(sname), task, slots, cache, tg, cfg.batch_size, stats, progress=not args.no_progress,
+                     targets=targets.get(tname))
     cache.close()
+    dist.barrier()  # rank 0 scores once every rank's outputs are in the cache
+    every = dist.gather(stats)  # a collective: every rank takes part before rank 0 goes on alone
+    if rank > 0:
+        return 0
+    stats.generated, stats.cached, stats.failed = (sum(getattr(s, k) for s in every) for k in ("generated", "cached", "failed"))
+    stats.failures = [f for s in every for f in s.failures]
     meta.update(status="finished", seconds=round(time.perf_counter() - t0, 2),
                 counts={"generated": stats.generated, "cached": stats.cached, "failed": stats.failed})
     save_meta()

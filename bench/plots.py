@@ -13,6 +13,11 @@ FAMILY = re.compile(r"^(white-snr|babble-snr|speed|gain|reverb-rt|lowpass|wer)(-
 CLEAN_AT = {"white-snr": 40.0, "babble-snr": 40.0, "speed": 1.0, "gain": 0.0, "reverb-rt": 0.0, "lowpass": 8000.0, "wer": 0.0}
 
 
+def safe(name: str) -> str:
+    """A task or condition name usable in a file name (`manifest:/a/b.jsonl` → `manifest_a_b.jsonl`)."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("_")
+
+
 def primary_metric(rows: list[dict], task: str) -> str:
     return next(r["metric"] for r in rows if r["task"] == task)
 
@@ -54,7 +59,7 @@ def robustness(rows: list[dict], out: Path) -> list[Path]:
                     ax.invert_xaxis()
                 ax.legend()
                 ax.grid(alpha=0.3)
-                p = out / f"plot-robustness-{task}-{fam}.png"
+                p = out / f"plot-robustness-{safe(task)}-{fam}.png"
                 fig.savefig(p, dpi=100, bbox_inches="tight")
                 paths.append(p)
             plt.close(fig)
@@ -84,7 +89,7 @@ def wer_buckets(rows: list[dict], out: Path) -> list[Path]:
         ax.set_ylabel(metric)
         ax.set_title(f"{task}: {metric} by cascade WER")
         ax.legend()
-        p = out / f"plot-wer-buckets-{task}.png"
+        p = out / f"plot-wer-buckets-{safe(task)}.png"
         fig.savefig(p, dpi=100, bbox_inches="tight")
         plt.close(fig)
         paths.append(p)
@@ -108,7 +113,7 @@ def quality_latency(rows: list[dict], latency: dict[tuple[str, str], float], out
         ax.set_title(f"{task}: quality against latency")
         ax.legend()
         ax.grid(alpha=0.3)
-        p = out / f"plot-latency-{task}.png"
+        p = out / f"plot-latency-{safe(task)}.png"
         fig.savefig(p, dpi=100, bbox_inches="tight")
         plt.close(fig)
         paths.append(p)

@@ -90,7 +90,7 @@ def write_outputs(run_dir: Path, per_item: dict, items_by_task: dict) -> None:
                     f.write(json.dumps({
                         "task": task, "condition": cond, "item_id": item_id, "system": system,
                         "status": rec.status if rec else "missing", "error": rec.error if rec else None,
-                        "prompt": it.turn.gold_text, "references": list(it.references),
+                        "prompt": it.turn.shown, "references": list(it.references),
                         "text": g.text if g else None, "transcript": g.transcript if g else None,
                         "seconds": g.seconds if g else None, "tokens": g.tokens if g else None,
                     }) + "\n")

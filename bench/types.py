@@ -85,6 +85,11 @@ class Turn:
         return self
 
     @property
+    def shown(self) -> str:
+        """For display: the text, else the gold transcript, else a placeholder."""
+        return self.text if self.text is not None else self.transcript if self.transcript is not None else "(audio)"
+
+    @property
     def gold_text(self) -> str:
         """What the user said or typed, as text (the topline's view of the turn)."""
         if self.text is not None:

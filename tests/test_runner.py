@@ -160,3 +160,76 @@ def test_resume_after_sigkill_of_a_real_child_run(tmp_path):
     fresh_dir = Path(proc.stdout.strip().splitlines()[-1])
     strip = lambda d: [{k: v for k, v in r.items() if k not in ("run",)} for r in _rows(d)]
     assert strip(run_dir) == strip(fresh_dir)
+
+
+def test_torchrun_two_processes_give_the_single_process_table(tmp_path):
+    """2 CPU ranks on gloo share the items and one SQLite cache; rank 0 reports; the rows equal a
+    single-process run's."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "FAKE_LOG": str(tmp_path / "gen.log")}
+    script = str(ROOT / "tests" / "cli_with_fakes.py")
+    args = ["run", "--systems", "fake,echo", "--tasks", "fake-qa,spoken-qa", "--limit", "10",
+            "--conditions", "clean,white-snr5", "--batch-size", "2", "--no-progress"]
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                            "--master-port", "29531", script, *args, "--output-dir", str(tmp_path / "multi")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    single = subprocess.run([sys.executable, script, *args, "--output-dir", str(tmp_path / "single")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    dirs = [Path(p.stdout.strip().splitlines()[-1]) for p in (multi, single)]
+    strip = lambda d: [{k: v for k, v in r.items() if k != "run"} for r in _rows(d)]
+    assert strip(dirs[0]) == strip(dirs[1]) and strip(dirs[0])
+    meta = json.loads((dirs[0] / "config.json").read_text())
+    assert meta["world_size"] == 2 and meta["counts"]["generated"] + meta["counts"]["failed"] == 2 * 2 * 20
+    # each fake item was generated once across both ranks (the FAIL item raises before logging)
+    lines = (tmp_path / "gen.log").read_text().splitlines()
+    assert len(lines) == 2 * (2 * 20 - 2)  # two runs × (items × conditions − the failing item twice)
+
+
+def test_repeated_sigkills_at_random_points_lose_and_duplicate_nothing(tmp_path):
+    """Kill a real run five times at random moments (seeded), resuming each time; the final rows
+    equal an uninterrupted run's and every output is stored exactly once."""
+    import random
+
+    rng = random.Random(7)
+    env = {**os.environ, "FAKE_DELAY": "0.15", "PYTHONPATH": str(ROOT)}
+    db = tmp_path / "runs" / "cache.sqlite"
+    kills = 0
+    for _ in range(5):
+        proc = _child(tmp_path, env, "--conditions", "clean,white-snr5")
+        time.sleep(rng.uniform(0.5, 2.5))  # process start-up included: some kills land before any output
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 3
+    proc = _child(tmp_path, {**env, "FAKE_DELAY": "0"}, "--conditions", "clean,white-snr5")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    with sqlite3.connect(db) as c:
+        keys = [r[0] for r in c.execute("SELECT key FROM outputs")]
+    assert len(keys) == len(set(keys)) == 24
+    fresh = subprocess.run([sys.executable, "-c", CHILD, "run", "--systems", "fake", "--tasks", "fake-qa",
+                            "--conditions", "clean,white-snr5", "--output-dir", str(tmp_path / "fresh"), "--no-progress"],
+                           cwd=ROOT, env={**env, "FAKE_DELAY": "0"}, capture_output=True, text=True, timeout=120)
+    strip = lambda d: [{k: v for k, v in r.items() if k != "run"} for r in _rows(d)]
+    assert strip(Path(out.strip().splitlines()[-1])) == strip(Path(fresh.stdout.strip().splitlines()[-1]))
+
+
+def test_locked_cache_is_a_clear_error(tmp_path):
+    from bench.cache import CacheError, OutputCache, Record
+    from bench.types import Generation
+
+    path = tmp_path / "c.sqlite"
+    OutputCache(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+    try:
+        cache = OutputCache(path, timeout=0.2)
+        with pytest.raises(CacheError, match="lock"):
+            cache.put_many([Record("k", "s", "fp", "t", "1", "i", "clean", "{}", "ok", Generation("x"), None)])
+    except CacheError as e:  # refusing to open while locked is just as clear
+        assert "lock" in str(e)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
