@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast perf clean
+.PHONY: run test test-fast gate perf clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ test: $(BIN)/.installed  ## set up, then run every test (slow end-to-end ones in
 
 test-fast: $(BIN)/.installed  ## the tests without the slow end-to-end ones
 	$(BIN)/python -m pytest -q -m "not slow"
+
+gate: $(BIN)/.installed  ## the smoke suite, compared with the committed baseline (exit 1 on a regression)
+	rm -rf results/runs/gate
+	$(BIN)/audiochat-bench run --suite smoke --output-dir results/runs/gate --no-progress > results/runs/gate.log
+	$(BIN)/audiochat-bench compare results/baselines/smoke "$$(tail -n 1 results/runs/gate.log)"
 
 perf: $(BIN)/.installed  ## ChatLLM tokens/s against a bare model.generate loop
 	$(BIN)/audiochat-bench perf

@@ -73,13 +73,18 @@ def _parser() -> argparse.ArgumentParser:
     add_chat_parser(sub)
     from bench.compare import add_parser as add_compare_parser
     add_compare_parser(sub)
-    pf = sub.add_parser("perf", help="ChatLLM tokens/s at batch 1 and 8 against a bare model.generate loop")
+    pf = sub.add_parser("perf", help="speed: ChatLLM tokens/s against a bare model.generate loop, or, with "
+                        "--systems, each system's items/s, RTFx, tokens/s, peak RSS and harness overhead")
     pf.add_argument("--llm", default=None)
+    pf.add_argument("--systems", help="benchmark these systems through the runner instead of the bare LLM")
+    pf.add_argument("--task", default="spoken-qa", help="task whose items the systems answer (with --systems)")
+    pf.add_argument("--limit", type=int, default=24, help="items (with --systems)")
     pf.add_argument("--prompts", type=int, default=16, help="prompts per measurement (default 16)")
     pf.add_argument("--max-new-tokens", type=int, default=32)
     pf.add_argument("--batch-sizes", default="1,8")
     pf.add_argument("--repeats", type=int, default=2, help="alternating repeats; the best of each is kept")
-    pf.add_argument("--output", default="results/perf_llm.md", help="where to write the table")
+    pf.add_argument("--output", default=None, help="where to write the table (default results/perf_llm.md or "
+                    "results/perf_systems.md)")
     return p
 
 
@@ -346,12 +351,20 @@ def cmd_train(args) -> int:
 
 def cmd_perf(args) -> int:
     from bench.registry import parse_list
-    from systems.perf import llm_throughput
 
-    table = llm_throughput(args.llm, n_prompts=args.prompts, max_new_tokens=args.max_new_tokens,
-                           batch_sizes=[int(b) for b in parse_list(args.batch_sizes)], repeats=args.repeats)
+    sizes = [int(b) for b in parse_list(args.batch_sizes)]
+    if args.systems:
+        from bench.perf import system_perf
+
+        table = system_perf(parse_list(args.systems), args.task, args.limit, sizes,
+                            {"llm": args.llm, "max_new_tokens": args.max_new_tokens})
+    else:
+        from systems.perf import llm_throughput
+
+        table = llm_throughput(args.llm, n_prompts=args.prompts, max_new_tokens=args.max_new_tokens,
+                               batch_sizes=sizes, repeats=args.repeats)
     print(table)
-    out = Path(args.output)
+    out = Path(args.output or ("results/perf_systems.md" if args.systems else "results/perf_llm.md"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)
     print(out)

@@ -42,3 +42,11 @@ def test_chat_keeps_history_and_handles_bad_turns(monkeypatch, capsys, fakes_reg
     assert "heard: (audio)" in out and "fake> uoy era woh" in out  # spoken via TTS; its gold text
     assert "cannot use that turn" in out and "no such file" in out
     assert "(conversation cleared)" in out and "fake> eyb" in out
+
+
+def test_perf_systems_table(tmp_path, capsys, fakes_registered):
+    out = tmp_path / "perf.md"
+    assert main(["perf", "--systems", "fake,echo", "--task", "spoken-qa", "--limit", "4", "--batch-sizes", "1,2",
+                 "--output", str(out)]) == 0
+    table = out.read_text()
+    assert table.count("| fake |") == 2 and table.count("| echo |") == 2 and "overhead" in table

@@ -30,7 +30,8 @@ class CTCEncoder(nn.Module):
         return cls(CTCASR.from_pretrained(path))
 
     def forward(self, audios: Sequence[Audio]) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.fe([a.samples for a in audios], sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
+        with torch.autocast("cpu", enabled=False):  # feature extraction stays float32 (numpy inside)
+            f = self.fe([a.samples for a in audios], sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
         dev = next(self.parameters()).device
         out = self.encoder(input_features=f["input_features"].to(dev), attention_mask=f["attention_mask"].to(dev),
                            output_attention_mask=True)
@@ -55,6 +56,7 @@ class WhisperEncoder(nn.Module):
         return cls(WhisperASR.load(spec))
 
     def forward(self, audios: Sequence[Audio]) -> tuple[torch.Tensor, torch.Tensor]:
-        states = self.whisper.encode(audios, min_seconds=1.0)  # no 8 s floor: lengths cut the padding anyway
+        with torch.autocast("cpu", enabled=False):  # numpy feature extraction inside; the encoder is frozen
+            states = self.whisper.encode(audios, min_seconds=1.0)  # no 8 s floor: lengths cut the padding
         lengths = torch.tensor([min(states.shape[1], int(a.seconds * 50) + 1) for a in audios])
         return states, lengths

@@ -1,0 +1,55 @@
+"""`audiochat-bench perf --systems ...`: per system and batch size, items/s, RTFx (seconds of audio
+per second of wall time), generated tokens/s, peak RSS, and the harness overhead: the wall time of
+a real run through the runner (condition, cache lookups and writes, batching, progress) divided by
+the summed time of bare `generate_batch` calls on the same, already loaded requests."""
+from __future__ import annotations
+
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.cache import OutputCache
+from bench.conditions import apply
+from bench.plugins import Context, build_system, build_task
+from bench.runner import GenStats, gen_config, generate, slots_for
+from bench.types import Request
+
+
+def system_perf(systems: list[str], task_name: str, limit: int, batch_sizes: list[int], options: dict) -> str:
+    task = build_task(task_name)
+    items = task.items(limit)
+    ctx = Context(**options)
+    gconf = gen_config(int(options.get("max_new_tokens", 64)))
+    requests = []
+    for it in items:
+        m = apply("clean", it)
+        requests.append(Request(m.turn, m.history, m.instruction, task.transcript_only))
+    audio = sum(t.audio.seconds for r in requests for t in (*r.history, r.turn) if t.audio is not None)
+    lines = [f"# System throughput: {task_name}, {len(items)} items ({audio:.0f} s of audio), greedy, "
+             f"max_new_tokens={gconf['max_new_tokens']}", "",
+             "| system | batch | items/s | RTFx | tokens/s | peak RSS (GB) | bare s | harness s | overhead |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in systems:
+        system = build_system(name, ctx)
+        system.generate_batch(requests[:1])  # warm-up: weights loaded, first-call costs paid
+        for bs in batch_sizes:
+            t_bare, tokens = 0.0, 0
+            for i in range(0, len(requests), bs):
+                t0 = time.perf_counter()
+                gens = system.generate_batch(requests[i:i + bs])
+                t_bare += time.perf_counter() - t0
+                tokens += sum(g.tokens for g in gens)
+            with tempfile.TemporaryDirectory() as tmp:
+                cache = OutputCache(Path(tmp) / "cache.sqlite")
+                t0 = time.perf_counter()
+                generate(system, task, slots_for(system.fingerprint(), task, items, ["clean"], gconf), cache, gconf,
+                         bs, GenStats(), progress=False)
+                t_run = time.perf_counter() - t0
+                cache.close()
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+            lines.append(f"| {name} | {bs} | {len(items) / t_run:.2f} | {audio / t_run:.1f} | {tokens / t_run:.1f} | "
+                         f"{rss:.2f} | {t_bare:.1f} | {t_run:.1f} | {t_run / t_bare:.3f} |")
+            print(lines[-1], file=sys.stderr)
+    return "\n".join(lines) + "\n\nOverhead = harness wall time ÷ summed bare generate_batch time (target ≤ 1.10).\n"
