@@ -14,15 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from bench.conditions import mix_at_snr
+from systems.training import add_dataclass_options, apply_options, replace_dir
 
 
 @dataclass
@@ -118,8 +120,7 @@ class SpeechStream(torch.utils.data.IterableDataset):
                 x = synthesize(t, Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
                 x *= 10 ** (rng.uniform(*cfg.gain_db_range) / 20)
                 if rng.random() < cfg.noise_prob:
-                    snr = rng.uniform(*cfg.snr_range)
-                    x = x + nprng.standard_normal(x.size) * math.sqrt(np.mean(x ** 2) / 10 ** (snr / 10))
+                    x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
                 wavs.append(np.clip(x, -1, 1).astype(np.float32))
             feats = fe(wavs, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
             ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -178,22 +179,15 @@ def evaluate(asr, dev) -> float:
 
 
 def save_checkpoint(out: Path, asr, opt, step: int, cfg: ASRTrainConfig, log_tail: dict) -> None:
-    """Atomic: written to a temporary folder, then renamed over the previous checkpoint."""
+    """Atomic: written to a temporary folder, then swapped in for the previous checkpoint."""
+    import shutil
+
     tmp = out / "ckpt.tmp"
-    if tmp.exists():
-        import shutil
-        shutil.rmtree(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
     asr.save_pretrained(tmp)
     torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "trainer_state.pt")
     (tmp / "train_config.json").write_text(json.dumps({"config": asdict(cfg), "step": step, **log_tail}, indent=1))
-    final = out / "ckpt"
-    if final.exists():
-        old = out / "ckpt.old"
-        if old.exists():
-            import shutil
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(tmp, final)
+    replace_dir(tmp, out / "ckpt")
 
 
 def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, progress: bool = True) -> dict:
@@ -261,9 +255,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/train/asr-small", help="run folder (checkpoints, log); resumes if it holds one")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     ap.add_argument("--export", metavar="DIR", help="only export the run's checkpoint as a model directory")
-    for f in fields(ASRTrainConfig):
-        if f.type in ("int", "float", "str"):
-            ap.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type])
+    add_dataclass_options(ap, ASRTrainConfig)
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.export:
@@ -272,10 +264,7 @@ def main(argv=None) -> int:
         print(args.export)
         return 0
     cfg = ASRTrainConfig(**PRESETS[args.preset])
-    for f in fields(ASRTrainConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            setattr(cfg, f.name, v)
+    apply_options(cfg, args)
     result = train(cfg, out, args.max_minutes)
     print(json.dumps(result))
     return 0

@@ -62,7 +62,7 @@ def read_ct2(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def convert(ct2: dict[str, np.ndarray], config: dict) -> "WhisperForConditionalGeneration":  # noqa: F821
+def convert(ct2: dict[str, np.ndarray], config: dict):
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     d = ct2["encoder/conv1/weight"].shape[0]

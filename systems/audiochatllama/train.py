@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.conditions import mix_at_snr
 from systems.audiochatllama.model import AudioChatLlama, ModelConfig
+from systems.training import add_dataclass_options, apply_options, replace_dir
 
 
 @dataclass
@@ -67,8 +69,7 @@ def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random
     for r in picked:
         x = synthesize(r["transcript"], Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
         if rng.random() < cfg.noise_prob:
-            snr = rng.uniform(*cfg.snr_range)
-            x = x + nprng.standard_normal(x.size) * math.sqrt(np.mean(x ** 2) / 10 ** (snr / 10))
+            x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
         audio = Audio(np.clip(x, -1, 1).astype(np.float32))
         requests.append(Request(Turn("user", audio=audio, transcript=r["transcript"]), (), r["instruction"]))
     return requests, [r["ids"] for r in picked], picked
@@ -165,14 +166,11 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
 
 
 def save_checkpoint(out: Path, model: AudioChatLlama, opt, step: int, cfg: E2ETrainConfig, last: dict) -> None:
-    tmp, final = out / "ckpt.tmp", out / "ckpt"
+    tmp = out / "ckpt.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(tmp, {"train": asdict(cfg), "step": step, "last_log": last})
     torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "trainer_state.pt")
-    if final.exists():
-        shutil.rmtree(out / "ckpt.old", ignore_errors=True)
-        os.replace(final, out / "ckpt.old")
-    os.replace(tmp, final)
+    replace_dir(tmp, out / "ckpt")
 
 
 def from_dict(d: dict) -> E2ETrainConfig:
@@ -197,10 +195,9 @@ def main(argv=None) -> int:
     ap.add_argument("--encoder-path", default=None)
     ap.add_argument("--lora-r", type=int, default=None, help="LoRA rank on the LLM (ablation; default off)")
     ap.add_argument("--export", metavar="DIR", help="only copy the run's checkpoint (weights + config) to DIR")
-    for f in fields(E2ETrainConfig):
-        if f.type in ("int", "float", "str"):
-            ap.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type])
-    ap.add_argument("--bf16", action="store_true", default=None)
+    add_dataclass_options(ap, E2ETrainConfig)
+    ap.add_argument("--bf16", action="store_true", default=None, help="autocast to bfloat16 (fast on CPUs with AMX)")
+    ap.add_argument("--no-train-encoder", dest="train_encoder", action="store_false", default=None)
     args = ap.parse_args(argv)
     out = Path(args.out or f"results/train/e2e-{args.preset}")
     if args.export:
@@ -214,10 +211,9 @@ def main(argv=None) -> int:
     for k in ("encoder_path", "lora_r"):
         if getattr(args, k) is not None:
             setattr(cfg.model, k, getattr(args, k))
-    for f in fields(E2ETrainConfig):
-        v = getattr(args, f.name, None)
-        if v is not None and f.name != "model":
-            setattr(cfg, f.name, v)
+    apply_options(cfg, args)
+    if args.train_encoder is not None:
+        cfg.model.train_encoder = args.train_encoder
     print(json.dumps(train(cfg, out, args.max_minutes)))
     return 0
 

@@ -1,0 +1,36 @@
+"""Small pieces shared by the training recipes: config dataclasses as command-line options, and
+checkpoints that replace the previous one atomically."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from dataclasses import fields
+from pathlib import Path
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def add_dataclass_options(ap: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One `--field-name` option per int/float/str field of `cls` (default None: keep the preset)."""
+    for f in fields(cls):
+        if f.type in _TYPES and f.name not in skip:
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=_TYPES[f.type], help=f"(default {f.default})")
+
+
+def apply_options(cfg, args: argparse.Namespace) -> None:
+    """Copy the options the user gave onto `cfg`."""
+    for f in fields(cfg):
+        v = getattr(args, f.name, None)
+        if v is not None and f.type in (*_TYPES, "bool"):
+            setattr(cfg, f.name, v)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Make `tmp` the new `final`: the previous one is kept as `final.old` until the next save, so a
+    crash at any moment leaves one complete checkpoint."""
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
