@@ -172,7 +172,9 @@ class WhisperASR:
     def __init__(self, path: Path, identity: str, device: str = "cpu", pad_seconds: float = 8.0,
                  max_new_tokens: int = 128):
         from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.set_verbosity_error()  # Whisper's generate warns about settings we pass on purpose
         self.model = WhisperForConditionalGeneration.from_pretrained(path, use_safetensors=True).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.fe = WhisperFeatureExtractor.from_pretrained(path)
