@@ -42,7 +42,7 @@ import re
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from bench.audio import load_audio
 from bench.tts import Voice, synthesize
@@ -333,96 +333,3 @@ def read_jfk(dir: str | Path, limit: int | None = None) -> list[Item]:
     path = _need(Path(dir) / "jfk.flac", "the JFK clip")
     meta = {"source": "jfk", "expected_phrases": list(JFK_PHRASES)}
     return first_n([_audio_item("jfk", path, None, (), meta)], limit)
-
-
-# ---------------------------------------------------------------- public text sets, spoken by TTS
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    for n, line in enumerate(_lines(_need(path, "JSONL file")), 1):
-        if line.strip():
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-
-
-def _squad_questions(path: Path) -> Iterator[tuple[dict, dict, dict]]:
-    try:
-        data = json.loads(_need(path, "SQuAD JSON").read_text(encoding="utf-8"))["data"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: not SQuAD-1.1 JSON ({e})") from None
-    for article in data:
-        for para in article["paragraphs"]:
-            for qa in para["qas"]:
-                yield article, para, qa
-
-
-def read_squad(path: str | Path, form: str | None = None, original: str | Path | None = None,
-               limit: int | None = None, split_voice: str = "test") -> list[Item]:
-    """SQuAD-1.1 JSON (SQuAD dev, or a HeySQuAD file): the question spoken by TTS.
-
-    The passage goes into the instruction (`SQUAD_INSTRUCTION`), not a typed history turn: every
-    system gets it the same way and the spoken turn is the question alone. References = the
-    distinct answer texts. `form` (one of `SQUAD_FORMS`) defaults from the file name, else
-    "original". HeySQuAD's transcribed forms hold ASR output of recorded questions, not what was
-    said: the TTS speaks the clean question from the `original` file (default: the sibling with
-    "original" in its name), which is the gold transcript; the ASR text goes to
-    meta["asr_question"]. The voice is drawn from the SQuAD id: every form sounds the same.
-    """
-    path = Path(path)
-    form = form or next((f for f in SQUAD_FORMS if f in path.name), "original")
-    if form not in SQUAD_FORMS:
-        raise ValueError(f"unknown SQuAD form {form!r}: use one of {SQUAD_FORMS}")
-    clean: dict[str, str] = {}
-    if form != "original":
-        orig = Path(original) if original else path.with_name(path.name.replace(form, "original"))
-        clean = {qa["id"]: qa["question"] for _, _, qa in
-                 _squad_questions(_need(orig, f"original questions for the {form} file; pass original="))}
-    items: list[Item] = []
-    for article, para, qa in _squad_questions(path):
-        if limit is not None and len(items) >= limit:
-            break
-        qid = qa["id"]
-        meta: dict[str, Any] = {"source": "squad", "form": form, "squad_id": qid, "title": article.get("title")}
-        question = qa["question"].strip()
-        if form != "original":
-            if qid not in clean:
-                raise DataError(f"{path}: question {qid!r} is absent from the original file")
-            meta["asr_question"], question = question, clean[qid].strip()
-        refs = tuple(dict.fromkeys(a["text"].strip() for a in qa["answers"]))  # dedupe, keep order
-        item_id = f"squad-{qid}" if form == "original" else f"squad-{form}-{qid}"
-        items.append(Item(item_id, _spoken(question, f"squad-{qid}", split_voice),
-                          instruction=SQUAD_INSTRUCTION.format(context=para["context"].strip()),
-                          references=refs, meta=meta))
-    return _unique(items, path)
-
-
-def read_nq_open(path: str | Path, limit: int | None = None, split_voice: str = "test") -> list[Item]:
-    """Natural Questions open (JSONL {"question", "answer": [aliases]}): the question spoken by TTS,
-    references = the aliases. Ids are `nq-open-<line number>` (the file has no ids of its own)."""
-    path, items = Path(path), []
-    for n, r in _jsonl(path):
-        if limit is not None and len(items) >= limit:
-            break
-        if not isinstance(r.get("question"), str) or not isinstance(r.get("answer"), list):
-            raise DataError(f"{path}:{n}: expected {{\"question\": str, \"answer\": [str, ...]}}")
-        item_id = f"nq-open-{n:04d}"
-        items.append(Item(item_id, _spoken(r["question"].strip(), item_id, split_voice), instruction=QA_INSTRUCTION,
-                          references=tuple(str(a) for a in r["answer"]), meta={"source": "nq_open", "line": n}))
-    return _unique(items, path)
-
-
-def read_scitldr(path: str | Path, limit: int | None = None, split_voice: str = "test") -> list[Item]:
-    """SciTLDR (JSONL {"source": [sentences], "target": [summaries], "paper_id", ...}): the abstract
-    spoken by TTS, instruction `SUMMARY_INSTRUCTION`, references = the target summaries."""
-    path, items = Path(path), []
-    for n, r in _jsonl(path):
-        if limit is not None and len(items) >= limit:
-            break
-        if not isinstance(r.get("source"), list) or not isinstance(r.get("target"), list):
-            raise DataError(f"{path}:{n}: expected {{\"source\": [str, ...], \"target\": [str, ...]}}")
-        text = " ".join(" ".join(s.split()) for s in r["source"] if s.strip())
-        item_id = f"scitldr-{r.get('paper_id') or n}"
-        items.append(Item(item_id, _spoken(text, item_id, split_voice), instruction=SUMMARY_INSTRUCTION,
-                          references=tuple(t.strip() for t in r["target"]),
-                          meta={"source": "scitldr", "title": r.get("title"), "line": n}))
-    return _unique(items, path)

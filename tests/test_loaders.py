@@ -12,6 +12,7 @@ from bench.tts import Voice
 from bench.types import SAMPLE_RATE, Audio, AudioError, AudioRef
 from tasks import hf as H
 from tasks import loaders as L
+from tasks import text_sets as T
 from tasks.loaders import ManifestError, read_manifest
 
 
@@ -285,7 +286,7 @@ def test_jfk_stress_clip(shared_data):
 
 def test_heysquad_forms(shared_data):
     d = shared_data / "text" / "heysquad"
-    orig = L.read_squad(d / "dev-common-original-1002.json")
+    orig = T.read_squad(d / "dev-common-original-1002.json")
     _check_listing(orig, 1002)
     first = orig[0]
     assert first.id == "squad-5733a5f54776f41900660f48" and first.meta["form"] == "original"
@@ -293,26 +294,26 @@ def test_heysquad_forms(shared_data):
     assert first.references == ("1745",)  # three identical answers, deduplicated
     assert first.instruction.startswith("Answer the question using the passage")
     assert "Casimir Pulaski" in first.instruction and first.history == ()
-    asr = L.read_squad(d / "dev-common-human-transcribed-1002.json", limit=5)
+    asr = T.read_squad(d / "dev-common-human-transcribed-1002.json", limit=5)
     assert len(asr) == 5 and asr[0].meta["form"] == "human-transcribed"
     assert asr[0].turn.transcript == first.turn.transcript  # what was said, not the ASR output
     assert asr[0].meta["asr_question"] == "what year was cassimir koloski born in warsaw"
     assert asr[0].turn.audio.origin == first.turn.audio.origin  # same voice in every form
-    mt = L.read_squad(d / "dev-common-machine-transcribed-1002.json", limit=1)
+    mt = T.read_squad(d / "dev-common-machine-transcribed-1002.json", limit=1)
     assert mt[0].id == "squad-machine-transcribed-5733a5f54776f41900660f48"
 
 
 def test_nq_open(shared_data):
-    items = L.read_nq_open(shared_data / "text" / "nq_open" / "NQ-open.dev.jsonl")
+    items = T.read_nq_open(shared_data / "text" / "nq_open" / "NQ-open.dev.jsonl")
     _check_listing(items, 3610)
     assert items[0].id == "nq-open-0001"
     assert items[0].turn.transcript == "when was the last time anyone was on the moon"
     assert items[0].references == ("14 December 1972 UTC", "December 1972")
-    assert len(L.read_nq_open(shared_data / "text" / "nq_open" / "NQ-open.dev.jsonl", limit=7)) == 7
+    assert len(T.read_nq_open(shared_data / "text" / "nq_open" / "NQ-open.dev.jsonl", limit=7)) == 7
 
 
 def test_scitldr(shared_data):
-    items = L.read_scitldr(shared_data / "text" / "scitldr" / "SciTLDR-A_test.jsonl")
+    items = T.read_scitldr(shared_data / "text" / "scitldr" / "SciTLDR-A_test.jsonl")
     _check_listing(items, 618)
     first = items[0]
     assert first.id == "scitldr-SJ1Xmf-Rb" and first.instruction == "Summarize this in one sentence."

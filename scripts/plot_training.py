@@ -1,0 +1,33 @@
+"""Plot a training log (JSON lines with step, loss and optionally dev_wer) to a PNG.
+
+    python scripts/plot_training.py results/train/asr-char/train_log.jsonl systems/checkpoints/ctc-conformer/training.png
+"""
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main(log: str, out: str) -> None:
+    rows = [json.loads(l) for l in open(log) if l.strip()]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="training loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    dev = [r for r in rows if "dev_wer" in r]
+    if dev:
+        ax2 = ax.twinx()
+        ax2.plot([r["step"] for r in dev], [100 * r["dev_wer"] for r in dev], "o-", color="tab:red", label="dev WER %")
+        ax2.set_ylabel("dev WER %")
+        ax2.legend(loc="upper center")
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    print(out)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
