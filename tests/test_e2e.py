@@ -140,3 +140,23 @@ def test_two_process_gloo_training_completes(tmp_path):
     assert shas[0] == shas[1]  # DDP kept the replicas identical
     assert (tmp_path / "ckpt" / "trainable.safetensors").exists()
     assert '"world": 2' in (tmp_path / "train_log.jsonl").read_text()
+
+
+def test_lora_ablation_trains_only_adapters_and_saves_them(tmp_path):
+    from safetensors.torch import load_file
+
+    from systems.audiochatllama.model import AudioChatLlama
+    from tests.e2e_tiny import tiny_model
+
+    m = tiny_model()
+    m.cfg.lora_r = 2
+    lora = AudioChatLlama(m.cfg, m.encoder, m.llm)  # the switch: LoRA adapters on the frozen LLM
+    names = [n for n, p in lora.lm.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    reqs = [Request(Turn("user", audio=_speech(r["transcript"]), transcript=r["transcript"])) for r in ROWS[:2]]
+    loss = lora(reqs, [r["ids"] for r in ROWS[:2]])
+    loss.backward()
+    assert all(p.grad is not None for n, p in lora.lm.named_parameters() if p.requires_grad)
+    lora.save(tmp_path / "ck")
+    saved = load_file(str(tmp_path / "ck" / "trainable.safetensors"))
+    assert any("lora_" in k for k in saved) and not any("lora_" not in k and k.startswith("lm.") for k in saved)
