@@ -142,6 +142,10 @@ def _finish(run_dir: Path, cfg, meta: dict, fingerprints: dict, tasks: dict, sta
     from bench.cache import OutputCache
     from bench.runner import describe_failures, gen_config, score_all
 
+    sigs = {n: t.signatures() for n, (t, _) in tasks.items() if hasattr(t, "signatures")}
+    if sigs:  # how corpus metrics were computed (sacrebleu signatures), beside the results
+        meta["metric_signatures"] = sigs
+        (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
     cache = OutputCache(cfg.cache_path())
     rows, per_item = score_all(tasks, cfg.conditions_for, fingerprints, cache, gen_config(cfg.max_new_tokens),
                                meta.get("reference_fingerprints"))

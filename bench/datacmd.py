@@ -35,7 +35,7 @@ def _tasks(args):
     from bench.plugins import build_task, tasks
 
     # default: the built-in suites (tasks over the optional public data are named explicitly)
-    names = parse_list(args.tasks) or [n for n in tasks().names() if n != "manifest" and not n.startswith("asr-")]
+    names = parse_list(args.tasks) or [n for n in tasks().names() if n != "manifest" and not n.startswith(("asr-", "fleurs-"))]
     out = []
     for n in names:
         t = build_task(n, split=args.split)

@@ -14,5 +14,8 @@ REGISTRY = Registry("task", {
     "asr-fleurs-en": "tasks.builtin:FleursASR",
     "asr-ljspeech": "tasks.builtin:LJSpeechASR",
     "asr-librivox": "tasks.builtin:LibriVoxASR",
+    "fleurs-translate-en-fr": "tasks.builtin:FleursFr",
+    "fleurs-translate-en-de": "tasks.builtin:FleursDe",
+    "fleurs-translate-en-es": "tasks.builtin:FleursEs",
     "manifest": "tasks.builtin:ManifestTask",  # manifest:PATH
 }, entry_point_group="audiochat_bench.tasks")

@@ -176,6 +176,10 @@ class Translation(SuiteTask):
     )
     target = "fr"
 
+    def signatures(self) -> dict:
+        """sacrebleu signatures of the BLEU and chrF configurations (recorded in config.json)."""
+        return M.signatures()
+
     @property
     def name(self):
         return f"translate-en-{self.target}"
@@ -306,3 +310,32 @@ class LJSpeechASR(RealASR):
 
 class LibriVoxASR(RealASR):
     name, reader, description = "asr-librivox", "librivox", "real speech: LibriVox, one reader"
+
+
+class FleursTranslation(Translation):
+    """Speech translation of real FLEURS English clips, with FLORES-200 references (public data)."""
+
+    def items(self, limit: int | None = None) -> list[Item]:
+        from tasks import loaders
+
+        return first_n(loaders.read_fleurs(public_data_dir() / "speech" / "fleurs", "en", self.target), limit)
+
+    @property
+    def name(self):
+        return f"fleurs-translate-en-{self.target}"
+
+    @property
+    def description(self):
+        return f"real speech: FLEURS English clips → {LANGUAGES[self.target]} (FLORES-200 references)"
+
+
+class FleursFr(FleursTranslation):
+    target = "fr"
+
+
+class FleursDe(FleursTranslation):
+    target = "de"
+
+
+class FleursEs(FleursTranslation):
+    target = "es"

@@ -22,7 +22,8 @@ SUITES: dict[str, dict] = {
              "limit": None, "about": "every item, every system, the full robustness sweep (hours on CPU)"},
     "real": {"systems": ["text", "cascade", "cascade-whisper", "audiochatllama-whisper"],
              "optional_systems": ["cascade", "audiochatllama-whisper"],
-             "tasks": ["asr-fleurs-en", "asr-ljspeech", "asr-librivox"], "conditions": ["clean"], "limit": None,
+             "tasks": ["asr-fleurs-en", "asr-ljspeech", "asr-librivox", "fleurs-translate-en-fr",
+                       "fleurs-translate-en-de", "fleurs-translate-en-es"], "conditions": ["clean"], "limit": None,
              "about": "real recorded speech from $AUDIOCHAT_BENCH_DATA (../shared/data), when present"},
 }
 DEFAULT_SUITE = "default"

@@ -7,7 +7,7 @@ from bench.cli import main
 from bench.plugins import build_task, tasks
 from bench.tts import voices
 
-BUILTIN = [n for n in tasks().names() if n not in ("manifest", "typed-qa") and not n.startswith("asr-")]
+BUILTIN = [n for n in tasks().names() if n not in ("manifest", "typed-qa") and not n.startswith(("asr-", "fleurs-"))]
 
 
 def _norm(s):
@@ -123,3 +123,10 @@ def test_response_ppl_scores_the_topline_answer(tmp_path, capsys, fakes_register
     import math
     assert rows["ppl"]["value"] == pytest.approx(math.exp(0.5))  # the fake scores -0.5 nats per character
     assert "ppl_ratio" not in rows  # the reference itself was not scored in this run
+
+
+def test_real_data_tasks(shared_data):
+    """The public-data tasks read ../shared/data (skipped without it)."""
+    fr = build_task("fleurs-translate-en-fr").items()
+    assert len(fr) == 10 and all(it.references[0] for it in fr) and fr[0].instruction.startswith("Translate")
+    assert len(build_task("asr-ljspeech").items()) == 31 and len(build_task("asr-librivox").items()) == 5
