@@ -20,7 +20,7 @@ test-fast: $(BIN)/.installed  ## the tests without the slow end-to-end ones
 	$(BIN)/python -m pytest -q -m "not slow"
 
 gate: $(BIN)/.installed  ## the smoke suite, compared with the committed baseline (exit 1 on a regression)
-	rm -rf results/runs/gate
+	rm -rf results/runs/gate && mkdir -p results/runs
 	$(BIN)/audiochat-bench run --suite smoke --output-dir results/runs/gate --no-progress > results/runs/gate.log
 	$(BIN)/audiochat-bench compare results/baselines/smoke "$$(tail -n 1 results/runs/gate.log)"
 
