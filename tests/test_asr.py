@@ -136,3 +136,13 @@ def test_wer_metric_is_corpus_level():
              Item(id="b", turn=Turn("user", transcript="x"), references=("five",))]
     outs = {"a": Generation(text="", transcript="one two three four"), "b": Generation(text="", transcript="six")}
     assert score_metric(wer, items, outs, {})["value"] == pytest.approx(1 / 5)  # not (0 + 1) / 2
+
+
+def test_whisper_loop_cut():
+    from systems.asr.whisper import cut_loops
+
+    assert cut_loops("the first one, the first one, the first one, the first one") == "the first one,"
+    assert cut_loops("a b c a b c a b c d") == "a b c"
+    assert cut_loops("yes yes we can") == "yes yes we can"  # two repeats are speech, not a loop
+    assert cut_loops("one two three") == "one two three"
+    assert cut_loops("we are popular with gamers. we are popular with gamers. we are") == "we are popular with gamers."

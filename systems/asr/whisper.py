@@ -154,16 +154,32 @@ WHISPER_BASE = Asset(
     build=_build, size_mb=133)
 
 SOT, EN, TRANSCRIBE, NO_TIMESTAMPS, EOT = 50258, 50259, 50359, 50363, 50257
+DECODING = "greedy;max_tokens=6/s+10;loop-cut"  # part of the identity: changing decoding changes cache keys
+TOKENS_PER_SECOND = 6  # English speech runs at ~3-4 Whisper tokens a second: more is a repetition loop
+
+
+def cut_loops(text: str, max_len: int = 30) -> str:
+    """Greedy Whisper sometimes repeats a phrase until the token cap. Where a phrase of 4+ words
+    occurs twice in a row, or one of 2-3 words three times, keep its first occurrence and drop the
+    rest (people rarely say that verbatim; loops always do)."""
+    words = text.split()
+    for i in range(len(words)):
+        for n in range(2, min(max_len, (len(words) - i) // 2) + 1):
+            reps = 2 if n >= 4 else 3
+            if all(words[i:i + n] == words[i + k * n:i + (k + 1) * n] for k in range(1, reps)) \
+                    and i + reps * n <= len(words):
+                return " ".join(words[:i + n])
+    return text
 
 
 def identity_of(spec: str) -> str:
     """The identity of a Whisper model without loading it (the embedded one fetched if needed)."""
     if spec == "whisper-base":
         resolve(WHISPER_BASE)
-        return f"whisper-base@{WHISPER_BASE.identity}"
+        return f"whisper-base@{WHISPER_BASE.identity}:{DECODING}"
     from systems.llm import weights_identity
 
-    return f"{Path(spec).name}@{weights_identity(Path(spec))}"
+    return f"{Path(spec).name}@{weights_identity(Path(spec))}:{DECODING}"
 
 
 class WhisperASR:
@@ -214,12 +230,13 @@ class WhisperASR:
             idx = order[s:s + batch_size]
             states = self.encode([audios[i] for i in idx])
             prompt = torch.tensor([[SOT, EN, TRANSCRIBE, NO_TIMESTAMPS]] * len(idx), device=self.model.device)
+            cap = min(self.max_new_tokens, int(TOKENS_PER_SECOND * max(audios[i].seconds for i in idx)) + 10)
             gen = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                                      decoder_input_ids=prompt,
+                                      decoder_input_ids=prompt, max_new_tokens=cap,
                                       decoder_attention_mask=torch.ones_like(prompt))
             # Whisper's generate may or may not echo the prompt: strip it only where it is there
             skip = prompt.shape[1] if gen.shape[1] >= prompt.shape[1] and bool((gen[:, :prompt.shape[1]] == prompt).all()) else 0
             for row, i in enumerate(idx):
                 ids = [t for t in gen[row, skip:].tolist() if t < EOT]  # text tokens only
-                out[i] = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                out[i] = cut_loops(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
         return out
