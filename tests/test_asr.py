@@ -146,3 +146,11 @@ def test_whisper_loop_cut():
     assert cut_loops("yes yes we can") == "yes yes we can"  # two repeats are speech, not a loop
     assert cut_loops("one two three") == "one two three"
     assert cut_loops("we are popular with gamers. we are popular with gamers. we are") == "we are popular with gamers."
+
+
+def test_lexicon_snaps_near_misses_only():
+    from systems.asr.ctc import Lexicon
+
+    lex = Lexicon(["experimental", "the", "results", "were", "cat"])
+    assert lex("the experementl results wer good") == "the experimental results were good"
+    assert lex("zzzzzz") == "zzzzzz" and lex("") == ""

@@ -43,12 +43,38 @@ def ctc_collapse(ids: Sequence[int], blank: int) -> list[int]:
     return out
 
 
-class CTCASR:
-    """Feature extractor + ParakeetForCTC + tokenizer, with batched greedy transcription."""
+class Lexicon:
+    """Snaps each out-of-vocabulary word of a hypothesis to the closest known word (difflib ratio
+    ≥ `cutoff`, same first letter, length within 2). Character CTC errors are mostly near-phonetic
+    misspellings (`experementl`), which this repairs without a language model."""
 
-    def __init__(self, model, tokenizer, feature_extractor, identity: str = "unsaved"):
+    def __init__(self, words: Sequence[str], cutoff: float = 0.75):
+        self.words, self.cutoff = set(words), cutoff
+        self.by_key: dict[tuple[str, int], list[str]] = {}
+        for w in self.words:
+            self.by_key.setdefault((w[0], len(w)), []).append(w)
+
+    def __call__(self, text: str) -> str:
+        import difflib
+
+        out = []
+        for w in text.split():
+            if w in self.words or len(w) < 3:
+                out.append(w)
+                continue
+            cands = [c for n in range(len(w) - 2, len(w) + 3) for c in self.by_key.get((w[0], n), ())]
+            best = difflib.get_close_matches(w, cands, n=1, cutoff=self.cutoff)
+            out.append(best[0] if best else w)
+        return " ".join(out)
+
+
+class CTCASR:
+    """Feature extractor + ParakeetForCTC + tokenizer, with batched greedy transcription (and, if the
+    checkpoint has a `lexicon.txt`, out-of-vocabulary words snapped to it)."""
+
+    def __init__(self, model, tokenizer, feature_extractor, identity: str = "unsaved", lexicon: Lexicon | None = None):
         self.model, self.tokenizer, self.fe = model, tokenizer, feature_extractor
-        self.identity = identity
+        self.identity, self.lexicon = identity, lexicon
 
     @classmethod
     def build(cls, tokenizer, hidden: int = 192, layers: int = 6, heads: int = 4, ffn: int = 768,
@@ -74,7 +100,9 @@ class CTCASR:
         model = ParakeetForCTC.from_pretrained(path, use_safetensors=True).to(device).eval()
         tok = AutoTokenizer.from_pretrained(path)
         fe = ParakeetFeatureExtractor.from_pretrained(path)
-        return cls(model, tok, fe, identity=f"{path.name}@{weights_identity(path)}")
+        lex = path / "lexicon.txt"  # weights_identity hashes it too: decoding with it changes the cache key
+        lexicon = Lexicon(lex.read_text().split()) if lex.exists() else None
+        return cls(model, tok, fe, identity=f"{path.name}@{weights_identity(path)}", lexicon=lexicon)
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
@@ -118,7 +146,8 @@ class CTCASR:
             best = logits.argmax(-1).tolist()
             for row, i in enumerate(idx):
                 ids = ctc_collapse(best[row][: int(lengths[row])], self.blank)
-                out[i] = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                out[i] = self.lexicon(text) if self.lexicon else text
         return out
 
     def timed_transcribe(self, audios: Sequence[Audio], batch_size: int = 16) -> tuple[list[str], float]:

@@ -258,9 +258,13 @@ def main(argv=None) -> int:
     add_dataclass_options(ap, ASRTrainConfig)
     args = ap.parse_args(argv)
     out = Path(args.out)
-    if args.export:
+    if args.export:  # the model, plus the lexicon of its training text for decoding
         from systems.asr.ctc import CTCASR
+
         CTCASR.from_pretrained(out / "ckpt").save_pretrained(args.export)
+        saved = ASRTrainConfig(**json.loads((out / "ckpt" / "train_config.json").read_text())["config"])
+        words = sorted({w for s in corpus(saved) for w in s.split()})
+        Path(args.export, "lexicon.txt").write_text("\n".join(words) + "\n")
         print(args.export)
         return 0
     cfg = ASRTrainConfig(**PRESETS[args.preset])
