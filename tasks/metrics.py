@@ -89,8 +89,14 @@ def bleu_from_statistics(total) -> float:
 
 
 def signatures() -> dict[str, str]:
-    """sacrebleu signatures of the BLEU and chrF configurations used (for reports)."""
-    return {"bleu": str(_bleu().get_signature()), "chrf": str(_chrf().get_signature())}
+    """sacrebleu signatures of the BLEU and chrF configurations used (one reference per segment)."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    out = {}
+    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
+        metric.corpus_score(["a"], [["a"]])  # a signature states the number of references: set it
+        out[name] = str(metric.get_signature())
+    return out
 
 
 def edit_statistics(hypothesis: str, reference: str, unit: str = "word") -> tuple[int, int]:

@@ -142,3 +142,8 @@ def test_wer_buckets():
     rows = wer_bucket_rows(T(), "clean", items, by_system)
     conds = {r["condition"]: r["n"] for r in rows if r["system"] == "e2e"}
     assert conds == {"clean · cascade WER 0": 1, "clean · cascade WER (0,10]": 1, "clean · cascade WER >30": 1}
+
+
+def test_sacrebleu_signatures():
+    sig = M.signatures()
+    assert sig["bleu"].startswith("nrefs:1|") and "version:" in sig["chrf"]
