@@ -154,3 +154,22 @@ def test_lexicon_snaps_near_misses_only():
     lex = Lexicon(["experimental", "the", "results", "were", "cat"])
     assert lex("the experementl results wer good") == "the experimental results were good"
     assert lex("zzzzzz") == "zzzzzz" and lex("") == ""
+
+
+def test_training_continues_from_an_exported_checkpoint(tmp_path, monkeypatch):
+    """What a new machine does with the committed checkpoint: export, then continue at its step."""
+    import json
+
+    from systems.asr import train as T
+
+    monkeypatch.setattr(T, "corpus", lambda cfg: SENTENCES * 3)
+    monkeypatch.setattr(T, "dev_set", lambda cfg: [])
+    cfg = T.ASRTrainConfig(**T.PRESETS["tiny"])
+    cfg.steps, cfg.ckpt_every = 3, 100
+    T.train(cfg, tmp_path / "a", progress=False)
+    assert T.main(["--preset", "tiny", "--out", str(tmp_path / "a"), "--export", str(tmp_path / "exp")]) == 0
+    assert json.loads((tmp_path / "exp" / "train_config.json").read_text())["step"] == 3
+    assert (tmp_path / "exp" / "lexicon.txt").read_text().split()[:2] == ["a", "book"]
+    cfg.steps = 5
+    out = T.train(cfg, tmp_path / "b", progress=False, init_from=tmp_path / "exp")
+    assert out["step"] == 5

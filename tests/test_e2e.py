@@ -160,3 +160,17 @@ def test_lora_ablation_trains_only_adapters_and_saves_them(tmp_path):
     lora.save(tmp_path / "ck")
     saved = load_file(str(tmp_path / "ck" / "trainable.safetensors"))
     assert any("lora_" in k for k in saved) and not any("lora_" not in k and k.startswith("lm.") for k in saved)
+
+
+def test_training_continues_from_an_exported_checkpoint(tmp_path):
+    import json
+
+    from systems.audiochatllama.train import E2ETrainConfig, main as train_main, train
+
+    cfg = E2ETrainConfig(batch_size=2, steps=2, warmup=1, log_every=1, ckpt_every=100, noise_prob=0.0)
+    train(cfg, tmp_path / "a", model=tiny_model(), rows=ROWS)
+    assert train_main(["--out", str(tmp_path / "a"), "--export", str(tmp_path / "exp")]) == 0
+    assert json.loads((tmp_path / "exp" / "config.json").read_text())["step"] == 2
+    cfg.steps = 4
+    out = train(cfg, tmp_path / "b", model=tiny_model(), rows=ROWS, init_from=tmp_path / "exp")
+    assert out["step"] == 4

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import math
 import random
 import sys
@@ -180,8 +181,6 @@ def evaluate(asr, dev) -> float:
 
 def save_checkpoint(out: Path, asr, opt, step: int, cfg: ASRTrainConfig, log_tail: dict) -> None:
     """Atomic: written to a temporary folder, then swapped in for the previous checkpoint."""
-    import shutil
-
     tmp = out / "ckpt.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     asr.save_pretrained(tmp)
@@ -190,7 +189,11 @@ def save_checkpoint(out: Path, asr, opt, step: int, cfg: ASRTrainConfig, log_tai
     replace_dir(tmp, out / "ckpt")
 
 
-def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, progress: bool = True) -> dict:
+def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, progress: bool = True,
+          init_from: Path | None = None) -> dict:
+    """Train into `out`, resuming from `out/ckpt` if it exists; else, with `init_from` (an exported
+    model directory holding train_config.json), continue from those weights and that step with a
+    fresh optimiser (how a new machine carries on from the committed checkpoint)."""
     from systems.asr.ctc import CTCASR, train_tokenizer
 
     torch.set_num_threads(cfg.threads)
@@ -209,6 +212,14 @@ def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, prog
         saved = json.loads((ckpt / "train_config.json").read_text())["config"]
         cfg = ASRTrainConfig(**{**saved, **{k: v for k, v in asdict(cfg).items() if k in ("threads", "workers", "steps")}})
         print(f"resuming from step {step}", file=sys.stderr)
+    elif init_from is not None:
+        asr = CTCASR.from_pretrained(init_from)
+        asr.model.train()
+        saved = json.loads((Path(init_from) / "train_config.json").read_text())
+        step, state = int(saved["step"]), None
+        cfg = ASRTrainConfig(**{**saved["config"], **{k: v for k, v in asdict(cfg).items()
+                                                      if k in ("threads", "workers", "steps", "warmup")}})
+        print(f"continuing from {init_from} at step {step} (fresh optimiser)", file=sys.stderr)
     else:
         tok = train_tokenizer(sentences, cfg.vocab_size)
         asr = CTCASR.build(tok, cfg.hidden, cfg.layers, cfg.heads, cfg.ffn, cfg.kernel, cfg.subsampling, cfg.dropout)
@@ -255,6 +266,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/train/asr-small", help="run folder (checkpoints, log); resumes if it holds one")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     ap.add_argument("--export", metavar="DIR", help="only export the run's checkpoint as a model directory")
+    ap.add_argument("--init-from", metavar="DIR", help="start a new run from an exported model (its weights and step)")
     add_dataclass_options(ap, ASRTrainConfig)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -262,6 +274,7 @@ def main(argv=None) -> int:
         from systems.asr.ctc import CTCASR
 
         CTCASR.from_pretrained(out / "ckpt").save_pretrained(args.export)
+        shutil.copy(out / "ckpt" / "train_config.json", Path(args.export) / "train_config.json")
         saved = ASRTrainConfig(**json.loads((out / "ckpt" / "train_config.json").read_text())["config"])
         words = sorted({w for s in corpus(saved) for w in s.split()})
         Path(args.export, "lexicon.txt").write_text("\n".join(words) + "\n")
@@ -269,7 +282,7 @@ def main(argv=None) -> int:
         return 0
     cfg = ASRTrainConfig(**PRESETS[args.preset])
     apply_options(cfg, args)
-    result = train(cfg, out, args.max_minutes)
+    result = train(cfg, out, args.max_minutes, init_from=Path(args.init_from) if args.init_from else None)
     print(json.dumps(result))
     return 0
 

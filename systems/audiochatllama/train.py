@@ -97,7 +97,9 @@ def lr_scale(step: int, cfg: E2ETrainConfig) -> float:
 
 
 def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, model: AudioChatLlama | None = None,
-          rows: list[dict] | None = None) -> dict:
+          rows: list[dict] | None = None, init_from: Path | None = None) -> dict:
+    """Train into `out`, resuming from `out/ckpt` if it exists; else, with `init_from` (an exported
+    checkpoint), continue from its trainable weights and step with a fresh optimiser."""
     from systems.audiochatllama.data import read_responses
 
     rank, world = _dist()
@@ -115,6 +117,13 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
         step, opt_state = int(state["step"]), state["optimizer"]
         if rank == 0:
             print(f"resuming from step {step}", file=sys.stderr)
+    elif init_from is not None:
+        saved = json.loads((Path(init_from) / "config.json").read_text())
+        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in ("steps", "threads", "warmup")}})
+        model = AudioChatLlama.load(init_from, llm=model.llm if model else None, encoder=model.encoder if model else None)
+        step = int(saved.get("step", 0))
+        if rank == 0:
+            print(f"continuing from {init_from} at step {step} (fresh optimiser)", file=sys.stderr)
     elif model is None:
         model = AudioChatLlama.build(cfg.model)
     torch.manual_seed(cfg.seed)  # same projector init on every rank (DDP also broadcasts it)
@@ -195,6 +204,7 @@ def main(argv=None) -> int:
     ap.add_argument("--encoder-path", default=None)
     ap.add_argument("--lora-r", type=int, default=None, help="LoRA rank on the LLM (ablation; default off)")
     ap.add_argument("--export", metavar="DIR", help="only copy the run's checkpoint (weights + config) to DIR")
+    ap.add_argument("--init-from", metavar="DIR", help="start a new run from an exported checkpoint (weights and step)")
     add_dataclass_options(ap, E2ETrainConfig)
     ap.add_argument("--bf16", action="store_true", default=None, help="autocast to bfloat16 (fast on CPUs with AMX)")
     ap.add_argument("--no-train-encoder", dest="train_encoder", action="store_false", default=None)
@@ -214,7 +224,7 @@ def main(argv=None) -> int:
     apply_options(cfg, args)
     if args.train_encoder is not None:
         cfg.model.train_encoder = args.train_encoder
-    print(json.dumps(train(cfg, out, args.max_minutes)))
+    print(json.dumps(train(cfg, out, args.max_minutes, init_from=Path(args.init_from) if args.init_from else None)))
     return 0
 
 
