@@ -5,7 +5,6 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Iterable
 
 ROW_FIELDS = ["run", "system", "task", "task_version", "condition", "metric", "baseline", "value", "ci_low",
               "ci_high", "significant", "n", "n_failed", "higher_is_better", "git_sha", "config_hash"]
@@ -98,7 +97,3 @@ def write_outputs(run_dir: Path, per_item: dict, items_by_task: dict) -> None:
 
 def read_rows(run_dir: Path) -> list[dict]:
     return [json.loads(l) for l in (run_dir / "rows.jsonl").read_text().splitlines() if l.strip()]
-
-
-def load_rows_files(paths: Iterable[Path]) -> list[dict]:
-    return [r for p in paths for r in read_rows(p)]

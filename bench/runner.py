@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -185,7 +184,3 @@ def describe_failures(stats: GenStats, limit: int = 5) -> str:
     if len(stats.failures) > limit:
         lines.append(f"  ... and {len(stats.failures) - limit} more (see outputs.jsonl)")
     return "\n".join(lines)
-
-
-def print_exc_short() -> None:
-    traceback.print_exc(limit=2, file=sys.stderr)

@@ -26,4 +26,3 @@ SUITES: dict[str, dict] = {
                        "fleurs-translate-en-de", "fleurs-translate-en-es"], "conditions": ["clean"], "limit": None,
              "about": "real recorded speech from $AUDIOCHAT_BENCH_DATA (../shared/data), when present"},
 }
-DEFAULT_SUITE = "default"

@@ -7,7 +7,6 @@ layout (config.json + model.safetensors + tokenizer + preprocessor_config.json).
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -149,8 +148,3 @@ class CTCASR:
                 text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
                 out[i] = self.lexicon(text) if self.lexicon else text
         return out
-
-    def timed_transcribe(self, audios: Sequence[Audio], batch_size: int = 16) -> tuple[list[str], float]:
-        t0 = time.perf_counter()
-        texts = self.transcribe(audios, batch_size)
-        return texts, time.perf_counter() - t0
