@@ -12,6 +12,7 @@ REGISTRY = Registry("system", {
 # Training recipes behind `audiochat-bench train NAME [args]`: each maps to a `main(argv) -> int`.
 TRAINERS = Registry("trainer", {
     "asr": "systems.asr.train:main",
+    "lm": "systems.asr.lm:main",
     "e2e": "systems.audiochatllama.train:main",
 })
 

@@ -91,7 +91,7 @@ def weights_identity(path: Path) -> str:
     except (OSError, ValueError):
         memo = {}
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in
-                   (".safetensors", ".bin", ".json", ".model", ".jinja", ".txt", ".gguf"))
+                   (".safetensors", ".bin", ".json", ".model", ".jinja", ".txt", ".gguf", ".gz"))
     stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
     key = str(path.resolve())
     if memo.get(key, {}).get("stamp") == stamp:

@@ -12,10 +12,16 @@ _TYPES = {"int": int, "float": float, "str": str}
 
 
 def add_dataclass_options(ap: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One `--field-name` option per int/float/str field of `cls` (default None: keep the preset)."""
+    """One `--field-name` option per int/float/str field of `cls`, and `--flag/--no-flag` per bool
+    field (default None: keep the preset)."""
     for f in fields(cls):
-        if f.type in _TYPES and f.name not in skip:
+        if f.name in skip:
+            continue
+        if f.type in _TYPES:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=_TYPES[f.type], help=f"(default {f.default})")
+        elif f.type == "bool":
+            ap.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
+                            help=f"(default {f.default})")
 
 
 def apply_options(cfg, args: argparse.Namespace) -> None:

@@ -71,9 +71,10 @@ class CTCASR:
     """Feature extractor + ParakeetForCTC + tokenizer, with batched greedy transcription (and, if the
     checkpoint has a `lexicon.txt`, out-of-vocabulary words snapped to it)."""
 
-    def __init__(self, model, tokenizer, feature_extractor, identity: str = "unsaved", lexicon: Lexicon | None = None):
+    def __init__(self, model, tokenizer, feature_extractor, identity: str = "unsaved", lexicon: Lexicon | None = None,
+                 lm=None, beam=None):
         self.model, self.tokenizer, self.fe = model, tokenizer, feature_extractor
-        self.identity, self.lexicon = identity, lexicon
+        self.identity, self.lexicon, self.lm, self.beam = identity, lexicon, lm, beam
 
     @classmethod
     def build(cls, tokenizer, hidden: int = 192, layers: int = 6, heads: int = 4, ffn: int = 768,
@@ -90,18 +91,34 @@ class CTCASR:
         return cls(ParakeetForCTC(cfg), tokenizer, ParakeetFeatureExtractor())
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> "CTCASR":
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", decoder: str = "auto") -> "CTCASR":
+        """`decoder`: "auto" (beam search where the directory has decoding.json and its LM, else
+        greedy), "greedy" or "beam". Files that change decoding (lexicon.txt, decoding.json, the LM)
+        are hashed into the identity, so changing them changes cache keys."""
+        import json
+
         from transformers import AutoTokenizer, ParakeetFeatureExtractor, ParakeetForCTC
 
+        from systems.asr.lm import BeamConfig, NgramLM
         from systems.llm import weights_identity
 
         path = Path(path)
         model = ParakeetForCTC.from_pretrained(path, use_safetensors=True).to(device).eval()
         tok = AutoTokenizer.from_pretrained(path)
         fe = ParakeetFeatureExtractor.from_pretrained(path)
-        lex = path / "lexicon.txt"  # weights_identity hashes it too: decoding with it changes the cache key
+        lex = path / "lexicon.txt"
         lexicon = Lexicon(lex.read_text().split()) if lex.exists() else None
-        return cls(model, tok, fe, identity=f"{path.name}@{weights_identity(path)}", lexicon=lexicon)
+        lm = beam = None
+        spec = path / "decoding.json"
+        if decoder == "beam" and not spec.exists():
+            raise FileNotFoundError(f"{spec} not found: build and tune an LM first "
+                                    f"(`audiochat-bench train lm --model {path} --tune`)")
+        if decoder != "greedy" and spec.exists():
+            conf = json.loads(spec.read_text())
+            lm = NgramLM.load(path / conf["lm"])
+            beam = BeamConfig(**{k: conf[k] for k in BeamConfig().as_dict() if k in conf})
+        ident = f"{path.name}@{weights_identity(path)}" + ("" if lm is not None or not spec.exists() else ";greedy")
+        return cls(model, tok, fe, identity=ident, lexicon=lexicon, lm=lm, beam=beam)
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
@@ -121,30 +138,49 @@ class CTCASR:
     def encode_text(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    @torch.inference_mode()
     def transcribe(self, audios: Sequence[Audio], batch_size: int = 16) -> list[str]:
-        """Greedy CTC transcripts, in input order (batched by length to waste little padding)."""
+        """Transcripts in input order: beam search with the directory's LM where it has one
+        (decoding.json + lm.arpa.gz), else greedy CTC (snapped to lexicon.txt where present)."""
+        logps = self.log_probs(audios, batch_size)
+        if self.lm is not None:
+            return self.decode_beam(logps, self.lm, self.beam)
+        return self.decode_greedy(logps)
+
+    @torch.inference_mode()
+    def log_probs(self, audios: Sequence[Audio], batch_size: int = 16) -> list[np.ndarray]:
+        """Per utterance, the (frames, vocab) CTC log-probabilities, batched by length to waste
+        little padding; returned in input order."""
         was_training = self.model.training
         self.model.eval()
+        order = sorted(range(len(audios)), key=lambda i: audios[i].samples.size)
+        out: list[np.ndarray] = [np.zeros((0, 0), np.float32)] * len(audios)
+        dev = self.model.device
         try:
-            return self._transcribe(audios, batch_size)
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                feats = self.features([audios[i].samples for i in idx])
+                mask = feats["attention_mask"].to(dev)
+                logits = self.model(input_features=feats["input_features"].to(dev), attention_mask=mask).logits
+                lengths = self.model._get_output_attention_mask(mask, target_length=logits.shape[1]).sum(-1)
+                logp = torch.log_softmax(logits.float(), -1).cpu().numpy()  # (B, T, V)
+                for row, i in enumerate(idx):
+                    out[i] = logp[row, : int(lengths[row])]
         finally:
             self.model.train(was_training)
-
-    def _transcribe(self, audios: Sequence[Audio], batch_size: int) -> list[str]:
-        order = sorted(range(len(audios)), key=lambda i: audios[i].samples.size)
-        out: list[str] = [""] * len(audios)
-        dev = self.model.device
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            feats = self.features([audios[i].samples for i in idx])
-            logits = self.model(input_features=feats["input_features"].to(dev),
-                                attention_mask=feats["attention_mask"].to(dev)).logits
-            lengths = self.model._get_output_attention_mask(feats["attention_mask"].to(dev),
-                                                            target_length=logits.shape[1]).sum(-1)
-            best = logits.argmax(-1).tolist()
-            for row, i in enumerate(idx):
-                ids = ctc_collapse(best[row][: int(lengths[row])], self.blank)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-                out[i] = self.lexicon(text) if self.lexicon else text
         return out
+
+    def decode_greedy(self, logps: Sequence[np.ndarray]) -> list[str]:
+        """Best token per frame, repeats merged, blanks dropped; then the lexicon snap."""
+        out = []
+        for lp in logps:
+            ids = ctc_collapse(lp.argmax(-1).tolist(), self.blank)
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            out.append(self.lexicon(text) if self.lexicon else text)
+        return out
+
+    def decode_beam(self, logps: Sequence[np.ndarray], lm, cfg) -> list[str]:
+        """CTC prefix beam search fused with a word n-gram LM (systems/asr/lm.py)."""
+        from systems.asr.lm import ctc_beam_search, ctc_pieces
+
+        pieces = ctc_pieces(self.tokenizer)
+        return [ctc_beam_search(lp, pieces, self.blank, lm, cfg) for lp in logps]

@@ -206,8 +206,8 @@ def main(argv=None) -> int:
     ap.add_argument("--export", metavar="DIR", help="only copy the run's checkpoint (weights + config) to DIR")
     ap.add_argument("--init-from", metavar="DIR", help="start a new run from an exported checkpoint (weights and step)")
     add_dataclass_options(ap, E2ETrainConfig)
-    ap.add_argument("--bf16", action="store_true", default=None, help="autocast to bfloat16 (fast on CPUs with AMX)")
-    ap.add_argument("--no-train-encoder", dest="train_encoder", action="store_false", default=None)
+    ap.add_argument("--train-encoder", action=argparse.BooleanOptionalAction, default=None,
+                    help="fine-tune the audio encoder too (default: yes for ctc, no for whisper)")
     args = ap.parse_args(argv)
     out = Path(args.out or f"results/train/e2e-{args.preset}")
     if args.export:
