@@ -173,3 +173,20 @@ def test_training_continues_from_an_exported_checkpoint(tmp_path, monkeypatch):
     cfg.steps = 5
     out = T.train(cfg, tmp_path / "b", progress=False, init_from=tmp_path / "exp")
     assert out["step"] == 5
+
+
+def test_speech_stream_mixes_in_common_words():
+    """With wordlist_frac, that share of utterances are random common words (vowelled ones only,
+    so espeak reads rather than spells them); without it, only training sentences."""
+    import random
+
+    from systems.asr.train import ASRTrainConfig, SpeechStream
+
+    words = {"the": 1.0, "mirror": 0.01, "dnd": 0.5, "shower": 0.001}
+    mixed = SpeechStream(SENTENCES, None, ASRTrainConfig(wordlist_frac=0.5), 0, words=words)
+    texts = [mixed.text(random.Random(i)) for i in range(200)]
+    random_words = [t for t in texts if t not in SENTENCES]
+    assert 60 < len(random_words) < 140
+    assert all(4 <= len(t.split()) <= 12 and set(t.split()) <= {"the", "mirror", "shower"} for t in random_words)
+    plain = SpeechStream(SENTENCES, None, ASRTrainConfig(), 0, words=words)
+    assert all(plain.text(random.Random(i)) in SENTENCES for i in range(50))
