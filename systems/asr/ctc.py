@@ -67,6 +67,15 @@ class Lexicon:
         return " ".join(out)
 
 
+def ctc_identity(path: Path, decoder: str = "auto") -> str:
+    """What decides a CTC model's transcripts: its files (weights, tokenizer, lexicon, decoding.json,
+    LM) and, where the directory offers beam search, whether it is switched off."""
+    from systems.llm import weights_identity
+
+    greedy_instead = decoder == "greedy" and (Path(path) / "decoding.json").exists()
+    return f"{Path(path).name}@{weights_identity(Path(path))}" + (";greedy" if greedy_instead else "")
+
+
 class CTCASR:
     """Feature extractor + ParakeetForCTC + tokenizer, with batched greedy transcription (and, if the
     checkpoint has a `lexicon.txt`, out-of-vocabulary words snapped to it)."""
@@ -100,7 +109,6 @@ class CTCASR:
         from transformers import AutoTokenizer, ParakeetFeatureExtractor, ParakeetForCTC
 
         from systems.asr.lm import BeamConfig, NgramLM
-        from systems.llm import weights_identity
 
         path = Path(path)
         model = ParakeetForCTC.from_pretrained(path, use_safetensors=True).to(device).eval()
@@ -117,8 +125,7 @@ class CTCASR:
             conf = json.loads(spec.read_text())
             lm = NgramLM.load(path / conf["lm"])
             beam = BeamConfig(**{k: conf[k] for k in BeamConfig().as_dict() if k in conf})
-        ident = f"{path.name}@{weights_identity(path)}" + ("" if lm is not None or not spec.exists() else ";greedy")
-        return cls(model, tok, fe, identity=ident, lexicon=lexicon, lm=lm, beam=beam)
+        return cls(model, tok, fe, identity=ctc_identity(path, decoder), lexicon=lexicon, lm=lm, beam=beam)
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
