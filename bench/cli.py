@@ -170,41 +170,18 @@ def _finish(run_dir: Path, cfg, meta: dict, fingerprints: dict, tasks: dict, sta
     return 0
 
 
-def cmd_run(args) -> int:
+def _run_config(args):
+    """The run's config (from --resume's directory, or a suite plus the options given), every name
+    in it validated before any model loads; and the run directory when resuming."""
     from bench import config as C
-    from bench.assets import AssetError
-    from bench.cache import OutputCache
-    from bench.plugins import Context, build_system, suites
-    from bench.registry import RegistryError
-    from bench.runner import GenStats, gen_config, generate, reference_answers, score_gconf, slots_for
+    from bench.conditions import CONDITIONS
+    from bench.plugins import suites, systems as sys_reg, tasks as task_reg
 
     if args.resume:
         run_dir = Path(args.resume)
-        meta = json.loads((run_dir / "config.json").read_text())
-        cfg = C.RunConfig.from_dict(meta["config"])
+        cfg = C.RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
     else:
-        all_suites = suites()
-        suite_name = args.suite or ("default" if not (args.systems or args.tasks) else None)
-        if suite_name is not None and suite_name not in all_suites:
-            import difflib
-            close = difflib.get_close_matches(suite_name, all_suites, n=2)
-            raise RegistryError(f"unknown suite {suite_name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
-                                + f" Known suites: {', '.join(all_suites)}")
-        preset = dict(all_suites.get(suite_name, {}))
-        preset.pop("about", None)
-        if suite_name is None:  # explicit systems/tasks without a suite: fill the other from default
-            preset = {k: v for k, v in all_suites["default"].items() if k in ("systems", "tasks", "optional_systems")}
-        cfg = C.resolve(preset, {
-            "suite": suite_name, "systems": args.systems, "tasks": args.tasks, "conditions": args.conditions,
-            "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
-            "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-            "output_dir": args.output_dir, "cache": args.cache, "trust_remote_code": args.trust_remote_code,
-            "asr": args.asr, "asr_decoder": args.asr_decoder, "whisper": args.whisper, "transcript_warning": args.transcript_warning,
-            "e2e": args.e2e, "e2e_whisper": args.e2e_whisper})
-        run_dir = None
-    # Validate every name before any model loads.
-    from bench.conditions import CONDITIONS
-    from bench.plugins import systems as sys_reg, tasks as task_reg
+        cfg, run_dir = _suite_config(args, suites()), None
     for n in cfg.systems:
         sys_reg().target(n)
     for n in cfg.tasks:
@@ -213,7 +190,41 @@ def cmd_run(args) -> int:
         CONDITIONS.target(n)
     if not cfg.systems or not cfg.tasks:
         raise ValueError("nothing to run: give --systems and --tasks, or a --suite")
+    return cfg, run_dir
 
+
+def _suite_config(args, all_suites: dict):
+    from bench import config as C
+    from bench.registry import RegistryError
+
+    suite_name = args.suite or ("default" if not (args.systems or args.tasks) else None)
+    if suite_name is not None and suite_name not in all_suites:
+        import difflib
+        close = difflib.get_close_matches(suite_name, all_suites, n=2)
+        raise RegistryError(f"unknown suite {suite_name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
+                            + f" Known suites: {', '.join(all_suites)}")
+    preset = dict(all_suites.get(suite_name, {}))
+    preset.pop("about", None)
+    if suite_name is None:  # explicit systems/tasks without a suite: fill the other from default
+        preset = {k: v for k, v in all_suites["default"].items() if k in ("systems", "tasks", "optional_systems")}
+    return C.resolve(preset, {
+        "suite": suite_name, "systems": args.systems, "tasks": args.tasks, "conditions": args.conditions,
+        "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
+        "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+        "output_dir": args.output_dir, "cache": args.cache, "trust_remote_code": args.trust_remote_code,
+        "asr": args.asr, "asr_decoder": args.asr_decoder, "whisper": args.whisper,
+        "transcript_warning": args.transcript_warning, "e2e": args.e2e, "e2e_whisper": args.e2e_whisper})
+
+
+def cmd_run(args) -> int:
+    from bench import config as C
+    from bench.assets import AssetError
+    from bench.cache import OutputCache
+    from bench.plugins import Context, build_system
+    from bench.runner import GenStats, gen_config, generate, reference_answers, score_gconf, slots_for
+
+    cfg, run_dir = _run_config(args)
+    meta = json.loads((run_dir / "config.json").read_text()) if run_dir else None
     tasks = _tasks_and_items(cfg)  # reads manifests too: a malformed one fails before anything is written
     from bench import dist
 
