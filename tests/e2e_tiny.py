@@ -12,7 +12,7 @@ ROWS = [{"transcript": t, "instruction": None, "ids": ids} for t, ids in (
     ("what is the capital of france", [60, 61, 62, 63, 64]), ("we walked to the river", [70, 71]))]
 
 
-def tiny_model(seed: int = 0, stack: int = 2):
+def tiny_model(seed: int = 0, stack: int = 0):
     from systems.asr.ctc import CTCASR, train_tokenizer
     from systems.audiochatllama.encoders import CTCEncoder
     from systems.audiochatllama.model import AudioChatLlama, ModelConfig

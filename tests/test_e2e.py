@@ -57,7 +57,8 @@ def test_audio_sits_where_the_user_text_would_be(model):
     head = model.llm.tokenizer("<|im_start|>user\n", add_special_tokens=False)["input_ids"]
     assert torch.allclose(emb[len(head): len(head) + a.shape[0]], a)
     assert torch.equal(emb[: len(head)], model.llm.embed(head))
-    # ~80 ms per embedding: 4x subsampling (40 ms) stacked by 2
+    # ~80 ms per embedding: 4x subsampling (40 ms) stacked by 2, chosen from the encoder's frame period
+    assert model.cfg.stack == 2 and model.encoder.frame_ms == 40
     assert a.shape[0] == pytest.approx(audio.seconds / 0.08, abs=2)
 
 

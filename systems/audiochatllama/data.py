@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="torch device for the LLM (e.g. cuda)")
     args = ap.parse_args(argv)
     import torch
     from tqdm import tqdm
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    llm = ChatLLM.load(args.llm or DEFAULT_LLM)
+    llm = ChatLLM.load(args.llm or DEFAULT_LLM, device=args.device)
     cfg = DecodeConfig(args.max_new_tokens)
     header = {"llm": llm.identity, "generation": cfg.as_dict(), "question_instruction": QUESTION_INSTRUCTION}
     out = Path(args.out)

@@ -35,7 +35,7 @@ class ModelConfig:
     encoder: str = "ctc"  # "ctc" | "whisper"
     encoder_path: str = ""  # CTC checkpoint dir, or "whisper-base"
     llm: str = "smollm2"
-    stack: int = 1  # frames per embedding: 1 for the 80 ms CTC encoder, 4 for Whisper's 20 ms
+    stack: int = 0  # frames per embedding; 0: as many as make ~80 ms (2 for a 40 ms CTC encoder, 4 for Whisper)
     projector_hidden: int = 1024
     train_encoder: bool = True
     lora_r: int = 0  # LoRA rank on the LLM (0: off; the ablation switch)
@@ -75,6 +75,8 @@ class AudioChatLlama(nn.Module):
                                                          target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
         for p in self.encoder.parameters():
             p.requires_grad_(cfg.train_encoder)
+        if not cfg.stack:
+            cfg.stack = max(1, round(80 / encoder.frame_ms))
         d_llm = llm.model.get_input_embeddings().weight.shape[1]
         self.projector = Projector(encoder.dim * cfg.stack, cfg.projector_hidden, d_llm)
 

@@ -44,11 +44,16 @@ class E2ETrainConfig:
     kl_weight: float = 0.0  # > 0: the Ultravox variant (KL to the text-prompted distributions)
     noise_prob: float = 0.3
     snr_range: tuple = (10.0, 40.0)
-    bf16: bool = False  # autocast to bfloat16 on CPU
+    bf16: bool = False  # autocast to bfloat16 (on CPU: fast where the CPU has AMX)
+    device: str = "cpu"  # "cuda" where a GPU is lent (speech is still synthesised on the CPU)
     seed: int = 0
     threads: int = 1
     log_every: int = 10
     ckpt_every: int = 50
+
+
+# options a resumed run takes from the command line (the rest come from the run's saved config)
+RUN_OPTIONS = ("steps", "threads", "bf16", "device")
 
 
 def _dist():
@@ -111,15 +116,15 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     step, opt_state = 0, None
     if (ckpt / "trainer_state.pt").exists():
         saved = json.loads((ckpt / "config.json").read_text())
-        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in ("steps", "threads")}})
+        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in RUN_OPTIONS}})
         model = AudioChatLlama.load(ckpt, llm=model.llm if model else None, encoder=model.encoder if model else None)
-        state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+        state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
         step, opt_state = int(state["step"]), state["optimizer"]
         if rank == 0:
             print(f"resuming from step {step}", file=sys.stderr)
     elif init_from is not None:
         saved = json.loads((Path(init_from) / "config.json").read_text())
-        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in ("steps", "threads", "warmup")}})
+        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in (*RUN_OPTIONS, "warmup")}})
         model = AudioChatLlama.load(init_from, llm=model.llm if model else None, encoder=model.encoder if model else None)
         step = int(saved.get("step", 0))
         if rank == 0:
@@ -127,7 +132,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     elif model is None:
         model = AudioChatLlama.build(cfg.model)
     torch.manual_seed(cfg.seed)  # same projector init on every rank (DDP also broadcasts it)
-    model.train()
+    model.to(cfg.device).train()
     model.lm.eval()  # the frozen LLM: no dropout
     groups = [{"params": [p for p in model.projector.parameters()], "lr": cfg.lr},
               {"params": [p for n, p in model.lm.named_parameters() if p.requires_grad], "lr": cfg.lr}]
@@ -150,7 +155,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
         teacher = teacher_logits(model, picked) if cfg.kl_weight else None
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * lr_scale(step, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = wrapped(requests, targets, teacher, cfg.kl_weight)  # forward = loss (DDP syncs through it)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -190,8 +195,8 @@ def from_dict(d: dict) -> E2ETrainConfig:
 
 
 PRESETS = {
-    "ctc": {"model": {"encoder": "ctc", "encoder_path": "systems/checkpoints/ctc-conformer", "stack": 1}},
-    "whisper": {"model": {"encoder": "whisper", "encoder_path": "whisper-base", "stack": 4, "train_encoder": False}},
+    "ctc": {"model": {"encoder": "ctc", "encoder_path": "systems/checkpoints/ctc-conformer", "stack": 0}},
+    "whisper": {"model": {"encoder": "whisper", "encoder_path": "whisper-base", "stack": 0, "train_encoder": False}},
 }
 
 
