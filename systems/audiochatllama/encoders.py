@@ -25,9 +25,14 @@ class CTCEncoder(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "CTCEncoder":
+        """`path`: a CTC ASR directory; a relative one that is not under the working directory is
+        taken from the repository root (checkpoint configs name `systems/checkpoints/...`)."""
         from systems.asr.ctc import CTCASR
 
-        return cls(CTCASR.from_pretrained(path))
+        path = Path(path)
+        if not path.is_absolute() and not path.exists():
+            path = Path(__file__).resolve().parents[2] / path
+        return cls(CTCASR.from_pretrained(path, decoder="greedy"))  # the encoder only: no LM to load
 
     def forward(self, audios: Sequence[Audio]) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast("cpu", enabled=False):  # feature extraction stays float32 (numpy inside)
