@@ -288,6 +288,7 @@ def cmd_run(args) -> int:
     cache.close()
     dist.barrier()  # rank 0 scores once every rank's outputs are in the cache
     every = dist.gather(stats)  # a collective: every rank takes part before rank 0 goes on alone
+    dist.finish()
     if rank > 0:
         return 0
     stats.generated, stats.cached, stats.failed = (sum(getattr(s, k) for s in every) for k in ("generated", "cached", "failed"))

@@ -53,3 +53,13 @@ def gather(obj: Any) -> list[Any]:
     out: list = [None] * td.get_world_size()
     td.all_gather_object(out, obj)
     return out
+
+
+def finish() -> None:
+    """Tear the process group down on every rank once the last collective is done: a rank that
+    leaves with it alive can abort at exit ("terminate called without an active exception")."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as td
+
+        if td.is_initialized():
+            td.destroy_process_group()

@@ -176,6 +176,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
         save_checkpoint(out, model, opt, step, cfg, last)
     if world > 1:
         torch.distributed.barrier()
+        torch.distributed.destroy_process_group()  # a rank leaving with it alive can abort at exit
     return {"step": step, **last}
 
 
