@@ -1,6 +1,7 @@
 """A CTC Conformer ASR on transformers' `ParakeetForCTC`: 80-dim log-mel features
-(`ParakeetFeatureExtractor`), a small BPE vocabulary with the CTC blank as padding token, greedy
-CTC decoding (best token per frame, repeats merged, blanks dropped).
+(`ParakeetFeatureExtractor`), a small BPE vocabulary with the CTC blank as padding token; greedy
+CTC decoding (best token per frame, repeats merged, blanks dropped) or prefix beam search fused with
+a word n-gram LM (systems/asr/lm.py).
 
 The same class loads the project's own checkpoints and real ones in the `nvidia/parakeet-ctc-*`
 layout (config.json + model.safetensors + tokenizer + preprocessor_config.json).
@@ -77,8 +78,9 @@ def ctc_identity(path: Path, decoder: str = "auto") -> str:
 
 
 class CTCASR:
-    """Feature extractor + ParakeetForCTC + tokenizer, with batched greedy transcription (and, if the
-    checkpoint has a `lexicon.txt`, out-of-vocabulary words snapped to it)."""
+    """Feature extractor + ParakeetForCTC + tokenizer, with batched transcription: beam search fused
+    with a word LM where the directory has one (decoding.json), else greedy (out-of-vocabulary words
+    snapped to `lexicon.txt` where present)."""
 
     def __init__(self, model, tokenizer, feature_extractor, identity: str = "unsaved", lexicon: Lexicon | None = None,
                  lm=None, beam=None):
