@@ -359,7 +359,8 @@ def main(argv=None) -> int:
     ap.add_argument("--order", type=int, default=3)
     ap.add_argument("--words", type=int, default=50000, help="English words added to the vocabulary (0: none)")
     ap.add_argument("--extra-weight", type=float, default=0.5, help="weight of the word-frequency list in the unigram mixture")
-    ap.add_argument("--tune", action="store_true", help="also tune alpha/beta on the dev set and write decoding.json")
+    ap.add_argument("--tune", action="store_true", help="tune the beam-search weights on the dev set and write "
+                    "decoding.json (the LM is built first only if DIR has none; without --tune it is always rebuilt)")
     ap.add_argument("--beam", type=int, default=BeamConfig.beam)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
