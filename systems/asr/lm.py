@@ -285,10 +285,9 @@ def ctc_beam_search(logp: np.ndarray, pieces: Sequence[str], blank: int, lm: Ngr
                         add(_extend(text, pieces[i]), NEG_INF, pb + lp, i)
                 else:
                     add(_extend(text, pieces[i]), NEG_INF, total + lp, i)
-        ranked = sorted(nxt.items(), key=lambda kv: _lse(kv[1][0], kv[1][1]) + scorer(kv[0]), reverse=True)
-        best = _lse(ranked[0][1][0], ranked[0][1][1]) + scorer(ranked[0][0])
-        beams = dict(kv for kv in ranked[: cfg.beam]
-                     if _lse(kv[1][0], kv[1][1]) + scorer(kv[0]) >= best + cfg.prune_logp)
+        ranked = sorted(((_lse(e[0], e[1]) + scorer(text), text, e) for text, e in nxt.items()), reverse=True)
+        floor = ranked[0][0] + cfg.prune_logp  # each prefix scored once per frame
+        beams = {text: e for score, text, e in ranked[: cfg.beam] if score >= floor}
     final = max(beams.items(), key=lambda kv: _lse(kv[1][0], kv[1][1]) + scorer.final(kv[0].strip()))
     return " ".join(final[0].split())
 
