@@ -170,9 +170,30 @@ def test_training_continues_from_an_exported_checkpoint(tmp_path, monkeypatch):
     assert T.main(["--preset", "tiny", "--out", str(tmp_path / "a"), "--export", str(tmp_path / "exp")]) == 0
     assert json.loads((tmp_path / "exp" / "train_config.json").read_text())["step"] == 3
     assert (tmp_path / "exp" / "lexicon.txt").read_text().split()[:2] == ["a", "book"]
-    cfg.steps = 5
-    out = T.train(cfg, tmp_path / "b", progress=False, init_from=tmp_path / "exp")
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "exp" / "model.safetensors", "pt") as f:  # exported at half the size...
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F16", "I64"}
+    trained = CTCASR.from_pretrained(tmp_path / "a" / "ckpt").model.state_dict()
+    exported = CTCASR.from_pretrained(tmp_path / "exp").model.state_dict()
+    for k, v in exported.items():  # ...and loaded as float32 again, equal to float16 precision
+        assert v.dtype == trained[k].dtype and torch.allclose(v.float(), trained[k].float(), rtol=1e-3, atol=1e-4)
+    cfg.steps, cfg.batch_size, cfg.hidden, cfg.lr = 5, 3, 48, 0.5
+    out = T.train(cfg, tmp_path / "b", progress=False, init_from=tmp_path / "exp", given=("batch_size", "hidden"))
     assert out["step"] == 5
+    saved = json.loads((tmp_path / "b" / "ckpt" / "train_config.json").read_text())
+    # typed options win, the rest come from the exported run, the architecture from its weights
+    assert saved["config"]["batch_size"] == 3 and saved["config"]["lr"] == 3e-3 and saved["config"]["hidden"] == 32
+    assert saved["start_step"] == 3
+
+
+def test_learning_rate_warms_up_again_after_init_from():
+    from systems.asr.train import ASRTrainConfig, lr_at
+
+    cfg = ASRTrainConfig(lr=1.0, warmup=10, steps=1000)
+    assert lr_at(0, cfg) == 0.1 and lr_at(9, cfg) == 1.0
+    assert lr_at(500, cfg, start=500) < 0.2 * lr_at(520, cfg, start=500)
+    assert lr_at(520, cfg, start=500) == lr_at(520, cfg)
 
 
 def test_speech_stream_mixes_in_common_words():

@@ -129,10 +129,18 @@ class CTCASR:
             beam = BeamConfig(**{k: conf[k] for k in BeamConfig().as_dict() if k in conf})
         return cls(model, tok, fe, identity=ctc_identity(path, decoder), lexicon=lexicon, lm=lm, beam=beam)
 
-    def save_pretrained(self, path: str | Path) -> None:
+    def save_pretrained(self, path: str | Path, half: bool = False) -> None:
+        """`half`: store the weights as float16 (half the size; they load as float32 again), for an
+        exported model rather than a training checkpoint."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path, safe_serialization=True)
+        if half:
+            from safetensors.torch import load_file, save_file
+
+            weights = load_file(path / "model.safetensors")
+            save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
+                      path / "model.safetensors", metadata={"format": "pt"})
         self.tokenizer.save_pretrained(path)
         self.fe.save_pretrained(path)
 

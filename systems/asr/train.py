@@ -20,7 +20,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -75,14 +75,20 @@ PRESETS = {
     # a 512-piece BPE at 80 ms ("bpe") sat on the CTC blank plateau for 500+ steps here.
     "small": dict(hidden=144, layers=6, heads=4, ffn=576, kernel=15, subsampling=4, vocab_size=30),
     "bpe": {},
+    # Wider and deeper characters-at-40-ms model with big batches, for a GPU (speech synthesis on
+    # many CPU workers keeps it fed)
+    "base": dict(hidden=192, layers=8, heads=4, ffn=768, kernel=15, subsampling=4, vocab_size=30, batch_size=64,
+                 wordlist_frac=0.3, bf16=True, eval_every=1000, ckpt_every=1000, log_every=50),
     "tiny": dict(hidden=32, layers=2, heads=2, ffn=64, kernel=7, subsampling=4, vocab_size=128, batch_size=4, warmup=2,
                  steps=8, lr=3e-3, log_every=1, eval_every=1000, ckpt_every=4, dev_size=4, workers=0,
                  noise_prob=0.0, dropout=0.0),
 }
 
 
-# options a resumed run takes from the command line (the rest come from the run's saved config)
+# options a resumed run takes from the command line (the rest come from the run's saved config,
+# except those the user typed: see `train`); the architecture always comes from the weights
 RUN_OPTIONS = ("threads", "workers", "steps", "bf16", "wordlist_frac", "device")
+ARCHITECTURE = ("hidden", "layers", "heads", "ffn", "kernel", "subsampling", "vocab_size")
 
 
 def corpus(cfg: ASRTrainConfig) -> list[str]:
@@ -171,11 +177,12 @@ def spec_augment(x: torch.Tensor, mask: torch.Tensor, cfg: ASRTrainConfig, g: to
     return x
 
 
-def lr_at(step: int, cfg: ASRTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+def lr_at(step: int, cfg: ASRTrainConfig, start: int = 0) -> float:
+    """Linear warm-up over `cfg.warmup` steps from `start` (0, or the step a run continued from with a
+    fresh optimiser), times a cosine decay to 5 % of `cfg.lr` at `cfg.steps`."""
+    p = min(1.0, max(0.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+    warm = min(1.0, (step - start + 1) / max(1, cfg.warmup))
+    return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 def train_step(model, opt, batch, lr: float, cfg: ASRTrainConfig, g: torch.Generator) -> float:
@@ -204,21 +211,26 @@ def evaluate(asr, dev) -> float:
     return float(jiwer.wer([t for t, _ in dev], [h or "<empty>" for h in hyps]))
 
 
-def save_checkpoint(out: Path, asr, opt, step: int, cfg: ASRTrainConfig, log_tail: dict) -> None:
+def save_checkpoint(out: Path, asr, opt, step: int, cfg: ASRTrainConfig, log_tail: dict, start: int = 0) -> None:
     """Atomic: written to a temporary folder, then swapped in for the previous checkpoint."""
     tmp = out / "ckpt.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     asr.save_pretrained(tmp)
     torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "trainer_state.pt")
-    (tmp / "train_config.json").write_text(json.dumps({"config": asdict(cfg), "step": step, **log_tail}, indent=1))
+    (tmp / "train_config.json").write_text(json.dumps({"config": asdict(cfg), "step": step, "start_step": start,
+                                                             **log_tail}, indent=1))
     replace_dir(tmp, out / "ckpt")
 
 
 def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, progress: bool = True,
-          init_from: Path | None = None) -> dict:
+          init_from: Path | None = None, given: tuple[str, ...] = (), fit_steps: bool = False) -> dict:
     """Train into `out`, resuming from `out/ckpt` if it exists; else, with `init_from` (an exported
     model directory holding train_config.json), continue from those weights and that step with a
-    fresh optimiser (how a new machine carries on from the committed checkpoint)."""
+    fresh optimiser, warmed up again over `warmup` steps (how a new machine carries on from the
+    committed checkpoint). Either way the saved config is kept except for RUN_OPTIONS and the
+    options named in `given` (those the user typed; never the architecture). With `fit_steps` and
+    `max_minutes`, `steps` is lowered after 300 steps to what the measured speed fits in the time
+    left, so the learning-rate schedule ends when the time does (the checkpoint records the result)."""
     from systems.asr.ctc import CTCASR, train_tokenizer
 
     torch.set_num_threads(cfg.threads)
@@ -229,22 +241,27 @@ def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, prog
     dev_texts = {t for t, _ in dev}
     sentences = [s for s in sentences if s not in dev_texts]
     ckpt = out / "ckpt"
+    keep = set(RUN_OPTIONS) | set(given) - set(ARCHITECTURE)
+    start = 0
     if (ckpt / "trainer_state.pt").exists():
         asr = CTCASR.from_pretrained(ckpt)
         asr.model.train()
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
         step = int(state["step"])
-        saved = json.loads((ckpt / "train_config.json").read_text())["config"]
-        cfg = ASRTrainConfig(**{**saved, **{k: v for k, v in asdict(cfg).items() if k in RUN_OPTIONS}})
+        saved = json.loads((ckpt / "train_config.json").read_text())
+        start = int(saved.get("start_step", 0))
+        cfg = ASRTrainConfig(**{**saved["config"], **{k: v for k, v in asdict(cfg).items() if k in keep}})
         print(f"resuming from step {step}", file=sys.stderr)
     elif init_from is not None:
-        asr = CTCASR.from_pretrained(init_from)
+        asr = CTCASR.from_pretrained(init_from, decoder="greedy")
+        asr.lexicon = None  # dev WER during training is plain greedy, as in a run from scratch
         asr.model.train()
         saved = json.loads((Path(init_from) / "train_config.json").read_text())
         step, state = int(saved["step"]), None
-        cfg = ASRTrainConfig(**{**saved["config"], **{k: v for k, v in asdict(cfg).items()
-                                                      if k in (*RUN_OPTIONS, "warmup")}})
-        print(f"continuing from {init_from} at step {step} (fresh optimiser)", file=sys.stderr)
+        start = step
+        cfg = ASRTrainConfig(**{**saved["config"], **{k: v for k, v in asdict(cfg).items() if k in keep}})
+        print(f"continuing from {init_from} at step {step} (fresh optimiser, warm-up {cfg.warmup} steps)",
+              file=sys.stderr)
     else:
         tok = train_tokenizer(sentences, cfg.vocab_size)
         asr = CTCASR.build(tok, cfg.hidden, cfg.layers, cfg.heads, cfg.ffn, cfg.kernel, cfg.subsampling, cfg.dropout)
@@ -265,26 +282,40 @@ def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, prog
     t_start, seen_audio, losses = time.time(), 0.0, []
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params / 1e6:.2f} M parameters, {len(sentences)} training sentences, {len(dev)} dev", file=sys.stderr)
-    last = {}
+    last, first, t_rate = {}, step, None
+
+    def log(evaluate_dev: bool) -> dict:
+        entry = {"step": step, "loss": float(np.mean(losses)), "lr": lr_at(step, cfg, start),
+                 "elapsed_s": round(time.time() - t_start, 1), "audio_h": round(seen_audio / 3600, 3)}
+        losses.clear()
+        if evaluate_dev:
+            entry["dev_wer"] = evaluate(asr, dev)
+        with open(log_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        if progress:
+            print(json.dumps(entry), file=sys.stderr, flush=True)
+        return entry
+
     for feats, mask, labels, secs in loader:
         if step >= cfg.steps or (max_minutes and time.time() - t_start > 60 * max_minutes):
             break
-        losses.append(train_step(model, opt, (feats, mask, labels), lr_at(step, cfg), cfg, g))
+        losses.append(train_step(model, opt, (feats, mask, labels), lr_at(step, cfg, start), cfg, g))
         step += 1
         seen_audio += secs
+        if fit_steps and max_minutes and step in (first + 50, first + 300):  # rate after the loaders warm up
+            if step == first + 50:
+                t_rate = time.time()
+            else:
+                left = 60 * max_minutes - (time.time() - t_start)
+                cfg.steps = min(cfg.steps, step + int(0.95 * left * 250 / (time.time() - t_rate)))
+                print(f"fitted the schedule to the time left: {cfg.steps} steps", file=sys.stderr)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            last = {"step": step, "loss": float(np.mean(losses)), "lr": lr_at(step, cfg),
-                    "elapsed_s": round(time.time() - t_start, 1), "audio_h": round(seen_audio / 3600, 3)}
-            losses = []
-            if step % cfg.eval_every == 0:
-                last["dev_wer"] = evaluate(asr, dev)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(last) + "\n")
-            if progress:
-                print(json.dumps(last), file=sys.stderr, flush=True)
+            last = log(step % cfg.eval_every == 0 or step == cfg.steps)
         if step % cfg.ckpt_every == 0:
-            save_checkpoint(out, asr, opt, step, cfg, last)
-    save_checkpoint(out, asr, opt, step, cfg, last)
+            save_checkpoint(out, asr, opt, step, cfg, last, start)
+    if losses:  # stopped by the clock between two log lines: log (and measure) where it stopped
+        last = log(True)
+    save_checkpoint(out, asr, opt, step, cfg, last, start)
     return {"step": step, **last}
 
 
@@ -294,15 +325,19 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
     ap.add_argument("--out", default="results/train/asr-small", help="run folder (checkpoints, log); resumes if it holds one")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
+    ap.add_argument("--fit-steps", action="store_true",
+                    help="with --max-minutes: lower --steps to what the measured speed fits in that time, so "
+                         "the learning-rate schedule finishes (for a machine lent for a fixed time)")
     ap.add_argument("--export", metavar="DIR", help="only export the run's checkpoint as a model directory")
-    ap.add_argument("--init-from", metavar="DIR", help="start a new run from an exported model (its weights and step)")
+    ap.add_argument("--init-from", metavar="DIR", help="start a new run from an exported model: its weights, step and training config, "
+                    "except the options typed here; a fresh optimiser, warmed up again")
     add_dataclass_options(ap, ASRTrainConfig)
     args = ap.parse_args(argv)
     out = Path(args.out)
-    if args.export:  # the model, plus the lexicon of its training text for decoding
+    if args.export:  # the model (float16 weights), plus the lexicon of its training text for decoding
         from systems.asr.ctc import CTCASR
 
-        CTCASR.from_pretrained(out / "ckpt").save_pretrained(args.export)
+        CTCASR.from_pretrained(out / "ckpt", decoder="greedy").save_pretrained(args.export, half=True)
         shutil.copy(out / "ckpt" / "train_config.json", Path(args.export) / "train_config.json")
         saved = ASRTrainConfig(**json.loads((out / "ckpt" / "train_config.json").read_text())["config"])
         words = sorted({w for s in corpus(saved) for w in s.split()})
@@ -311,7 +346,9 @@ def main(argv=None) -> int:
         return 0
     cfg = ASRTrainConfig(**PRESETS[args.preset])
     apply_options(cfg, args)
-    result = train(cfg, out, args.max_minutes, init_from=Path(args.init_from) if args.init_from else None)
+    given = tuple(f.name for f in fields(ASRTrainConfig) if getattr(args, f.name, None) is not None)
+    result = train(cfg, out, args.max_minutes, init_from=Path(args.init_from) if args.init_from else None,
+                   given=given, fit_steps=args.fit_steps)
     print(json.dumps(result))
     return 0
 
