@@ -1,5 +1,5 @@
-"""Small pieces shared by the training recipes: config dataclasses as command-line options, and
-checkpoints that replace the previous one atomically."""
+"""Small pieces shared by the training recipes: config dataclasses as command-line options,
+checkpoints that replace the previous one atomically, and half-size exports."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,16 @@ def apply_options(cfg, args: argparse.Namespace) -> None:
         v = getattr(args, f.name, None)
         if v is not None and f.type in (*_TYPES, "bool"):
             setattr(cfg, f.name, v)
+
+
+def halve_safetensors(path: Path) -> None:
+    """Rewrite a safetensors file with its floating-point tensors as float16: half the size for an
+    exported model (loading copies them into float32 parameters again)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(path))
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, str(path),
+              metadata={"format": "pt"})
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -166,12 +166,18 @@ def test_lora_ablation_trains_only_adapters_and_saves_them(tmp_path):
 def test_training_continues_from_an_exported_checkpoint(tmp_path):
     import json
 
+    from safetensors.torch import load_file
+
     from systems.audiochatllama.train import E2ETrainConfig, main as train_main, train
 
     cfg = E2ETrainConfig(batch_size=2, steps=2, warmup=1, log_every=1, ckpt_every=100, noise_prob=0.0)
     train(cfg, tmp_path / "a", model=tiny_model(), rows=ROWS)
     assert train_main(["--out", str(tmp_path / "a"), "--export", str(tmp_path / "exp")]) == 0
     assert json.loads((tmp_path / "exp" / "config.json").read_text())["step"] == 2
+    exported = load_file(str(tmp_path / "exp" / "trainable.safetensors"))  # float16 on disk, half the size
+    trained = load_file(str(tmp_path / "a" / "ckpt" / "trainable.safetensors"))
+    assert exported.keys() == trained.keys()
+    assert all(v.dtype == torch.float16 for k, v in exported.items() if trained[k].is_floating_point())
     cfg.steps = 4
     out = train(cfg, tmp_path / "b", model=tiny_model(), rows=ROWS, init_from=tmp_path / "exp")
     assert out["step"] == 4

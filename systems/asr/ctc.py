@@ -136,11 +136,9 @@ class CTCASR:
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path, safe_serialization=True)
         if half:
-            from safetensors.torch import load_file, save_file
+            from systems.training import halve_safetensors
 
-            weights = load_file(path / "model.safetensors")
-            save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
-                      path / "model.safetensors", metadata={"format": "pt"})
+            halve_safetensors(path / "model.safetensors")
         self.tokenizer.save_pretrained(path)
         self.fe.save_pretrained(path)
 

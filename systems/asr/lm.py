@@ -221,11 +221,14 @@ class _Scorer:
         self.memo: dict[str, float] = {"": 0.0}
         self.words_memo: dict[tuple, float] = {(): 0.0}
 
+    def fused(self, context: tuple, word: str) -> float:
+        """alpha * ln P(word | context): the LM's log10 probability on the acoustic model's scale."""
+        return self.cfg.alpha * LN10 * self.lm.score(context, word)
+
     def words(self, ws: tuple) -> float:
         hit = self.words_memo.get(ws)
         if hit is None:
-            prev = self.words(ws[:-1])
-            hit = prev + self.cfg.alpha * LN10 * self.lm.score((BOS, *ws[:-1]), ws[-1]) + self.cfg.beta
+            hit = self.words(ws[:-1]) + self.fused((BOS, *ws[:-1]), ws[-1]) + self.cfg.beta
             self.words_memo[ws] = hit
         return hit
 
@@ -249,7 +252,7 @@ class _Scorer:
         if self.lm is None:
             return 0.0
         ws = tuple(text.split())
-        return self.words(ws) + self.cfg.alpha * LN10 * self.lm.score((BOS, *ws), EOS)
+        return self.words(ws) + self.fused((BOS, *ws), EOS)
 
 
 def ctc_beam_search(logp: np.ndarray, pieces: Sequence[str], blank: int, lm: NgramLM | None = None,
@@ -363,14 +366,13 @@ def main(argv=None) -> int:
     ap.add_argument("--beam", type=int, default=BeamConfig.beam)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    from systems.asr.train import ASRTrainConfig, corpus
+    from systems.asr.train import corpus, saved_config
 
     model = Path(args.model)
     path = model / "lm.arpa.gz"
     if not path.exists() or not args.tune:
-        saved = ASRTrainConfig(**json.loads((model / "train_config.json").read_text())["config"])
         extra = english_word_frequencies(args.words) if args.words else None
-        arpa = build_arpa(corpus(saved), order=args.order, extra_unigrams=extra, extra_weight=args.extra_weight)
+        arpa = build_arpa(corpus(saved_config(model)[0]), order=args.order, extra_unigrams=extra, extra_weight=args.extra_weight)
         with gzip.open(path, "wt", encoding="utf-8", compresslevel=9) as f:
             f.write(arpa)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -91,6 +91,13 @@ RUN_OPTIONS = ("threads", "workers", "steps", "bf16", "wordlist_frac", "device")
 ARCHITECTURE = ("hidden", "layers", "heads", "ffn", "kernel", "subsampling", "vocab_size")
 
 
+def saved_config(directory: Path, overrides: dict | None = None) -> tuple[ASRTrainConfig, dict]:
+    """The config a run saved in DIR/train_config.json, with `overrides` applied, and the whole record
+    (step, start_step, last log line)."""
+    saved = json.loads((Path(directory) / "train_config.json").read_text())
+    return ASRTrainConfig(**{**saved["config"], **(overrides or {})}), saved
+
+
 def corpus(cfg: ASRTrainConfig) -> list[str]:
     from systems.asr.corpus import suite_texts, training_sentences
 
@@ -242,24 +249,23 @@ def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, prog
     sentences = [s for s in sentences if s not in dev_texts]
     ckpt = out / "ckpt"
     keep = set(RUN_OPTIONS) | set(given) - set(ARCHITECTURE)
+    typed = {k: v for k, v in asdict(cfg).items() if k in keep}
     start = 0
     if (ckpt / "trainer_state.pt").exists():
         asr = CTCASR.from_pretrained(ckpt)
         asr.model.train()
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
         step = int(state["step"])
-        saved = json.loads((ckpt / "train_config.json").read_text())
+        cfg, saved = saved_config(ckpt, typed)
         start = int(saved.get("start_step", 0))
-        cfg = ASRTrainConfig(**{**saved["config"], **{k: v for k, v in asdict(cfg).items() if k in keep}})
         print(f"resuming from step {step}", file=sys.stderr)
     elif init_from is not None:
         asr = CTCASR.from_pretrained(init_from, decoder="greedy")
         asr.lexicon = None  # dev WER during training is plain greedy, as in a run from scratch
         asr.model.train()
-        saved = json.loads((Path(init_from) / "train_config.json").read_text())
+        cfg, saved = saved_config(init_from, typed)
         step, state = int(saved["step"]), None
         start = step
-        cfg = ASRTrainConfig(**{**saved["config"], **{k: v for k, v in asdict(cfg).items() if k in keep}})
         print(f"continuing from {init_from} at step {step} (fresh optimiser, warm-up {cfg.warmup} steps)",
               file=sys.stderr)
     else:
@@ -339,8 +345,7 @@ def main(argv=None) -> int:
 
         CTCASR.from_pretrained(out / "ckpt", decoder="greedy").save_pretrained(args.export, half=True)
         shutil.copy(out / "ckpt" / "train_config.json", Path(args.export) / "train_config.json")
-        saved = ASRTrainConfig(**json.loads((out / "ckpt" / "train_config.json").read_text())["config"])
-        words = sorted({w for s in corpus(saved) for w in s.split()})
+        words = sorted({w for s in corpus(saved_config(out / "ckpt")[0]) for w in s.split()})
         Path(args.export, "lexicon.txt").write_text("\n".join(words) + "\n")
         print(args.export)
         return 0

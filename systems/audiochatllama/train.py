@@ -28,7 +28,7 @@ import torch
 
 from bench.conditions import mix_at_snr
 from systems.audiochatllama.model import AudioChatLlama, ModelConfig
-from systems.training import add_dataclass_options, apply_options, replace_dir
+from systems.training import add_dataclass_options, apply_options, halve_safetensors, replace_dir
 
 
 @dataclass
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-minutes", type=float, default=None)
     ap.add_argument("--encoder-path", default=None)
     ap.add_argument("--lora-r", type=int, default=None, help="LoRA rank on the LLM (ablation; default off)")
-    ap.add_argument("--export", metavar="DIR", help="only copy the run's checkpoint (weights + config) to DIR")
+    ap.add_argument("--export", metavar="DIR", help="only copy the run's checkpoint (weights as float16 + config) to DIR")
     ap.add_argument("--init-from", metavar="DIR", help="start a new run from an exported checkpoint (weights and step)")
     add_dataclass_options(ap, E2ETrainConfig)
     ap.add_argument("--train-encoder", action=argparse.BooleanOptionalAction, default=None,
@@ -221,6 +221,7 @@ def main(argv=None) -> int:
         dst.mkdir(parents=True, exist_ok=True)
         for name in ("trainable.safetensors", "config.json"):
             shutil.copy(out / "ckpt" / name, dst / name)
+        halve_safetensors(dst / "trainable.safetensors")
         print(dst)
         return 0
     cfg = from_dict(PRESETS[args.preset])
