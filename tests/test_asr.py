@@ -179,7 +179,8 @@ def test_training_continues_from_an_exported_checkpoint(tmp_path, monkeypatch):
     for k, v in exported.items():  # ...and loaded as float32 again, equal to float16 precision
         assert v.dtype == trained[k].dtype and torch.allclose(v.float(), trained[k].float(), rtol=1e-3, atol=1e-4)
     cfg.steps, cfg.batch_size, cfg.hidden, cfg.lr = 5, 3, 48, 0.5
-    out = T.train(cfg, tmp_path / "b", progress=False, init_from=tmp_path / "exp", given=("batch_size", "hidden"))
+    out = T.train(cfg, tmp_path / "b", progress=False, init_from=tmp_path / "exp",
+                  given=("steps", "batch_size", "hidden"))
     assert out["step"] == 5
     saved = json.loads((tmp_path / "b" / "ckpt" / "train_config.json").read_text())
     # typed options win, the rest come from the exported run, the architecture from its weights

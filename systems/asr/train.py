@@ -85,9 +85,10 @@ PRESETS = {
 }
 
 
-# options a resumed run takes from the command line (the rest come from the run's saved config,
-# except those the user typed: see `train`); the architecture always comes from the weights
-RUN_OPTIONS = ("threads", "workers", "steps", "bf16", "wordlist_frac", "device")
+# options of the machine, which a resumed run takes from the command line or the preset; the rest
+# come from the run's saved config, except those the user typed (see `train`); the architecture
+# always comes from the weights
+RUN_OPTIONS = ("threads", "workers", "bf16", "device")
 ARCHITECTURE = ("hidden", "layers", "heads", "ffn", "kernel", "subsampling", "vocab_size")
 
 
