@@ -12,7 +12,7 @@ ROWS = [{"transcript": t, "instruction": None, "ids": ids} for t, ids in (
     ("what is the capital of france", [60, 61, 62, 63, 64]), ("we walked to the river", [70, 71]))]
 
 
-def tiny_model(seed: int = 0, stack: int = 0):
+def tiny_model(seed: int = 0, stack: int = 0, out_norm: bool = False):
     from systems.asr.ctc import CTCASR, train_tokenizer
     from systems.audiochatllama.encoders import CTCEncoder
     from systems.audiochatllama.model import AudioChatLlama, ModelConfig
@@ -21,7 +21,7 @@ def tiny_model(seed: int = 0, stack: int = 0):
     torch.manual_seed(seed)
     tok = train_tokenizer([r["transcript"] for r in ROWS] * 5, 64)
     asr = CTCASR.build(tok, hidden=32, layers=1, heads=2, ffn=64, kernel=7, subsampling=4, dropout=0.0)
-    cfg = ModelConfig(encoder="ctc", stack=stack, projector_hidden=32, train_encoder=True)
+    cfg = ModelConfig(encoder="ctc", stack=stack, projector_hidden=32, train_encoder=True, out_norm=out_norm)
     return AudioChatLlama(cfg, CTCEncoder(asr), tiny_llm(seed))
 
 

@@ -123,6 +123,20 @@ def test_checkpoint_holds_only_trainable_weights(model, tmp_path):
         assert torch.allclose(again.audio_embeds([audio])[0], model.eval().audio_embeds([audio])[0], atol=1e-6)
 
 
+def test_output_norm_puts_audio_rows_at_the_token_embedding_scale(tmp_path):
+    """With out_norm, each audio embedding starts with the RMS of a token embedding, and the gain is
+    a trained (saved, reloaded) weight."""
+    from systems.audiochatllama.model import AudioChatLlama
+
+    m = tiny_model(out_norm=True)
+    tokens = m.llm.model.get_input_embeddings().weight.detach()
+    with torch.no_grad():
+        rows = m.audio_embeds([_speech("a dog ran")])[0]
+    assert torch.allclose(rows.pow(2).mean(-1).sqrt(), tokens.pow(2).mean().sqrt().expand(rows.shape[0]), rtol=1e-3)
+    m.save(tmp_path / "ck")
+    assert AudioChatLlama.load(tmp_path / "ck", llm=m.llm, encoder=tiny_model().encoder).projector.norm is not None
+
+
 def test_responses_drop_degenerate_outputs():
     from systems.audiochatllama.data import degenerate, instruction_for
 

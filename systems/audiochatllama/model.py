@@ -40,15 +40,27 @@ class ModelConfig:
     train_encoder: bool = True
     lora_r: int = 0  # LoRA rank on the LLM (0: off; the ablation switch)
     lora_alpha: int = 16
+    # RMS-normalise the projector's output, its gain starting at the scale of the LLM's token
+    # embeddings (as Ultravox's projector ends): without it, audio rows grew to ~27x the norm of a
+    # token embedding in training. Off for checkpoints made before the option existed.
+    out_norm: bool = False
 
 
 class Projector(nn.Module):
-    def __init__(self, d_in: int, hidden: int, d_out: int):
+    """LayerNorm → Linear → GELU → Linear, then (with `out_scale`) an RMSNorm whose gain starts at
+    `out_scale`, the per-element RMS of the LLM's token embeddings."""
+
+    def __init__(self, d_in: int, hidden: int, d_out: int, out_scale: float | None = None):
         super().__init__()
         self.net = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+        self.norm = None
+        if out_scale:
+            self.norm = nn.RMSNorm(d_out, eps=1e-6)
+            nn.init.constant_(self.norm.weight, out_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        x = self.net(x)  # (B, T, D)
+        return self.norm(x) if self.norm is not None else x
 
 
 def stack_frames(x: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,8 +89,9 @@ class AudioChatLlama(nn.Module):
             p.requires_grad_(cfg.train_encoder)
         if not cfg.stack:
             cfg.stack = max(1, round(80 / encoder.frame_ms))
-        d_llm = llm.model.get_input_embeddings().weight.shape[1]
-        self.projector = Projector(encoder.dim * cfg.stack, cfg.projector_hidden, d_llm)
+        tokens = llm.model.get_input_embeddings().weight  # (V, D)
+        scale = float(tokens.detach().float().pow(2).mean().sqrt()) if cfg.out_norm else None
+        self.projector = Projector(encoder.dim * cfg.stack, cfg.projector_hidden, tokens.shape[1], scale)
 
     # -- audio → embeddings ---------------------------------------------------------------------
     def audio_embeds(self, audios: Sequence[Audio]) -> list[torch.Tensor]:

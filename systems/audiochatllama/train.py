@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     add_dataclass_options(ap, E2ETrainConfig)
     ap.add_argument("--train-encoder", action=argparse.BooleanOptionalAction, default=None,
                     help="fine-tune the audio encoder too (default: yes for ctc, no for whisper)")
+    ap.add_argument("--out-norm", action=argparse.BooleanOptionalAction, default=None,
+                    help="RMS-normalise the projector's output to the LLM's token-embedding scale (default: no)")
     args = ap.parse_args(argv)
     out = Path(args.out or f"results/train/e2e-{args.preset}")
     if args.export:
@@ -229,8 +231,9 @@ def main(argv=None) -> int:
         if getattr(args, k) is not None:
             setattr(cfg.model, k, getattr(args, k))
     apply_options(cfg, args)
-    if args.train_encoder is not None:
-        cfg.model.train_encoder = args.train_encoder
+    for k in ("train_encoder", "out_norm"):
+        if getattr(args, k) is not None:
+            setattr(cfg.model, k, getattr(args, k))
     print(json.dumps(train(cfg, out, args.max_minutes, init_from=Path(args.init_from) if args.init_from else None)))
     return 0
 
