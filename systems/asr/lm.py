@@ -372,7 +372,8 @@ def main(argv=None) -> int:
     path = model / "lm.arpa.gz"
     if not path.exists() or not args.tune:
         extra = english_word_frequencies(args.words) if args.words else None
-        arpa = build_arpa(corpus(saved_config(model)[0]), order=args.order, extra_unigrams=extra, extra_weight=args.extra_weight)
+        arpa = build_arpa(corpus(saved_config(model)[0]), order=args.order, extra_unigrams=extra,
+                          extra_weight=args.extra_weight)
         with gzip.open(path, "wt", encoding="utf-8", compresslevel=9) as f:
             f.write(arpa)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

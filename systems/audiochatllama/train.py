@@ -227,13 +227,10 @@ def main(argv=None) -> int:
         print(dst)
         return 0
     cfg = from_dict(PRESETS[args.preset])
-    for k in ("encoder_path", "lora_r"):
+    for k in ("encoder_path", "lora_r", "train_encoder", "out_norm"):  # model options
         if getattr(args, k) is not None:
             setattr(cfg.model, k, getattr(args, k))
     apply_options(cfg, args)
-    for k in ("train_encoder", "out_norm"):
-        if getattr(args, k) is not None:
-            setattr(cfg.model, k, getattr(args, k))
     print(json.dumps(train(cfg, out, args.max_minutes, init_from=Path(args.init_from) if args.init_from else None)))
     return 0
 
