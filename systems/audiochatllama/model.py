@@ -42,7 +42,8 @@ class ModelConfig:
     lora_alpha: int = 16
     # RMS-normalise the projector's output, its gain starting at the scale of the LLM's token
     # embeddings (as Ultravox's projector ends): without it, audio rows grew to ~27x the norm of a
-    # token embedding in training. Off for checkpoints made before the option existed.
+    # token embedding in training. An ablation switch, off by default: a 350-step A/B on the CTC
+    # preset was inconclusive (session 3; see the audiochatllama-smollm2 card).
     out_norm: bool = False
 
 
