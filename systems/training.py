@@ -24,12 +24,15 @@ def add_dataclass_options(ap: argparse.ArgumentParser, cls, skip: tuple[str, ...
                             help=f"(default {f.default})")
 
 
-def apply_options(cfg, args: argparse.Namespace) -> None:
-    """Copy the options the user gave onto `cfg`."""
+def apply_options(cfg, args: argparse.Namespace) -> tuple[str, ...]:
+    """Copy the options the user gave onto `cfg`; return their names."""
+    given = []
     for f in fields(cfg):
         v = getattr(args, f.name, None)
         if v is not None and f.type in (*_TYPES, "bool"):
             setattr(cfg, f.name, v)
+            given.append(f.name)
+    return tuple(given)
 
 
 def halve_safetensors(path: Path) -> None:

@@ -20,7 +20,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -336,8 +336,9 @@ def main(argv=None) -> int:
                     help="with --max-minutes: lower --steps to what the measured speed fits in that time, so "
                          "the learning-rate schedule finishes (for a machine lent for a fixed time)")
     ap.add_argument("--export", metavar="DIR", help="only export the run's checkpoint as a model directory")
-    ap.add_argument("--init-from", metavar="DIR", help="start a new run from an exported model: its weights, step and training config, "
-                    "except the options typed here; a fresh optimiser, warmed up again")
+    ap.add_argument("--init-from", metavar="DIR",
+                    help="start a new run from an exported model: its weights, step and training config, "
+                         "except the options typed here; a fresh optimiser, warmed up again")
     add_dataclass_options(ap, ASRTrainConfig)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -351,8 +352,7 @@ def main(argv=None) -> int:
         print(args.export)
         return 0
     cfg = ASRTrainConfig(**PRESETS[args.preset])
-    apply_options(cfg, args)
-    given = tuple(f.name for f in fields(ASRTrainConfig) if getattr(args, f.name, None) is not None)
+    given = apply_options(cfg, args)
     result = train(cfg, out, args.max_minutes, init_from=Path(args.init_from) if args.init_from else None,
                    given=given, fit_steps=args.fit_steps)
     print(json.dumps(result))
