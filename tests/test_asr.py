@@ -43,9 +43,44 @@ def test_training_steps_reduce_the_loss(tiny_asr):
     g = torch.Generator().manual_seed(0)
     asr.model.train()
     cfg.freq_masks = cfg.time_masks = 0  # overfit one batch: no augmentation noise in the signal
-    losses = [train_step(asr.model, opt, (feats, mask, labels), 3e-3, cfg, g) for _ in range(12)]
+    losses = [train_step(asr.model, opt, ((feats, mask), labels), 3e-3, cfg, g) for _ in range(12)]
     assert np.isfinite(losses).all()
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
+def test_features_from_padded_waveforms_match_the_extractor(tiny_asr):
+    """The GPU-run path (log_mel on a padded batch, in the main process) gives the extractor's features."""
+    from systems.asr.train import log_mel, train_step
+
+    asr, cfg = tiny_asr  # dropout 0: two steps on the same batch see the same model
+    feats, mask, labels, wavs = _batch(asr, SENTENCES[:3])
+    lengths = torch.tensor([len(w) for w in wavs])
+    waves = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(w, dtype=torch.float32) for w in wavs], batch_first=True)
+    ours, our_mask = log_mel(asr.fe, waves, lengths)
+    assert torch.equal(our_mask, mask.bool())
+    torch.testing.assert_close(ours, feats, atol=1e-4, rtol=1e-4)
+    # a step fed waveforms (as on a GPU run) trains as one fed features
+    opt = torch.optim.SGD(asr.model.parameters(), lr=0.0)
+    g = [torch.Generator().manual_seed(0) for _ in range(2)]
+    assert train_step(asr.model, opt, ((waves, lengths), labels), 0.0, cfg, g[0], asr.fe) == pytest.approx(
+        train_step(asr.model, opt, ((feats, mask), labels), 0.0, cfg, g[1]), rel=1e-4)
+
+
+def test_spec_augment_masks_bands_inside_each_utterance():
+    from systems.asr.train import ASRTrainConfig, spec_augment
+
+    cfg = ASRTrainConfig(freq_masks=2, freq_mask_width=15, time_masks=2, time_mask_frac=0.2)
+    x = torch.ones(4, 50, 80)
+    mask = torch.arange(50)[None] < torch.tensor([50, 40, 20, 10])[:, None]
+    g = torch.Generator().manual_seed(0)
+    out = torch.stack([spec_augment(x, mask, cfg, g) for _ in range(50)])  # (draws, B, T, F)
+    zero_bins = (out == 0).all(2)  # (draws, B, F): mel bins masked over all frames
+    assert 0 < zero_bins.sum(-1).float().mean() <= 2 * 15 and zero_bins.sum(-1).max() <= 30
+    zero_frames = (out == 0).all(3)  # (draws, B, T)
+    assert zero_frames.any()
+    assert zero_frames.sum(-1).max() <= 2 * 10  # at most two spans of 20 % of the longest utterance
+    assert not zero_frames[:, 3, 10:].any()  # spans start and end inside the utterance
+    assert torch.equal(x, torch.ones(4, 50, 80))  # the input is untouched
 
 
 def test_decode_a_tiny_saved_checkpoint(tiny_asr, tmp_path):
