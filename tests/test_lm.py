@@ -70,6 +70,9 @@ def test_the_lm_picks_the_word_it_knows(tmp_path):
     lp = _frames({"k": 0.55, "c": 0.45}, {"_": 1.0}, {"a": 1.0}, {"t": 1.0})
     assert ctc_beam_search(lp, PIECES, 0, None, BeamConfig()) == "kat"
     assert ctc_beam_search(lp, PIECES, 0, lm, BeamConfig(alpha=0.5, beta=0.0)) == "cat"
+    nbest = ctc_beam_search(lp, PIECES, 0, lm, BeamConfig(alpha=0.5, beta=0.0), nbest=3)
+    assert [t for t, _ in nbest][:2] == ["cat", "kat"] and nbest[0][1] > nbest[1][1]
+    assert len({t for t, _ in nbest}) == len(nbest)  # distinct transcripts, best first
     # repeated letters need a blank between them: "dd" never collapses into one "d"
     lp2 = _frames({"d": 1.0}, {"_": 1.0}, {"d": 1.0}, {" ": 1.0}, {"a": 1.0})
     assert ctc_beam_search(lp2, PIECES, 0, None, BeamConfig()) == "dd a"

@@ -256,9 +256,11 @@ class _Scorer:
 
 
 def ctc_beam_search(logp: np.ndarray, pieces: Sequence[str], blank: int, lm: NgramLM | None = None,
-                    cfg: BeamConfig = BeamConfig(), scorer: _Scorer | None = None) -> str:
+                    cfg: BeamConfig = BeamConfig(), scorer: _Scorer | None = None, nbest: int = 0):
     """Best transcript for one utterance's (T, V) log-probabilities. `pieces[i]` is token i's text,
-    with a leading space for a word-initial token (SentencePiece "▁" already replaced)."""
+    with a leading space for a word-initial token (SentencePiece "▁" already replaced). With `nbest`,
+    the best `nbest` distinct transcripts instead, as (text, score) pairs, best first (score = CTC
+    log-probability + the LM terms)."""
     scorer = scorer or _Scorer(lm, cfg)
     beams: dict[str, list] = {"": [0.0, NEG_INF, -1]}  # text -> [log p ending in blank, in non-blank, last token]
     logp = np.asarray(logp, dtype=np.float64)
@@ -291,8 +293,14 @@ def ctc_beam_search(logp: np.ndarray, pieces: Sequence[str], blank: int, lm: Ngr
         ranked = sorted(((_lse(e[0], e[1]) + scorer(text), text, e) for text, e in nxt.items()), reverse=True)
         floor = ranked[0][0] + cfg.prune_logp  # each prefix scored once per frame
         beams = {text: e for score, text, e in ranked[: cfg.beam] if score >= floor}
-    final = max(beams.items(), key=lambda kv: _lse(kv[1][0], kv[1][1]) + scorer.final(kv[0].strip()))
-    return " ".join(final[0].split())
+    ranked = sorted(((_lse(e[0], e[1]) + scorer.final(text.strip()), " ".join(text.split()))
+                     for text, e in beams.items()), reverse=True)
+    if not nbest:
+        return ranked[0][1]
+    seen: dict[str, float] = {}
+    for score, text in ranked:  # prefixes differing only in a trailing space give the same text
+        seen.setdefault(text, score)
+    return list(seen.items())[:nbest]
 
 
 def _extend(text: str, piece: str) -> str:

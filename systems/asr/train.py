@@ -213,8 +213,8 @@ def spec_augment(x: torch.Tensor, mask: torch.Tensor, cfg: ASRTrainConfig, g: to
 
 def lr_at(step: int, cfg: ASRTrainConfig, start: int = 0) -> float:
     """Linear warm-up over `cfg.warmup` steps from `start` (0, or the step a run continued from with a
-    fresh optimiser), times a cosine decay to 5 % of `cfg.lr` at `cfg.steps`."""
-    p = min(1.0, max(0.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+    fresh optimiser), then a cosine decay to 5 % of `cfg.lr` at `cfg.steps`."""
+    p = min(1.0, max(0.0, (step - start - cfg.warmup) / max(1, cfg.steps - start - cfg.warmup)))
     warm = min(1.0, (step - start + 1) / max(1, cfg.warmup))
     return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
 
