@@ -249,3 +249,17 @@ def test_speech_stream_mixes_in_common_words():
     assert all(4 <= len(t.split()) <= 12 and set(t.split()) <= {"the", "mirror", "shower"} for t in random_words)
     plain = SpeechStream(SENTENCES, None, ASRTrainConfig(), 0, words=words)
     assert all(plain.text(random.Random(i)) in SENTENCES for i in range(50))
+
+
+def test_training_text_is_the_committed_sentences_whatever_the_python():
+    """The stdlib prose is read from the committed file (its extraction varies across Python
+    versions): normalised to the ASR alphabet, 5-20 words, and never a dev or test sentence."""
+    from systems.asr.corpus import ALPHABET, STDLIB_FILE, stdlib_sentences, suite_texts, training_sentences
+
+    assert STDLIB_FILE.exists()
+    prose = stdlib_sentences()
+    assert len(prose) > 5000 and len(set(prose)) == len(prose)
+    assert all(set(s) <= ALPHABET and 5 <= len(s.split()) <= 20 for s in prose)
+    held = set(suite_texts("dev")) | set(suite_texts("test"))
+    text = training_sentences()
+    assert not held & set(text) and set(prose) - held <= set(text)
