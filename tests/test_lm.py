@@ -136,3 +136,48 @@ def test_word_frequency_list_reader(tmp_path, monkeypatch):
     assert list(freqs) == ["the", "of", "don't"]
     assert freqs["of"] == pytest.approx(10 ** -0.02) and freqs["the"] == 1.0
     assert math.isclose(sum(L.english_word_frequencies(top=10).values()), 1 + 10 ** -0.02 + 2 * 10 ** -0.03)
+
+
+def test_llm_rescoring_of_the_n_best(tmp_path):
+    """The second pass picks by beam score + weight x LLM log-probability; scores do not depend on
+    batching; a directory whose decoding.json names a rescoring LLM uses it under "auto" (its
+    identity names the LLM) and not under "beam"."""
+    import torch
+
+    from bench.tts import Voice, synthesize
+    from systems.asr.ctc import CTCASR, train_tokenizer
+    from systems.asr.lm import LLMRescorer, RescoreConfig
+    from tests.fakes import tiny_llm
+
+    nbest = [[("a b", -1.0), ("a c", -1.5)]]
+    assert LLMRescorer.pick(nbest, {"a b": -10.0, "a c": -5.0}, 0.0) == ["a b"]
+    assert LLMRescorer.pick(nbest, {"a b": -10.0, "a c": -5.0}, 0.2) == ["a c"]  # -3.0 < -2.5
+
+    llm = tiny_llm()
+    rescorer = LLMRescorer(RescoreConfig(llm="unused"), llm=llm)
+    texts = ["the cat", "the cat sat on the mat", ""]
+    together, alone = rescorer.log_probs(texts, batch=3), {t: rescorer.log_probs([t])[t] for t in texts}
+    assert all(v < 0 for v in together.values())
+    assert together == pytest.approx(alone, abs=1e-4)
+
+    torch.manual_seed(0)
+    d, llm_dir = tmp_path / "asr", tmp_path / "tiny-llm"
+    CTCASR.build(train_tokenizer(SENTS * 3, 30), 32, 1, 2, 64, 7, 4, 0.0).save_pretrained(d)
+    llm.model.save_pretrained(llm_dir)
+    llm.tokenizer.save_pretrained(llm_dir)
+    with gzip.open(d / "lm.arpa.gz", "wt") as f:
+        f.write(build_arpa(SENTS))
+    conf = {"lm": "lm.arpa.gz", **BeamConfig(beam=4).as_dict()}
+    (d / "decoding.json").write_text(json.dumps(conf))
+    plain = CTCASR.from_pretrained(d)
+    (d / "decoding.json").write_text(json.dumps({**conf, "rescore": RescoreConfig(llm=str(llm_dir), nbest=4).as_dict()}))
+    auto, beam = CTCASR.from_pretrained(d), CTCASR.from_pretrained(d, decoder="beam")
+    assert auto.rescorer is not None and auto.rescorer.cfg.nbest == 4 and beam.rescorer is None
+    assert "tiny-llm@" in auto.identity and beam.identity.endswith(";no-rescore")
+    assert len({plain.identity, auto.identity, beam.identity}) == 3
+    audio = [synthesize(s, Voice("en-us", 170, 50), cache=False) for s in ("the cat ran", "a dog sat")]
+    logps = auto.log_probs(audio)
+    lists = [ctc_beam_search(lp, ctc_pieces(auto.tokenizer), auto.blank, auto.lm, auto.beam, nbest=4) for lp in logps]
+    lm_logp = auto.rescorer.log_probs([t for n in lists for t, _ in n])
+    assert auto.transcribe(audio) == LLMRescorer.pick(lists, lm_logp, auto.rescorer.cfg.weight)
+    assert beam.transcribe(audio) == [n[0][0] for n in lists]

@@ -70,11 +70,20 @@ class Lexicon:
 
 def ctc_identity(path: Path, decoder: str = "auto") -> str:
     """What decides a CTC model's transcripts: its files (weights, tokenizer, lexicon, decoding.json,
-    LM) and, where the directory offers beam search, whether it is switched off."""
-    from systems.llm import weights_identity
+    LM), the rescoring LLM's weights where decoding.json names one, and which of the decoding stages
+    the directory offers are switched off."""
+    import json
 
-    greedy_instead = decoder == "greedy" and (Path(path) / "decoding.json").exists()
-    return f"{Path(path).name}@{weights_identity(Path(path))}" + (";greedy" if greedy_instead else "")
+    from systems.llm import resolve_llm, weights_identity
+
+    spec = Path(path) / "decoding.json"
+    conf = json.loads(spec.read_text()) if spec.exists() else {}
+    ident = f"{Path(path).name}@{weights_identity(Path(path))}"
+    if conf and decoder == "greedy":
+        return ident + ";greedy"
+    if "rescore" in conf:
+        return ident + (";no-rescore" if decoder == "beam" else f";{resolve_llm(conf['rescore']['llm'])[1]}")
+    return ident
 
 
 class CTCASR:
@@ -83,9 +92,9 @@ class CTCASR:
     snapped to `lexicon.txt` where present)."""
 
     def __init__(self, model, tokenizer, feature_extractor, identity: str = "unsaved", lexicon: Lexicon | None = None,
-                 lm=None, beam=None):
+                 lm=None, beam=None, rescorer=None):
         self.model, self.tokenizer, self.fe = model, tokenizer, feature_extractor
-        self.identity, self.lexicon, self.lm, self.beam = identity, lexicon, lm, beam
+        self.identity, self.lexicon, self.lm, self.beam, self.rescorer = identity, lexicon, lm, beam, rescorer
 
     @classmethod
     def build(cls, tokenizer, hidden: int = 192, layers: int = 6, heads: int = 4, ffn: int = 768,
@@ -103,14 +112,16 @@ class CTCASR:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", decoder: str = "auto") -> "CTCASR":
-        """`decoder`: "auto" (beam search where the directory has decoding.json and its LM, else
-        greedy), "greedy" or "beam". Files that change decoding (lexicon.txt, decoding.json, the LM)
-        are hashed into the identity, so changing them changes cache keys."""
+        """`decoder`: "auto" (what the directory's decoding.json says: beam search with its n-gram LM,
+        then LLM rescoring of the N best where it has a "rescore" entry; greedy without the file),
+        "greedy", or "beam" (beam search with the n-gram LM, no LLM rescoring). Files that change
+        decoding (lexicon.txt, decoding.json, the LM) are hashed into the identity, so changing them
+        changes cache keys."""
         import json
 
         from transformers import AutoTokenizer, ParakeetFeatureExtractor, ParakeetForCTC
 
-        from systems.asr.lm import BeamConfig, NgramLM
+        from systems.asr.lm import BeamConfig, LLMRescorer, NgramLM, RescoreConfig
 
         path = Path(path)
         model = ParakeetForCTC.from_pretrained(path, use_safetensors=True).to(device).eval()
@@ -118,7 +129,7 @@ class CTCASR:
         fe = ParakeetFeatureExtractor.from_pretrained(path)
         lex = path / "lexicon.txt"
         lexicon = Lexicon(lex.read_text().split()) if lex.exists() else None
-        lm = beam = None
+        lm = beam = rescorer = None
         spec = path / "decoding.json"
         if decoder == "beam" and not spec.exists():
             raise FileNotFoundError(f"{spec} not found: build and tune an LM first "
@@ -127,7 +138,10 @@ class CTCASR:
             conf = json.loads(spec.read_text())
             lm = NgramLM.load(path / conf["lm"])
             beam = BeamConfig(**{k: conf[k] for k in BeamConfig().as_dict() if k in conf})
-        return cls(model, tok, fe, identity=ctc_identity(path, decoder), lexicon=lexicon, lm=lm, beam=beam)
+            if decoder == "auto" and "rescore" in conf:
+                rescorer = LLMRescorer(RescoreConfig(**{k: conf["rescore"][k] for k in RescoreConfig().as_dict()}))
+        return cls(model, tok, fe, identity=ctc_identity(path, decoder), lexicon=lexicon, lm=lm, beam=beam,
+                   rescorer=rescorer)
 
     def save_pretrained(self, path: str | Path, half: bool = False) -> None:
         """`half`: store the weights as float16 (half the size; they load as float32 again), for an
@@ -158,7 +172,7 @@ class CTCASR:
         (decoding.json + lm.arpa.gz), else greedy CTC (snapped to lexicon.txt where present)."""
         logps = self.log_probs(audios, batch_size)
         if self.lm is not None:
-            return self.decode_beam(logps, self.lm, self.beam)
+            return self.decode_beam(logps, self.lm, self.beam, self.rescorer)
         return self.decode_greedy(logps)
 
     @torch.inference_mode()
@@ -193,9 +207,12 @@ class CTCASR:
             out.append(self.lexicon(text) if self.lexicon else text)
         return out
 
-    def decode_beam(self, logps: Sequence[np.ndarray], lm, cfg) -> list[str]:
-        """CTC prefix beam search fused with a word n-gram LM (systems/asr/lm.py)."""
+    def decode_beam(self, logps: Sequence[np.ndarray], lm, cfg, rescorer=None) -> list[str]:
+        """CTC prefix beam search fused with a word n-gram LM (systems/asr/lm.py); with `rescorer`,
+        the N best of each utterance rescored by an LLM."""
         from systems.asr.lm import ctc_beam_search, ctc_pieces
 
         pieces = ctc_pieces(self.tokenizer)
-        return [ctc_beam_search(lp, pieces, self.blank, lm, cfg) for lp in logps]
+        if rescorer is None:
+            return [ctc_beam_search(lp, pieces, self.blank, lm, cfg) for lp in logps]
+        return rescorer([ctc_beam_search(lp, pieces, self.blank, lm, cfg, nbest=rescorer.cfg.nbest) for lp in logps])

@@ -303,6 +303,56 @@ def ctc_beam_search(logp: np.ndarray, pieces: Sequence[str], blank: int, lm: Ngr
     return list(seen.items())[:nbest]
 
 
+@dataclass(frozen=True)
+class RescoreConfig:
+    """Second pass over the beam's N best transcripts with a neural LM: the chat LLM named `llm`."""
+    llm: str = "smollm2"
+    weight: float = 0.5   # on the LLM's natural-log probability of the transcript
+    nbest: int = 16
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class LLMRescorer:
+    """Picks each utterance's transcript among its N best by beam score + weight x the chat LLM's
+    log-probability of the transcript as a user turn (after the chat template's text before the
+    user's words; the end-of-turn token included). The LLM loads on first use."""
+
+    def __init__(self, cfg: RescoreConfig, llm=None):
+        from systems.llm import ChatLLM
+
+        self.cfg = cfg
+        self.llm = llm or ChatLLM.load(cfg.llm)
+        self._prefix = None
+
+    def prefix(self):
+        """(T, D) embeddings of the chat template up to where a user's words go."""
+        if self._prefix is None:
+            mark = "\x00"
+            text = self.llm.tokenizer.apply_chat_template([{"role": "user", "content": mark}], tokenize=False)
+            ids = self.llm.tokenizer(text[: text.index(mark)], add_special_tokens=False)["input_ids"]
+            self._prefix = self.llm.embed(ids)
+        return self._prefix
+
+    def log_probs(self, texts: Sequence[str], batch: int = 32) -> dict[str, float]:
+        """{text: LLM log-probability} for the distinct texts, scored in length-sorted batches."""
+        todo = sorted(set(texts), key=len)
+        out = {}
+        for i in range(0, len(todo), batch):
+            chunk = todo[i:i + batch]
+            for t, lp in zip(chunk, self.llm.logprobs_embeds([(self.prefix(), t or " ") for t in chunk])):
+                out[t] = -lp.nll
+        return out
+
+    @staticmethod
+    def pick(nbest: Sequence[Sequence[tuple[str, float]]], lm_logp: Mapping[str, float], weight: float) -> list[str]:
+        return [max(n, key=lambda h: h[1] + weight * lm_logp[h[0]])[0] for n in nbest]
+
+    def __call__(self, nbest: Sequence[Sequence[tuple[str, float]]]) -> list[str]:
+        return self.pick(nbest, self.log_probs([t for n in nbest for t, _ in n]), self.cfg.weight)
+
+
 def _extend(text: str, piece: str) -> str:
     if piece.startswith(" ") and (not text or text.endswith(" ")):
         piece = piece.lstrip(" ")
@@ -370,7 +420,11 @@ def main(argv=None) -> int:
     ap.add_argument("--words", type=int, default=50000, help="English words added to the vocabulary (0: none)")
     ap.add_argument("--extra-weight", type=float, default=0.5, help="weight of the word-frequency list in the unigram mixture")
     ap.add_argument("--tune", action="store_true", help="tune the beam-search weights on the dev set and write "
-                    "decoding.json (the LM is built first only if DIR has none; without --tune it is always rebuilt)")
+                    "decoding.json, dropping any rescoring entry (the LM is built first only if DIR has none; "
+                    "without --tune or --tune-rescore it is always rebuilt)")
+    ap.add_argument("--tune-rescore", metavar="LLM", help="pick the weight of a second pass that rescores the "
+                    "beam's N best with this chat LLM (e.g. smollm2), on the dev sentences in 4 draws of dev voices; "
+                    "written into decoding.json (\"rescore\") where it lowers the dev WER")
     ap.add_argument("--beam", type=int, default=BeamConfig.beam)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -378,7 +432,7 @@ def main(argv=None) -> int:
 
     model = Path(args.model)
     path = model / "lm.arpa.gz"
-    if not path.exists() or not args.tune:
+    if not path.exists() or not (args.tune or args.tune_rescore):
         extra = english_word_frequencies(args.words) if args.words else None
         arpa = build_arpa(corpus(saved_config(model)[0]), order=args.order, extra_unigrams=extra,
                           extra_weight=args.extra_weight)
@@ -388,6 +442,8 @@ def main(argv=None) -> int:
     if args.tune:
         best = tune(model, args.beam, args.threads)
         print(json.dumps(best))
+    if args.tune_rescore:
+        print(json.dumps(tune_rescore(model, args.tune_rescore, args.threads)))
     return 0
 
 
@@ -423,3 +479,42 @@ def tune(model: Path, beam: int, threads: int) -> dict:
         "tuned_on": f"{len(dev)} authored dev sentences in dev voices", "dev_wer": best["wer"],
         "dev_wer_greedy": rows[0]["wer"]}, indent=1) + "\n")
     return best
+
+
+def tune_rescore(model: Path, llm: str, threads: int, nbest: int = 16,
+                 weights: Sequence[float] = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)) -> dict:
+    """Pick the LLM rescoring weight by WER on the dev sentences in 4 draws of dev voices (never
+    test); record it in decoding.json where it beats plain beam search, else remove the entry."""
+    import json
+
+    import jiwer
+    import torch
+
+    from bench.tts import synthesize
+    from systems.asr.ctc import CTCASR
+    from systems.asr.train import ASRTrainConfig, dev_set
+
+    torch.set_num_threads(threads)
+    spec = model / "decoding.json"
+    if not spec.exists():
+        raise FileNotFoundError(f"{spec} not found: run `audiochat-bench train lm --model {model} --tune` first")
+    asr = CTCASR.from_pretrained(model, decoder="beam")
+    dev = dev_set(ASRTrainConfig(), draws=4)
+    refs = [t for t, _ in dev]
+    pieces = ctc_pieces(asr.tokenizer)
+    lists = [ctc_beam_search(lp, pieces, asr.blank, asr.lm, asr.beam, nbest=nbest)
+             for lp in asr.log_probs([synthesize(t, v) for t, v in dev])]
+    rescorer = LLMRescorer(RescoreConfig(llm=llm, nbest=nbest))
+    lm_logp = rescorer.log_probs([t for n in lists for t, _ in n])
+    wer = lambda hyps: float(jiwer.wer(refs, [h or "<empty>" for h in hyps]))
+    rows = {w: wer(LLMRescorer.pick(lists, lm_logp, w)) for w in (0.0, *weights)}
+    oracle = wer([min(n, key=lambda h: jiwer.wer(r, h[0] or "<empty>"))[0] for r, n in zip(refs, lists)])
+    best = min(weights, key=rows.get)
+    conf = json.loads(spec.read_text())
+    conf.pop("rescore", None)
+    if rows[best] < rows[0.0]:
+        conf["rescore"] = {**RescoreConfig(llm=llm, weight=best, nbest=nbest).as_dict(),
+                           "tuned_on": f"{len(dev)} utterances: the dev sentences in 4 draws of dev voices",
+                           "dev_wer": rows[best], "dev_wer_without": rows[0.0], f"dev_wer_oracle_of_{nbest}": oracle}
+    spec.write_text(json.dumps(conf, indent=1) + "\n")
+    return {"weights": {str(w): round(v, 4) for w, v in rows.items()}, "oracle": oracle, "chosen": conf.get("rescore")}

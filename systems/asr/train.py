@@ -110,8 +110,9 @@ def corpus(cfg: ASRTrainConfig) -> list[str]:
     return list(dict.fromkeys(text))
 
 
-def dev_set(cfg: ASRTrainConfig) -> list[tuple[str, str]]:
-    """(text, voice) pairs: the authored ASR dev sentences in dev voices."""
+def dev_set(cfg: ASRTrainConfig, draws: int = 1) -> list[tuple[str, str]]:
+    """(text, voice) pairs: the authored ASR dev sentences in dev voices; with `draws` > 1, the same
+    sentences again in that many draws of dev voices in all (a steadier measure for small choices)."""
     from bench.tts import Voice
     from systems.asr.corpus import normalize
 
@@ -123,7 +124,9 @@ def dev_set(cfg: ASRTrainConfig) -> list[tuple[str, str]]:
     if not texts:
         from systems.asr.corpus import stdlib_sentences
         texts = stdlib_sentences()[-cfg.dev_size:]  # fallback only; excluded from training below
-    return [(t, Voice.sample("dev", f"asr-dev-{i}")) for i, t in enumerate(texts[: cfg.dev_size])]
+    texts = texts[: cfg.dev_size]
+    return [(t, Voice.sample("dev", f"asr-dev-{i}" if k == 0 else f"asr-dev-{k}-{i}"))
+            for k in range(draws) for i, t in enumerate(texts)]
 
 
 class SpeechStream(torch.utils.data.IterableDataset):
