@@ -159,6 +159,11 @@ def test_llm_rescoring_of_the_n_best(tmp_path):
     together, alone = rescorer.log_probs(texts, batch=3), {t: rescorer.log_probs([t])[t] for t in texts}
     assert all(v < 0 for v in together.values())
     assert together == pytest.approx(alone, abs=1e-4)
+    # the cached template prefix gives what scoring the whole user turn from scratch gives
+    text = llm.tokenizer.apply_chat_template([{"role": "user", "content": "\x00"}], tokenize=False)
+    prefix = llm.embed(llm.tokenizer(text[: text.index("\x00")], add_special_tokens=False)["input_ids"])
+    full = {t: -r.nll for t, r in zip(texts, llm.logprobs_embeds([(prefix, t or " ") for t in texts]))}
+    assert together == pytest.approx(full, abs=1e-3)
 
     torch.manual_seed(0)
     d, llm_dir = tmp_path / "asr", tmp_path / "tiny-llm"

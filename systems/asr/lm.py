@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import torch
 
 LN10 = math.log(10.0)
 NEG_INF = -math.inf
@@ -324,25 +325,45 @@ class LLMRescorer:
 
         self.cfg = cfg
         self.llm = llm or ChatLLM.load(cfg.llm)
-        self._prefix = None
+        self._prefix_state = None
 
-    def prefix(self):
-        """(T, D) embeddings of the chat template up to where a user's words go."""
-        if self._prefix is None:
+    def _prefix(self):
+        """The chat template up to where a user's words go, run once: (its KV cache, the log-probabilities
+        of the first token after it)."""
+        if self._prefix_state is None:
             mark = "\x00"
-            text = self.llm.tokenizer.apply_chat_template([{"role": "user", "content": mark}], tokenize=False)
-            ids = self.llm.tokenizer(text[: text.index(mark)], add_special_tokens=False)["input_ids"]
-            self._prefix = self.llm.embed(ids)
-        return self._prefix
+            tok = self.llm.tokenizer
+            text = tok.apply_chat_template([{"role": "user", "content": mark}], tokenize=False)
+            ids = torch.tensor([tok(text[: text.index(mark)], add_special_tokens=False)["input_ids"]], device=self.llm.device)
+            out = self.llm.model(input_ids=ids, use_cache=True)
+            self._prefix_state = out.cache, torch.log_softmax(out.logits[0, -1].float(), -1)
+        return self._prefix_state
 
+    @torch.inference_mode()
     def log_probs(self, texts: Sequence[str], batch: int = 32) -> dict[str, float]:
-        """{text: LLM log-probability} for the distinct texts, scored in length-sorted batches."""
+        """{text: LLM log-probability} for the distinct texts, in length-sorted batches that continue
+        the template's cached prefix (computed once)."""
+        import copy
+
+        cache, first = self._prefix()
         todo = sorted(set(texts), key=len)
         out = {}
         for i in range(0, len(todo), batch):
             chunk = todo[i:i + batch]
-            for t, lp in zip(chunk, self.llm.logprobs_embeds([(self.prefix(), t or " ") for t in chunk])):
-                out[t] = -lp.nll
+            targets = [self.llm.target_ids(t or " ") for t in chunk]
+            width = max(map(len, targets))
+            ids = torch.full((len(chunk), width), self.llm.pad_id, dtype=torch.long, device=self.llm.device)
+            mask = torch.zeros((len(chunk), cache.get_seq_length() + width), dtype=torch.long, device=ids.device)
+            mask[:, : cache.get_seq_length()] = 1
+            for k, tgt in enumerate(targets):
+                ids[k, : len(tgt)] = torch.tensor(tgt)
+                mask[k, cache.get_seq_length(): cache.get_seq_length() + len(tgt)] = 1
+            past = copy.deepcopy(cache)
+            past.batch_repeat_interleave(len(chunk))
+            logp = torch.log_softmax(self.llm.model(input_ids=ids, attention_mask=mask, cache=past).logits.float(), -1)
+            for k, (t, tgt) in enumerate(zip(chunk, targets)):  # token j is predicted at position j - 1
+                rest = logp[k, : len(tgt) - 1].gather(1, ids[k, 1: len(tgt), None]).sum()
+                out[t] = float(first[tgt[0]] + rest)
         return out
 
     @staticmethod
