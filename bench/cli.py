@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         return {"run": cmd_run, "score": cmd_score, "report": cmd_report, "list": cmd_list,
                 "perf": cmd_perf, "data": cmd_data, "train": cmd_train, "chat": cmd_chat,
                 "compare": cmd_compare}[args.command](args)
+    except BrokenPipeError:  # the reader left (`audiochat-bench list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 0
     except (RegistryError, AssetError, CacheError, FileNotFoundError, ValueError, OSError) as e:
         print(f"audiochat-bench: error: {e}", file=sys.stderr)
         return 2

@@ -99,6 +99,15 @@ def test_list_shows_everything(capsys):
         assert word in out
 
 
+def test_a_reader_that_leaves_early_is_no_error():
+    """`audiochat-bench list | head -1`: the pipe closes before the CLI writes; it stops quietly."""
+    proc = subprocess.Popen([sys.executable, "-c", "from bench.cli import main; raise SystemExit(main(['list']))"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the child has started: its first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
+
+
 CHILD = """
 import sys
 from tests.fakes import register, register_task
