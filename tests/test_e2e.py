@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -195,3 +196,22 @@ def test_training_continues_from_an_exported_checkpoint(tmp_path):
     cfg.steps = 4
     out = train(cfg, tmp_path / "b", model=tiny_model(), rows=ROWS, init_from=tmp_path / "exp")
     assert out["step"] == 4
+
+
+def test_speech_made_by_workers_matches_the_in_process_stream():
+    """With workers, batches come from DataLoader processes, each with its own random stream; they
+    hold what the in-process stream holds (speech of the row's transcript, its target ids)."""
+    from systems.audiochatllama.train import E2ETrainConfig, batches
+
+    for workers in (0, 2):
+        cfg = E2ETrainConfig(batch_size=2, noise_prob=0.0, workers=workers)
+        data = batches(ROWS, cfg, "0-0-0")
+        seen = [next(data) for _ in range(3)]
+        for requests, targets, picked in seen:
+            assert len(requests) == len(targets) == len(picked) == 2
+            for req, tgt, row in zip(requests, targets, picked):
+                assert isinstance(req.turn.audio, Audio) and req.turn.audio.seconds > 0.3
+                assert req.turn.transcript == row["transcript"] and tgt == row["ids"]
+        if workers:  # two workers with different seeds: not the same batches twice in a row
+            assert [r["transcript"] for r in seen[0][2]] != [r["transcript"] for r in seen[1][2]] or \
+                   not np.array_equal(seen[0][0][0].turn.audio.samples, seen[1][0][0].turn.audio.samples)

@@ -68,6 +68,32 @@ class Lexicon:
         return " ".join(out)
 
 
+def log_mel(fe, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ParakeetFeatureExtractor(...)` on a padded (B, samples) batch, on the batch's device: pre-emphasis,
+    log-mel (B, frames, 80), per-utterance normalisation over the valid frames; returns (features, mask).
+    Equal to the extractor's own output (tested); transformers' `device=` argument cannot be used for
+    this, since it leaves the waveforms on the CPU. On a GPU this costs ~nothing, where the extractor
+    on one CPU core took 0.8 s for 64 utterances."""
+    dev = waves.device
+    lengths = lengths.to(dev)
+    valid = torch.arange(waves.shape[1], device=dev)[None] < lengths[:, None]
+    x = torch.cat([waves[:, :1], waves[:, 1:] - fe.preemphasis * waves[:, :-1]], dim=1).masked_fill(~valid, 0.0)
+    feats = fe._torch_extract_fbank_features(x, dev)  # (B, frames, 80)
+    n = torch.floor_divide(lengths + fe.n_fft // 2 * 2 - fe.n_fft, fe.hop_length)  # valid frames
+    mask = torch.arange(feats.shape[1], device=dev)[None] < n[:, None]
+    m = mask.unsqueeze(-1)
+    mean = ((feats * m).sum(1) / n.unsqueeze(-1)).unsqueeze(1)
+    std = torch.sqrt((((feats * m) - mean) ** 2 * m).sum(1) / (n - 1).unsqueeze(-1)).unsqueeze(1)
+    return (feats - mean) / (std + 1e-5) * m, mask
+
+
+def featurize(fe, samples: Sequence[np.ndarray], device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (B, frames, 80), mask (B, frames)) of a batch of 16 kHz waveforms, computed on `device`."""
+    waves = [torch.as_tensor(np.asarray(s, dtype=np.float32)) for s in samples]
+    lengths = torch.tensor([w.numel() for w in waves])
+    return log_mel(fe, torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).to(device), lengths)
+
+
 def ctc_identity(path: Path, decoder: str = "auto") -> str:
     """What decides a CTC model's transcripts: its files (weights, tokenizer, lexicon, decoding.json,
     LM), the rescoring LLM's weights where decoding.json names one, and which of the decoding stages
@@ -160,10 +186,6 @@ class CTCASR:
     def blank(self) -> int:
         return self.model.config.pad_token_id
 
-    def features(self, samples: Sequence[np.ndarray]) -> dict:
-        return self.fe([np.asarray(s, dtype=np.float32) for s in samples], sampling_rate=16000,
-                       return_tensors="pt", return_attention_mask=True)
-
     def encode_text(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -187,9 +209,8 @@ class CTCASR:
         try:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
-                feats = self.features([audios[i].samples for i in idx])
-                mask = feats["attention_mask"].to(dev)
-                logits = self.model(input_features=feats["input_features"].to(dev), attention_mask=mask).logits
+                feats, mask = featurize(self.fe, [audios[i].samples for i in idx], dev)
+                logits = self.model(input_features=feats, attention_mask=mask).logits
                 lengths = self.model._get_output_attention_mask(mask, target_length=logits.shape[1]).sum(-1)
                 logp = torch.log_softmax(logits.float(), -1).cpu().numpy()  # (B, T, V)
                 for row, i in enumerate(idx):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bench.conditions import mix_at_snr
+from systems.asr.ctc import log_mel
 from systems.training import add_dataclass_options, apply_options, replace_dir
 
 
@@ -173,24 +174,6 @@ class SpeechStream(torch.utils.data.IterableDataset):
             # its time: measured 0.8 s of features against 0.3 s of espeak for 64 utterances)
             audio = log_mel(fe, waves, lengths) if cfg.device == "cpu" else (waves, lengths)
             yield audio, labels, float(lengths.sum()) / 16000
-
-
-def log_mel(fe, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`ParakeetFeatureExtractor(...)` on a padded (B, samples) batch, on the batch's device: pre-emphasis,
-    log-mel (B, frames, 80), per-utterance normalisation over the valid frames; returns (features, mask).
-    Equal to the extractor's own output (tested); transformers' `device=` argument cannot be used for
-    this, since it leaves the waveforms on the CPU."""
-    dev = waves.device
-    lengths = lengths.to(dev)
-    valid = torch.arange(waves.shape[1], device=dev)[None] < lengths[:, None]
-    x = torch.cat([waves[:, :1], waves[:, 1:] - fe.preemphasis * waves[:, :-1]], dim=1).masked_fill(~valid, 0.0)
-    feats = fe._torch_extract_fbank_features(x, dev)  # (B, frames, 80)
-    n = torch.floor_divide(lengths + fe.n_fft // 2 * 2 - fe.n_fft, fe.hop_length)  # valid frames
-    mask = torch.arange(feats.shape[1], device=dev)[None] < n[:, None]
-    m = mask.unsqueeze(-1)
-    mean = ((feats * m).sum(1) / n.unsqueeze(-1)).unsqueeze(1)
-    std = torch.sqrt((((feats * m) - mean) ** 2 * m).sum(1) / (n - 1).unsqueeze(-1)).unsqueeze(1)
-    return (feats - mean) / (std + 1e-5) * m, mask
 
 
 def spec_augment(x: torch.Tensor, mask: torch.Tensor, cfg: ASRTrainConfig, g: torch.Generator) -> torch.Tensor:

@@ -35,11 +35,12 @@ class CTCEncoder(nn.Module):
         return cls(CTCASR.from_pretrained(path, decoder="greedy"))  # the encoder only: no LM to load
 
     def forward(self, audios: Sequence[Audio]) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.autocast("cpu", enabled=False):  # feature extraction stays float32 (numpy inside)
-            f = self.fe([a.samples for a in audios], sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
+        from systems.asr.ctc import featurize
+
         dev = next(self.parameters()).device
-        out = self.encoder(input_features=f["input_features"].to(dev), attention_mask=f["attention_mask"].to(dev),
-                           output_attention_mask=True)
+        with torch.autocast(dev.type, enabled=False):  # features in float32, on the encoder's device
+            feats, mask = featurize(self.fe, [a.samples for a in audios], dev)
+        out = self.encoder(input_features=feats, attention_mask=mask, output_attention_mask=True)
         return out.last_hidden_state, out.attention_mask.sum(-1)  # (B, T, C), (B,)
 
 

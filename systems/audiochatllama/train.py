@@ -13,6 +13,7 @@ and saves.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -48,12 +49,13 @@ class E2ETrainConfig:
     device: str = "cpu"  # "cuda" where a GPU is lent (speech is still synthesised on the CPU)
     seed: int = 0
     threads: int = 1
+    workers: int = 0  # processes synthesising speech ahead of the step (0: the training process does, in turn)
     log_every: int = 10
     ckpt_every: int = 50
 
 
 # options a resumed run takes from the command line (the rest come from the run's saved config)
-RUN_OPTIONS = ("steps", "threads", "bf16", "device")
+RUN_OPTIONS = ("steps", "threads", "workers", "bf16", "device")
 
 
 def _dist():
@@ -78,6 +80,35 @@ def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random
         audio = Audio(np.clip(x, -1, 1).astype(np.float32))
         requests.append(Request(Turn("user", audio=audio, transcript=r["transcript"]), (), r["instruction"]))
     return requests, [r["ids"] for r in picked], picked
+
+
+class SpeechBatches(torch.utils.data.IterableDataset):
+    """Endless `sample_batch` results, each DataLoader worker with its own random stream."""
+
+    def __init__(self, rows, cfg: E2ETrainConfig, seed: str):
+        self.rows, self.cfg, self.seed = rows, cfg, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = random.Random(f"{self.seed}-worker{info.id if info else 0}")
+        nprng = np.random.default_rng(rng.randrange(2**32))
+        while True:
+            yield sample_batch(self.rows, self.cfg, rng, nprng)
+
+
+def _as_is(batch):
+    return batch
+
+
+def batches(rows, cfg: E2ETrainConfig, seed: str):
+    """An endless iterator of (requests, targets, picked): made in turn by the caller with no workers
+    (the random stream of earlier versions), else by `cfg.workers` processes ahead of the step."""
+    if cfg.workers == 0:
+        rng = random.Random(seed)
+        nprng = np.random.default_rng(rng.randrange(2**32))
+        return (sample_batch(rows, cfg, rng, nprng) for _ in itertools.count())
+    return iter(torch.utils.data.DataLoader(SpeechBatches(rows, cfg, seed), batch_size=None, collate_fn=_as_is,
+                                            num_workers=cfg.workers, prefetch_factor=4))
 
 
 def teacher_logits(model: AudioChatLlama, picked) -> list[torch.Tensor]:
@@ -146,12 +177,11 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     wrapped = model
     if world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    rng = random.Random(f"{cfg.seed}-{rank}-{step}")
-    nprng = np.random.default_rng(rng.randrange(2**32))
+    data = batches(rows, cfg, f"{cfg.seed}-{rank}-{step}")
     t0, losses, last = time.time(), [], {}
     log_path = out / "train_log.jsonl"
     while step < cfg.steps and not (max_minutes and time.time() - t0 > 60 * max_minutes):
-        requests, targets, picked = sample_batch(rows, cfg, rng, nprng)
+        requests, targets, picked = next(data)
         teacher = teacher_logits(model, picked) if cfg.kl_weight else None
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * lr_scale(step, cfg)
