@@ -1,10 +1,13 @@
 """Small pieces shared by the training recipes: config dataclasses as command-line options,
-checkpoints that replace the previous one atomically, and half-size exports."""
+checkpoints that replace the previous one atomically, half-size exports, and a schedule fitted to a
+machine lent for a fixed time."""
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -53,3 +56,24 @@ def replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
     os.replace(tmp, final)
+
+
+class StepFitter:
+    """`--fit-steps` with `--max-minutes`: 50 steps after `first` (the loaders warmed up) it starts a
+    clock, and 250 steps later it returns the step count that the measured speed fits in the time left
+    (95 %), no more than `planned`, so a schedule decaying to `steps` ends when the time does."""
+
+    def __init__(self, first: int, max_minutes: float | None, t_start: float, enabled: bool = True):
+        self.first, self.t_start, self.t_rate = first, t_start, None
+        self.budget = 60 * max_minutes if (enabled and max_minutes) else None
+
+    def __call__(self, step: int, planned: int) -> int:
+        if self.budget is None:
+            return planned
+        if step == self.first + 50:
+            self.t_rate = time.time()
+        elif step == self.first + 300 and self.t_rate is not None:
+            left = self.budget - (time.time() - self.t_start)
+            planned = min(planned, step + int(0.95 * left * 250 / (time.time() - self.t_rate)))
+            print(f"fitted the schedule to the time left: {planned} steps", file=sys.stderr, flush=True)
+        return planned

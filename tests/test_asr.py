@@ -264,3 +264,17 @@ def test_training_text_is_the_committed_sentences_whatever_the_python():
     held = set(suite_texts("dev")) | set(suite_texts("test"))
     text = training_sentences()
     assert not held & set(text) and set(prose) - held <= set(text)
+
+
+def test_step_fitter_ends_the_schedule_with_the_time(monkeypatch):
+    """50 steps after the start the clock starts; 250 steps later the measured speed (here 10
+    steps/s) sets the step count that fits 95 % of the time left; never more than planned."""
+    from systems import training
+
+    clock = iter([10.0, 35.0, 35.0])  # step first+50; step first+300 (read twice)
+    monkeypatch.setattr(training.time, "time", lambda: next(clock))
+    fit = training.StepFitter(first=1000, max_minutes=1.0, t_start=0.0)
+    assert fit(1001, 5000) == 5000 and fit(1050, 5000) == 5000
+    assert fit(1300, 5000) == 1300 + int(0.95 * 25 * 10)  # 25 s left at 10 steps/s
+    assert training.StepFitter(0, None, 0.0)(300, 5000) == 5000  # no time budget: unchanged
+    assert training.StepFitter(0, 1.0, 0.0, enabled=False)(300, 5000) == 5000

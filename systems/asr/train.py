@@ -28,7 +28,7 @@ import torch
 
 from bench.conditions import mix_at_snr
 from systems.asr.ctc import log_mel
-from systems.training import add_dataclass_options, apply_options, replace_dir
+from systems.training import StepFitter, add_dataclass_options, apply_options, replace_dir
 
 
 @dataclass
@@ -307,7 +307,7 @@ def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, prog
     t_start, seen_audio, losses = time.time(), 0.0, []
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params / 1e6:.2f} M parameters, {len(sentences)} training sentences, {len(dev)} dev", file=sys.stderr)
-    last, first, t_rate = {}, step, None
+    last, fit = {}, StepFitter(step, max_minutes, t_start, fit_steps)
 
     def log(evaluate_dev: bool) -> dict:
         entry = {"step": step, "loss": float(np.mean(losses)), "lr": lr_at(step, cfg, start),
@@ -328,13 +328,7 @@ def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, prog
         losses.append(train_step(model, opt, (audio, labels), lr_at(step, cfg, start), cfg, g, fe))
         step += 1
         seen_audio += secs
-        if fit_steps and max_minutes and step in (first + 50, first + 300):  # rate after the loaders warm up
-            if step == first + 50:
-                t_rate = time.time()
-            else:
-                left = 60 * max_minutes - (time.time() - t_start)
-                cfg.steps = min(cfg.steps, step + int(0.95 * left * 250 / (time.time() - t_rate)))
-                print(f"fitted the schedule to the time left: {cfg.steps} steps", file=sys.stderr)
+        cfg.steps = fit(step, cfg.steps)
         if step % cfg.log_every == 0 or step == cfg.steps:
             last = log(step % cfg.eval_every == 0 or step == cfg.steps)
         if step % cfg.ckpt_every == 0:

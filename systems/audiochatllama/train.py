@@ -29,7 +29,7 @@ import torch
 
 from bench.conditions import mix_at_snr
 from systems.audiochatllama.model import AudioChatLlama, ModelConfig
-from systems.training import add_dataclass_options, apply_options, halve_safetensors, replace_dir
+from systems.training import StepFitter, add_dataclass_options, apply_options, halve_safetensors, replace_dir
 
 
 @dataclass
@@ -133,9 +133,10 @@ def lr_scale(step: int, cfg: E2ETrainConfig) -> float:
 
 
 def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, model: AudioChatLlama | None = None,
-          rows: list[dict] | None = None, init_from: Path | None = None) -> dict:
+          rows: list[dict] | None = None, init_from: Path | None = None, fit_steps: bool = False) -> dict:
     """Train into `out`, resuming from `out/ckpt` if it exists; else, with `init_from` (an exported
-    checkpoint), continue from its trainable weights and step with a fresh optimiser."""
+    checkpoint), continue from its trainable weights and step with a fresh optimiser. With `fit_steps`
+    and `max_minutes`, `steps` is lowered to what the measured speed fits in the time (StepFitter)."""
     from systems.audiochatllama.data import read_responses
 
     rank, world = _dist()
@@ -179,6 +180,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     data = batches(rows, cfg, f"{cfg.seed}-{rank}-{step}")
     t0, losses, last = time.time(), [], {}
+    fit = StepFitter(step, max_minutes, t0, fit_steps and rank == 0 and world == 1)  # DDP ranks must agree
     log_path = out / "train_log.jsonl"
     while step < cfg.steps and not (max_minutes and time.time() - t0 > 60 * max_minutes):
         requests, targets, picked = next(data)
@@ -192,6 +194,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         opt.step()
         step += 1
+        cfg.steps = fit(step, cfg.steps)
         losses.append(loss.item())
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
             last = {"step": step, "loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
@@ -236,7 +239,10 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="ctc", choices=sorted(PRESETS))
     ap.add_argument("--out", default=None, help="run folder (default results/train/e2e-<preset>); resumes if it holds one")
-    ap.add_argument("--max-minutes", type=float, default=None)
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
+    ap.add_argument("--fit-steps", action="store_true",
+                    help="with --max-minutes: lower --steps to what the measured speed fits in that time, so the "
+                         "learning-rate schedule finishes (for a machine lent for a fixed time; one process only)")
     ap.add_argument("--encoder-path", default=None)
     ap.add_argument("--lora-r", type=int, default=None, help="LoRA rank on the LLM (ablation; default off)")
     ap.add_argument("--export", metavar="DIR", help="only copy the run's checkpoint (weights as float16 + config) to DIR")
@@ -261,7 +267,8 @@ def main(argv=None) -> int:
         if getattr(args, k) is not None:
             setattr(cfg.model, k, getattr(args, k))
     apply_options(cfg, args)
-    print(json.dumps(train(cfg, out, args.max_minutes, init_from=Path(args.init_from) if args.init_from else None)))
+    print(json.dumps(train(cfg, out, args.max_minutes, init_from=Path(args.init_from) if args.init_from else None,
+                           fit_steps=args.fit_steps)))
     return 0
 
 
