@@ -165,7 +165,8 @@ class CTCASR:
             lm = NgramLM.load(path / conf["lm"])
             beam = BeamConfig(**{k: conf[k] for k in BeamConfig().as_dict() if k in conf})
             if decoder == "auto" and "rescore" in conf:
-                rescorer = LLMRescorer(RescoreConfig(**{k: conf["rescore"][k] for k in RescoreConfig().as_dict()}))
+                rescorer = LLMRescorer(RescoreConfig(**{k: conf["rescore"][k] for k in RescoreConfig().as_dict()}),
+                                       device=device)
         return cls(model, tok, fe, identity=ctc_identity(path, decoder), lexicon=lexicon, lm=lm, beam=beam,
                    rescorer=rescorer)
 

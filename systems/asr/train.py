@@ -131,7 +131,8 @@ def dev_set(cfg: ASRTrainConfig, draws: int = 1) -> list[tuple[str, str]]:
 
 
 class SpeechStream(torch.utils.data.IterableDataset):
-    """An endless stream of (features, attention mask, labels) batches of synthetic speech."""
+    """An endless stream of (audio, labels, seconds of audio) batches of synthetic speech, where audio is
+    (features, mask) on a CPU run and (padded waveforms, lengths) on a GPU run (see `train_step`)."""
 
     def __init__(self, sentences, tokenizer, cfg: ASRTrainConfig, epoch_seed: int, words: dict[str, float] | None = None):
         self.sentences, self.tok, self.cfg, self.epoch_seed = sentences, tokenizer, cfg, epoch_seed
