@@ -90,7 +90,8 @@ def ctc_asr(ctx: Context):
     decoder = ctx.options.get("asr_decoder") or "auto"
     return ctx.shared(f"ctc:{path}:{decoder}", lambda: Lazy(
         ctc_identity(path, decoder),
-        lambda: CTCASR.from_pretrained(path, device=ctx.options.get("device", "cpu"), decoder=decoder)))
+        lambda: CTCASR.from_pretrained(path, device=ctx.options.get("device", "cpu"), decoder=decoder,
+                                       llm=shared_llm(ctx))))
 
 
 def whisper_asr(ctx: Context):

@@ -178,6 +178,11 @@ def test_llm_rescoring_of_the_n_best(tmp_path):
     (d / "decoding.json").write_text(json.dumps({**conf, "rescore": RescoreConfig(llm=str(llm_dir), nbest=4).as_dict()}))
     auto, beam = CTCASR.from_pretrained(d), CTCASR.from_pretrained(d, decoder="beam")
     assert auto.rescorer is not None and auto.rescorer.cfg.nbest == 4 and beam.rescorer is None
+    from systems.llm import ChatLLM  # a loaded LLM of the same weights is shared, another is not
+
+    same, other = ChatLLM.load(str(llm_dir)), llm
+    assert CTCASR.from_pretrained(d, llm=same).rescorer.llm is same
+    assert CTCASR.from_pretrained(d, llm=other).rescorer.llm is not other
     assert "tiny-llm@" in auto.identity and beam.identity.endswith(";no-rescore")
     assert len({plain.identity, auto.identity, beam.identity}) == 3
     audio = [synthesize(s, Voice("en-us", 170, 50), cache=False) for s in ("the cat ran", "a dog sat")]

@@ -137,12 +137,13 @@ class CTCASR:
         return cls(ParakeetForCTC(cfg), tokenizer, ParakeetFeatureExtractor())
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu", decoder: str = "auto") -> "CTCASR":
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", decoder: str = "auto", llm=None) -> "CTCASR":
         """`decoder`: "auto" (what the directory's decoding.json says: beam search with its n-gram LM,
         then LLM rescoring of the N best where it has a "rescore" entry; greedy without the file),
         "greedy", or "beam" (beam search with the n-gram LM, no LLM rescoring). Files that change
         decoding (lexicon.txt, decoding.json, the LM) are hashed into the identity, so changing them
-        changes cache keys."""
+        changes cache keys. `llm`: a loaded ChatLLM that the rescoring pass uses instead of loading its
+        own where it is the same model (the cascade passes its own LLM: one copy in memory)."""
         import json
 
         from transformers import AutoTokenizer, ParakeetFeatureExtractor, ParakeetForCTC
@@ -165,8 +166,11 @@ class CTCASR:
             lm = NgramLM.load(path / conf["lm"])
             beam = BeamConfig(**{k: conf[k] for k in BeamConfig().as_dict() if k in conf})
             if decoder == "auto" and "rescore" in conf:
-                rescorer = LLMRescorer(RescoreConfig(**{k: conf["rescore"][k] for k in RescoreConfig().as_dict()}),
-                                       device=device)
+                from systems.llm import ChatLLM
+
+                rcfg = RescoreConfig(**{k: conf["rescore"][k] for k in RescoreConfig().as_dict()})
+                own = ChatLLM.load(rcfg.llm, device=device)  # resolves the weights; loads them on first use
+                rescorer = LLMRescorer(rcfg, llm=llm if llm is not None and llm.identity == own.identity else own)
         return cls(model, tok, fe, identity=ctc_identity(path, decoder), lexicon=lexicon, lm=lm, beam=beam,
                    rescorer=rescorer)
 

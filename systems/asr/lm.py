@@ -320,11 +320,11 @@ class LLMRescorer:
     log-probability of the transcript as a user turn (after the chat template's text before the
     user's words; the end-of-turn token included). The LLM loads on first use."""
 
-    def __init__(self, cfg: RescoreConfig, llm=None, device: str = "cpu"):
+    def __init__(self, cfg: RescoreConfig, llm=None):
         from systems.llm import ChatLLM
 
         self.cfg = cfg
-        self.llm = llm or ChatLLM.load(cfg.llm, device=device)
+        self.llm = llm or ChatLLM.load(cfg.llm)
         self._prefix_state = None
 
     def _prefix(self):
