@@ -60,6 +60,12 @@ def test_features_from_padded_waveforms_match_the_extractor(tiny_asr):
     ours, our_mask = log_mel(asr.fe, waves, lengths)
     assert torch.equal(our_mask, mask.bool())
     torch.testing.assert_close(ours, feats, atol=1e-4, rtol=1e-4)
+    import copy  # a preprocessor config without pre-emphasis (allowed by the extractor) works the same way
+
+    plain = copy.deepcopy(asr.fe)
+    plain.preemphasis = None
+    ref = plain(wavs, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
+    torch.testing.assert_close(log_mel(plain, waves, lengths)[0], ref["input_features"], atol=1e-4, rtol=1e-4)
     # a step fed waveforms (as on a GPU run) trains as one fed features
     opt = torch.optim.SGD(asr.model.parameters(), lr=0.0)
     g = [torch.Generator().manual_seed(0) for _ in range(2)]

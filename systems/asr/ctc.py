@@ -77,7 +77,10 @@ def log_mel(fe, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tenso
     dev = waves.device
     lengths = lengths.to(dev)
     valid = torch.arange(waves.shape[1], device=dev)[None] < lengths[:, None]
-    x = torch.cat([waves[:, :1], waves[:, 1:] - fe.preemphasis * waves[:, :-1]], dim=1).masked_fill(~valid, 0.0)
+    x = waves
+    if fe.preemphasis is not None:  # (a checkpoint's preprocessor config may switch it off)
+        x = torch.cat([waves[:, :1], waves[:, 1:] - fe.preemphasis * waves[:, :-1]], dim=1)
+    x = x.masked_fill(~valid, 0.0)
     feats = fe._torch_extract_fbank_features(x, dev)  # (B, frames, 80)
     n = torch.floor_divide(lengths + fe.n_fft // 2 * 2 - fe.n_fft, fe.hop_length)  # valid frames
     mask = torch.arange(feats.shape[1], device=dev)[None] < n[:, None]
