@@ -15,9 +15,9 @@ from __future__ import annotations
 import ast
 import gzip
 import hashlib
-import sys
 import json
 import re
+import sys
 import sysconfig
 from pathlib import Path
 

@@ -13,7 +13,6 @@ and saves.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -89,8 +88,8 @@ class SpeechBatches(torch.utils.data.IterableDataset):
         self.rows, self.cfg, self.seed = rows, cfg, seed
 
     def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        rng = random.Random(f"{self.seed}-worker{info.id if info else 0}")
+        info = torch.utils.data.get_worker_info()  # None: iterated in the training process itself
+        rng = random.Random(self.seed if info is None else f"{self.seed}-worker{info.id}")
         nprng = np.random.default_rng(rng.randrange(2**32))
         while True:
             yield sample_batch(self.rows, self.cfg, rng, nprng)
@@ -103,12 +102,11 @@ def _as_is(batch):
 def batches(rows, cfg: E2ETrainConfig, seed: str):
     """An endless iterator of (requests, targets, picked): made in turn by the caller with no workers
     (the random stream of earlier versions), else by `cfg.workers` processes ahead of the step."""
+    data = SpeechBatches(rows, cfg, seed)
     if cfg.workers == 0:
-        rng = random.Random(seed)
-        nprng = np.random.default_rng(rng.randrange(2**32))
-        return (sample_batch(rows, cfg, rng, nprng) for _ in itertools.count())
-    return iter(torch.utils.data.DataLoader(SpeechBatches(rows, cfg, seed), batch_size=None, collate_fn=_as_is,
-                                            num_workers=cfg.workers, prefetch_factor=4))
+        return iter(data)
+    return iter(torch.utils.data.DataLoader(data, batch_size=None, collate_fn=_as_is, num_workers=cfg.workers,
+                                            prefetch_factor=4))
 
 
 def teacher_logits(model: AudioChatLlama, picked) -> list[torch.Tensor]:
