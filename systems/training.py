@@ -1,9 +1,10 @@
 """Small pieces shared by the training recipes: config dataclasses as command-line options,
-checkpoints that replace the previous one atomically, half-size exports, and a schedule fitted to a
-machine lent for a fixed time."""
+checkpoints that replace the previous one atomically, half-size exports, the warm-up + cosine
+learning-rate schedule, and a schedule fitted to a machine lent for a fixed time."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -36,6 +37,14 @@ def apply_options(cfg, args: argparse.Namespace) -> tuple[str, ...]:
             setattr(cfg, f.name, v)
             given.append(f.name)
     return tuple(given)
+
+
+def warmup_cosine(step: int, warmup: int, steps: int, floor: float, start: int = 0) -> float:
+    """The learning rate's scale at `step`: linear warm-up over `warmup` steps from `start` (0, or the
+    step a run continued from with a fresh optimiser), then a cosine decay to `floor` at `steps`."""
+    p = min(1.0, max(0.0, (step - start - warmup) / max(1, steps - start - warmup)))
+    warm = min(1.0, (step - start + 1) / max(1, warmup))
+    return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 def halve_safetensors(path: Path) -> None:

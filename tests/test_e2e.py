@@ -194,8 +194,12 @@ def test_training_continues_from_an_exported_checkpoint(tmp_path):
     assert exported.keys() == trained.keys()
     assert all(v.dtype == torch.float16 for k, v in exported.items() if trained[k].is_floating_point())
     cfg.steps = 4
+    cfg.warmup = 2
     out = train(cfg, tmp_path / "b", model=tiny_model(), rows=ROWS, init_from=tmp_path / "exp")
     assert out["step"] == 4
+    log = [json.loads(l) for l in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["step"] == 3 and log[0]["lr"] == pytest.approx(cfg.lr / 2)  # warm-up again, from step 2
+    assert json.loads((tmp_path / "b" / "ckpt" / "config.json").read_text())["start_step"] == 2
 
 
 def test_speech_made_by_workers_matches_the_in_process_stream():
@@ -215,3 +219,25 @@ def test_speech_made_by_workers_matches_the_in_process_stream():
         if workers:  # two workers with different seeds: not the same batches twice in a row
             assert [r["transcript"] for r in seen[0][2]] != [r["transcript"] for r in seen[1][2]] or \
                    not np.array_equal(seen[0][0][0].turn.audio.samples, seen[1][0][0].turn.audio.samples)
+
+
+def test_asr_task_samples_have_the_transcript_as_target(model):
+    """With asr_prob, a share of the samples is the ASR task through the LLM: the `asr` task's
+    instruction, the transcript (then end of turn) as the target; without it the stream is unchanged."""
+    import random
+
+    from systems.audiochatllama.train import E2ETrainConfig, asr_targets, sample_batch
+    from tasks.loaders import ASR_INSTRUCTION
+
+    asr_rows = asr_targets(model.llm, ["a sentence only the asr task has"])
+    assert asr_rows[0]["ids"][-1] == model.llm.eos_ids[0]
+    assert model.llm.tokenizer.decode(asr_rows[0]["ids"][:-1]) == "a sentence only the asr task has"
+    draw = lambda p: sample_batch(ROWS, E2ETrainConfig(batch_size=6, noise_prob=0.0, asr_prob=p),
+                                  random.Random(0), np.random.default_rng(0), asr_rows)
+    requests, targets, picked = draw(1.0)
+    assert all(r.instruction == ASR_INSTRUCTION and r.turn.transcript == "a sentence only the asr task has"
+               for r in requests) and targets == [asr_rows[0]["ids"]] * 6
+    rng = random.Random(0)
+    requests, targets, picked = draw(0.0)
+    assert picked == [rng.choice(ROWS) for _ in range(6)]  # the same draws as before the option existed
+    assert all(r.instruction != ASR_INSTRUCTION for r in requests)

@@ -15,7 +15,6 @@ import argparse
 import itertools
 import json
 import shutil
-import math
 import random
 import re
 import sys
@@ -28,7 +27,7 @@ import torch
 
 from bench.conditions import mix_at_snr
 from systems.asr.ctc import log_mel
-from systems.training import StepFitter, add_dataclass_options, apply_options, replace_dir
+from systems.training import StepFitter, add_dataclass_options, apply_options, replace_dir, warmup_cosine
 
 
 @dataclass
@@ -199,11 +198,8 @@ def spec_augment(x: torch.Tensor, mask: torch.Tensor, cfg: ASRTrainConfig, g: to
 
 
 def lr_at(step: int, cfg: ASRTrainConfig, start: int = 0) -> float:
-    """Linear warm-up over `cfg.warmup` steps from `start` (0, or the step a run continued from with a
-    fresh optimiser), then a cosine decay to 5 % of `cfg.lr` at `cfg.steps`."""
-    p = min(1.0, max(0.0, (step - start - cfg.warmup) / max(1, cfg.steps - start - cfg.warmup)))
-    warm = min(1.0, (step - start + 1) / max(1, cfg.warmup))
-    return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+    """`cfg.lr` warmed up from `start` (see `warmup_cosine`), decaying to 5 % of it at `cfg.steps`."""
+    return cfg.lr * warmup_cosine(step, cfg.warmup, cfg.steps, 0.05, start)
 
 
 def train_step(model, opt, batch, lr: float, cfg: ASRTrainConfig, g: torch.Generator, fe=None) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -28,7 +27,8 @@ import torch
 
 from bench.conditions import mix_at_snr
 from systems.audiochatllama.model import AudioChatLlama, ModelConfig
-from systems.training import StepFitter, add_dataclass_options, apply_options, halve_safetensors, replace_dir
+from systems.training import (StepFitter, add_dataclass_options, apply_options, halve_safetensors, replace_dir,
+                              warmup_cosine)
 
 
 @dataclass
@@ -42,6 +42,11 @@ class E2ETrainConfig:
     steps: int = 5000
     weight_decay: float = 1e-2
     kl_weight: float = 0.0  # > 0: the Ultravox variant (KL to the text-prompted distributions)
+    # Share of samples that are the ASR task through the frozen LLM: under the `asr` task's instruction,
+    # the target is the transcript itself (then end of turn), drawn from all training transcripts, not
+    # only those with a response. Every target token then depends on what was said, where a response's
+    # later tokens can be guessed from its first ones. 0: off (the plain modal-invariance recipe).
+    asr_prob: float = 0.0
     noise_prob: float = 0.3
     snr_range: tuple = (10.0, 40.0)
     bf16: bool = False  # autocast to bfloat16 (on CPU: fast where the CPU has AMX)
@@ -65,12 +70,16 @@ def _dist():
     return int(os.environ.get("RANK", "0")), world
 
 
-def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random.Generator):
-    """Requests (speech of the transcripts in training voices, with the instruction) and targets."""
+def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random.Generator, asr_rows=()):
+    """Requests (speech of the transcripts in training voices, with the instruction) and targets; with
+    `cfg.asr_prob`, that share of the samples come from `asr_rows` (see `asr_targets`)."""
     from bench.tts import Voice, synthesize
     from bench.types import Audio, Request, Turn
 
-    picked = [rng.choice(rows) for _ in range(cfg.batch_size)]
+    if cfg.asr_prob:
+        picked = [rng.choice(asr_rows if rng.random() < cfg.asr_prob else rows) for _ in range(cfg.batch_size)]
+    else:  # no extra draw: the random stream of runs without the ASR task is unchanged
+        picked = [rng.choice(rows) for _ in range(cfg.batch_size)]
     requests = []
     for r in picked:
         x = synthesize(r["transcript"], Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
@@ -84,25 +93,33 @@ def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random
 class SpeechBatches(torch.utils.data.IterableDataset):
     """Endless `sample_batch` results, each DataLoader worker with its own random stream."""
 
-    def __init__(self, rows, cfg: E2ETrainConfig, seed: str):
-        self.rows, self.cfg, self.seed = rows, cfg, seed
+    def __init__(self, rows, cfg: E2ETrainConfig, seed: str, asr_rows=()):
+        self.rows, self.cfg, self.seed, self.asr_rows = rows, cfg, seed, asr_rows
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()  # None: iterated in the training process itself
         rng = random.Random(self.seed if info is None else f"{self.seed}-worker{info.id}")
         nprng = np.random.default_rng(rng.randrange(2**32))
         while True:
-            yield sample_batch(self.rows, self.cfg, rng, nprng)
+            yield sample_batch(self.rows, self.cfg, rng, nprng, self.asr_rows)
 
 
 def _as_is(batch):
     return batch
 
 
-def batches(rows, cfg: E2ETrainConfig, seed: str):
+def asr_targets(llm, texts) -> list[dict]:
+    """Rows of the ASR task through the LLM: the `asr` task's instruction, the transcript as the
+    target (its tokens, then the end-of-turn token, as the LLM would write it)."""
+    from tasks.loaders import ASR_INSTRUCTION
+
+    return [{"transcript": t, "instruction": ASR_INSTRUCTION, "ids": llm.target_ids(t)} for t in texts]
+
+
+def batches(rows, cfg: E2ETrainConfig, seed: str, asr_rows=()):
     """An endless iterator of (requests, targets, picked): made in turn by the caller with no workers
     (the random stream of earlier versions), else by `cfg.workers` processes ahead of the step."""
-    data = SpeechBatches(rows, cfg, seed)
+    data = SpeechBatches(rows, cfg, seed, asr_rows)
     if cfg.workers == 0:
         return iter(data)
     return iter(torch.utils.data.DataLoader(data, batch_size=None, collate_fn=_as_is, num_workers=cfg.workers,
@@ -123,19 +140,14 @@ def teacher_logits(model: AudioChatLlama, picked) -> list[torch.Tensor]:
     return out
 
 
-def lr_scale(step: int, cfg: E2ETrainConfig) -> float:
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))
-
-
 def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, model: AudioChatLlama | None = None,
-          rows: list[dict] | None = None, init_from: Path | None = None, fit_steps: bool = False) -> dict:
+          rows: list[dict] | None = None, init_from: Path | None = None, fit_steps: bool = False,
+          asr_texts: list[str] | None = None) -> dict:
     """Train into `out`, resuming from `out/ckpt` if it exists; else, with `init_from` (an exported
     checkpoint), continue from its trainable weights and step with a fresh optimiser. With `fit_steps`
-    and `max_minutes`, `steps` is lowered to what the measured speed fits in the time (StepFitter)."""
-    from systems.audiochatllama.data import read_responses
+    and `max_minutes`, `steps` is lowered to what the measured speed fits in the time (StepFitter).
+    `asr_texts`: the ASR task's transcripts (default: all training transcripts, with `cfg.asr_prob`)."""
+    from systems.audiochatllama.data import read_responses, transcripts
 
     rank, world = _dist()
     torch.set_num_threads(cfg.threads)
@@ -143,20 +155,21 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     if rows is None:
         _, rows = read_responses(cfg.responses)
     ckpt = out / "ckpt"
-    step, opt_state = 0, None
+    step, start, opt_state = 0, 0, None  # start: the step a fresh optimiser began at (warm-up from there)
     if (ckpt / "trainer_state.pt").exists():
         saved = json.loads((ckpt / "config.json").read_text())
         cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in RUN_OPTIONS}})
         model = AudioChatLlama.load(ckpt, llm=model.llm if model else None, encoder=model.encoder if model else None)
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
         step, opt_state = int(state["step"]), state["optimizer"]
+        start = int(saved.get("start_step", 0))
         if rank == 0:
             print(f"resuming from step {step}", file=sys.stderr)
     elif init_from is not None:
         saved = json.loads((Path(init_from) / "config.json").read_text())
-        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in (*RUN_OPTIONS, "warmup")}})
+        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in (*RUN_OPTIONS, "warmup", "asr_prob")}})
         model = AudioChatLlama.load(init_from, llm=model.llm if model else None, encoder=model.encoder if model else None)
-        step = int(saved.get("step", 0))
+        step = start = int(saved.get("step", 0))
         if rank == 0:
             print(f"continuing from {init_from} at step {step} (fresh optimiser)", file=sys.stderr)
     elif model is None:
@@ -176,7 +189,8 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     wrapped = model
     if world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    data = batches(rows, cfg, f"{cfg.seed}-{rank}-{step}")
+    asr_rows = asr_targets(model.llm, asr_texts or transcripts()) if cfg.asr_prob else ()
+    data = batches(rows, cfg, f"{cfg.seed}-{rank}-{step}", asr_rows)
     t0, losses, last = time.time(), [], {}
     fit = StepFitter(step, max_minutes, t0, fit_steps and rank == 0 and world == 1)  # DDP ranks must agree
     log_path = out / "train_log.jsonl"
@@ -184,7 +198,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
         requests, targets, picked = next(data)
         teacher = teacher_logits(model, picked) if cfg.kl_weight else None
         for g, base in zip(opt.param_groups, base_lrs):
-            g["lr"] = base * lr_scale(step, cfg)
+            g["lr"] = base * warmup_cosine(step, cfg.warmup, cfg.steps, 0.1, start)
         with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = wrapped(requests, targets, teacher, cfg.kl_weight)  # forward = loss (DDP syncs through it)
         opt.zero_grad(set_to_none=True)
@@ -202,19 +216,20 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
                 f.write(json.dumps(last) + "\n")
             print(json.dumps(last), file=sys.stderr, flush=True)
         if rank == 0 and step % cfg.ckpt_every == 0:
-            save_checkpoint(out, model, opt, step, cfg, last)
+            save_checkpoint(out, model, opt, step, start, cfg, last)
     if rank == 0:
-        save_checkpoint(out, model, opt, step, cfg, last)
+        save_checkpoint(out, model, opt, step, start, cfg, last)
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()  # a rank leaving with it alive can abort at exit
     return {"step": step, **last}
 
 
-def save_checkpoint(out: Path, model: AudioChatLlama, opt, step: int, cfg: E2ETrainConfig, last: dict) -> None:
+def save_checkpoint(out: Path, model: AudioChatLlama, opt, step: int, start: int, cfg: E2ETrainConfig,
+                    last: dict) -> None:
     tmp = out / "ckpt.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, {"train": asdict(cfg), "step": step, "last_log": last})
+    model.save(tmp, {"train": asdict(cfg), "step": step, "start_step": start, "last_log": last})
     torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "trainer_state.pt")
     replace_dir(tmp, out / "ckpt")
 
