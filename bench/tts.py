@@ -3,16 +3,28 @@
 Voices are (base voice, variant) pairs such as `en-us+f3`; rate (words per minute) and pitch
 (0-100) vary per utterance. Synthesis is cached on disk by a content hash of (text, voice, rate,
 pitch, library version), as 16-bit FLAC at 16 kHz. espeak-ng is not thread-safe: calls are serialised.
+
+The audio is a function of (text, voice) alone. espeak-ng keeps state from one utterance to the next
+in function statics that no call resets (the pitch-flutter phase, the echo buffer, the Klatt
+generator), so in one process the same text and voice gave different samples, even different lengths,
+depending on what had been spoken before. So each utterance is synthesised in a child forked from a
+small helper process that has loaded the library and never spoken (`python -m bench.tts --serve`): every
+child starts from the same state. Where `os.fork` is missing, or with AUDIOCHAT_TTS_INPROCESS=1,
+synthesis runs in-process as before, and is not reproducible across runs.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
+import json
 import os
 import random
+import struct
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -102,13 +114,95 @@ class _Espeak:
         return pcm.astype(np.float32) / 32768.0
 
 
-@lru_cache(maxsize=1)
-def engine() -> _Espeak:
-    return _Espeak()
+def _read_exact(f, n: int) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise EspeakError("the espeak-ng helper process ended unexpectedly (see its error above)")
+    return data
+
+
+class _Forked:
+    """Client of the helper process (see the module docstring): same interface as `_Espeak`."""
+
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.tts", "--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env)
+        hello = json.loads(self.proc.stdout.readline() or b"null")
+        if not hello:
+            raise EspeakError("the espeak-ng helper process did not start (see its error above)")
+        self.rate, self.version = hello["rate"], hello["version"]
+        self.lock = threading.Lock()
+
+    def synth(self, text: str, voice: Voice) -> np.ndarray:
+        request = json.dumps({"text": text, "voice": voice.name, "rate": voice.rate, "pitch": voice.pitch})
+        with self.lock:
+            self.proc.stdin.write(request.encode() + b"\n")
+            self.proc.stdin.flush()
+            (n,) = struct.unpack("<q", _read_exact(self.proc.stdout, 8))
+            data = _read_exact(self.proc.stdout, abs(n))
+        if n < 0:
+            raise EspeakError(data.decode())
+        return np.frombuffer(data, np.int16).astype(np.float32) / 32768.0
+
+    def close(self, pid: int) -> None:
+        if os.getpid() == pid:  # at exit: end the helper (a forked child leaves its parent's alone)
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def _serve() -> None:
+    """The helper: load espeak-ng, say hello, then for each request line fork a child that speaks it
+    from the library's untouched state and sends back the 16-bit samples (the helper relays them, so a
+    child that dies still gets an answer)."""
+    e = _Espeak()
+    out, requests = sys.stdout.buffer, sys.stdin.buffer
+    out.write(json.dumps({"rate": e.rate, "version": e.version}).encode() + b"\n")
+    out.flush()
+    for line in requests:
+        req = json.loads(line)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: speak, write, leave without running any cleanup of the parent's
+            os.close(r)
+            try:
+                pcm = (e.synth(req["text"], Voice(req["voice"], req["rate"], req["pitch"])) * 32768.0).astype(np.int16)
+                reply = struct.pack("<q", pcm.nbytes) + pcm.tobytes()
+            except Exception as err:  # an unknown voice, a failed synthesis: the caller raises it
+                msg = f"{err}".encode()
+                reply = struct.pack("<q", -len(msg)) + msg
+            with os.fdopen(w, "wb") as f:
+                f.write(reply)
+            os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            reply = f.read()
+        _, status = os.waitpid(pid, 0)
+        if len(reply) < 8 or len(reply) != 8 + abs(struct.unpack("<q", reply[:8])[0]):
+            msg = f"espeak-ng crashed (wait status {status}) on {req['text'][:40]!r}".encode()
+            reply = struct.pack("<q", -len(msg)) + msg
+        out.write(reply)
+        out.flush()
+
+
+_engines: dict[int, object] = {}
+
+
+def engine() -> _Espeak | _Forked:
+    """This process's synthesiser (a process forked from one that had an engine starts its own)."""
+    pid = os.getpid()
+    if pid not in _engines:
+        forked = hasattr(os, "fork") and os.environ.get("AUDIOCHAT_TTS_INPROCESS", "") in ("", "0")
+        _engines.clear()  # another process's helper pipes, inherited: not ours to use
+        _engines[pid] = _Forked() if forked else _Espeak()
+        if forked:
+            atexit.register(_engines[pid].close, pid)
+    return _engines[pid]
 
 
 def _key(text: str, voice: Voice) -> str:
-    blob = "\x1f".join([text, voice.name, str(voice.rate), str(voice.pitch), engine().version, "16k-flac-v1"])
+    blob = "\x1f".join([text, voice.name, str(voice.rate), str(voice.pitch), engine().version, "16k-flac-v2"])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -133,3 +227,7 @@ def synthesize(text: str, voice: Voice = Voice(), cache: bool = True) -> Audio:
         sf.write(str(tmp), audio.samples, SAMPLE_RATE, subtype="PCM_16")
         os.replace(tmp, path)
     return audio
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    _serve()

@@ -97,3 +97,38 @@ def test_tts_is_deterministic_cached_and_voices_split(tmp_path, monkeypatch):
     assert tts.Voice.sample("test", "item-1").name in test
     with pytest.raises(tts.EspeakError, match="unknown espeak voice"):
         tts.synthesize("hello", tts.Voice("en-us+nosuchvariant"), cache=False)
+
+
+@pytest.mark.parametrize("voice", ["en-us+f1", "en-us+Alicia", "en-us+klatt"])  # flutter, echo, Klatt noise
+def test_tts_audio_does_not_depend_on_what_was_spoken_before(voice):
+    """espeak-ng carries state from one utterance to the next (flutter phase, echo buffer, Klatt
+    generator): spoken in-process, the same text and voice came out different the second time. Each
+    utterance is spoken by a child forked from a helper that never spoke, so the samples are equal."""
+    from bench import tts
+
+    v, text = tts.Voice(voice, 170, 50), "the quick brown fox jumps over the lazy dog"
+    first = tts.synthesize(text, v, cache=False).samples
+    for other in ("en+m4", "en+grandma", "en-us+Alicia"):
+        tts.synthesize("something else entirely, and longer than the first", tts.Voice(other), cache=False)
+    assert np.array_equal(tts.synthesize(text, v, cache=False).samples, first)
+
+
+def test_tts_helper_serves_a_forked_process_on_its_own(tmp_path):
+    """A process forked from one with a helper (a DataLoader worker) starts its own; both give the
+    same samples."""
+    import multiprocessing as mp
+
+    from bench import tts
+
+    v = tts.Voice("en+m4", 160, 40)
+    here = tts.synthesize("forked workers speak too", v, cache=False).samples
+    with mp.get_context("fork").Pool(1) as pool:
+        there = pool.apply(_speak, ("forked workers speak too", v))
+    assert np.array_equal(here, there)
+    assert tts.engine() is tts.engine()
+
+
+def _speak(text, voice):
+    from bench import tts
+
+    return tts.synthesize(text, voice, cache=False).samples
