@@ -1,6 +1,7 @@
 """AudioChatLlama with a tiny encoder and a tiny LLM: splicing, text-only equivalence, mixed
 modalities, a few training steps whose loss falls, checkpoints of trainable weights only, and a
 2-process DDP run on gloo."""
+import math
 import os
 import subprocess
 import sys
@@ -241,3 +242,14 @@ def test_asr_task_samples_have_the_transcript_as_target(model):
     requests, targets, picked = draw(0.0)
     assert picked == [rng.choice(ROWS) for _ in range(6)]  # the same draws as before the option existed
     assert all(r.instruction != ASR_INSTRUCTION for r in requests)
+
+
+def test_training_with_the_asr_task_runs_and_records_it(tmp_path):
+    import json
+
+    from systems.audiochatllama.train import E2ETrainConfig, train
+
+    cfg = E2ETrainConfig(batch_size=2, steps=2, warmup=1, log_every=1, ckpt_every=100, noise_prob=0.0, asr_prob=0.5)
+    out = train(cfg, tmp_path, model=tiny_model(), rows=ROWS, asr_texts=["the asr task speaks this"])
+    assert out["step"] == 2 and math.isfinite(out["loss"])
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["train"]["asr_prob"] == 0.5
