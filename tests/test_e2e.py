@@ -201,6 +201,10 @@ def test_training_continues_from_an_exported_checkpoint(tmp_path):
     log = [json.loads(l) for l in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
     assert log[0]["step"] == 3 and log[0]["lr"] == pytest.approx(cfg.lr / 2)  # warm-up again, from step 2
     assert json.loads((tmp_path / "b" / "ckpt" / "config.json").read_text())["start_step"] == 2
+    cfg.model.lora_r, cfg.steps = 2, 3  # the LoRA ablation, continued from a checkpoint trained without it
+    assert train(cfg, tmp_path / "c", model=tiny_model(), rows=ROWS, init_from=tmp_path / "exp")["step"] == 3
+    assert any("lora_" in k for k in load_file(str(tmp_path / "c" / "ckpt" / "trainable.safetensors")))
+    assert json.loads((tmp_path / "c" / "ckpt" / "config.json").read_text())["model"]["lora_r"] == 2
 
 
 def test_speech_made_by_workers_matches_the_in_process_stream():

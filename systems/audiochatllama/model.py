@@ -194,14 +194,21 @@ class AudioChatLlama(nn.Module):
         return cls(cfg, encoder, llm or ChatLLM.load(cfg.llm))
 
     @classmethod
-    def load(cls, path: str | Path, llm: ChatLLM | None = None, encoder: nn.Module | None = None) -> "AudioChatLlama":
+    def load(cls, path: str | Path, llm: ChatLLM | None = None, encoder: nn.Module | None = None,
+             add_lora: int = 0) -> "AudioChatLlama":
+        """`add_lora`: give a checkpoint trained without LoRA fresh adapters of this rank (which leave
+        the outputs unchanged until trained), to continue training with them."""
         from safetensors.torch import load_file
 
         path = Path(path)
         meta = json.loads((path / "config.json").read_text())
-        model = cls.build(ModelConfig(**meta["model"]), llm, encoder)
+        cfg = ModelConfig(**meta["model"])
+        fresh = bool(add_lora and not cfg.lora_r)
+        if fresh:
+            cfg.lora_r = add_lora
+        model = cls.build(cfg, llm, encoder)
         state = load_file(str(path / "trainable.safetensors"))
-        missing = set(model.trainable_state()) - set(state)
+        missing = {k for k in set(model.trainable_state()) - set(state) if not (fresh and "lora_" in k)}
         if missing:
             raise ValueError(f"{path}: checkpoint lacks trainable weights {sorted(missing)[:3]}...")
         model.load_state_dict(state, strict=False)

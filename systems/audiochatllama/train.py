@@ -167,8 +167,11 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
             print(f"resuming from step {step}", file=sys.stderr)
     elif init_from is not None:
         saved = json.loads((Path(init_from) / "config.json").read_text())
+        lora_r = cfg.model.lora_r  # asked for now: adapters added to a checkpoint trained without
         cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in (*RUN_OPTIONS, "warmup", "asr_prob")}})
-        model = AudioChatLlama.load(init_from, llm=model.llm if model else None, encoder=model.encoder if model else None)
+        model = AudioChatLlama.load(init_from, llm=model.llm if model else None, encoder=model.encoder if model else None,
+                                    add_lora=lora_r)
+        cfg.model = model.cfg
         step = start = int(saved.get("step", 0))
         if rank == 0:
             print(f"continuing from {init_from} at step {step} (fresh optimiser)", file=sys.stderr)
