@@ -10,7 +10,7 @@ question in other forms, each a thing a speech front end might hand it:
 For each: agreement with the topline (exact match after SQuAD normalisation, chrF) and gold accuracy.
 It bounds what agreement a system that hears the words, but not the typography, can reach.
 
-    python scripts/topline_sensitivity.py [--limit 100] [--threads 1]
+    python scripts/topline_sensitivity.py [--llm smollm2] [--limit 100] [--threads 1]
 """
 from __future__ import annotations
 
@@ -29,13 +29,14 @@ MODES = ("typed", "asr-ideal", "repeat2", "blank1", "chars")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--llm", default="smollm2", help="an embedded LLM name, a model id or a local path")
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = [json.loads(l) for l in (DATA / "spoken_qa.jsonl").read_text().splitlines() if l.strip()][: args.limit]
-    llm = ChatLLM.load("smollm2")
+    llm = ChatLLM.load(args.llm)
     tok, emb = llm.tokenizer, llm.model.get_input_embeddings().weight.detach()
     template = tok.apply_chat_template([{"role": "system", "content": SpokenQA.instruction},
                                         {"role": "user", "content": "\x00"}], tokenize=False, add_generation_prompt=True)
@@ -43,7 +44,7 @@ def main() -> None:
 
     def user_part(q: str, mode: str) -> torch.Tensor:
         if mode == "chars":
-            return emb[[tok.convert_tokens_to_ids("Ġ" if c == " " else c) for c in q]]
+            return emb[[tok.convert_tokens_to_ids("Ġ" if c == " " else c) for c in q]]  # byte-level BPE: Ġ is a space
         if mode == "asr-ideal":
             q = re.sub(r"[^\w\s']", "", q.lower())
         x = emb[tok(q, add_special_tokens=False)["input_ids"]]  # (T, D)

