@@ -37,12 +37,18 @@ def add_parser(sub) -> None:
     c.add_argument("--instruction", help="a system prompt for the whole conversation")
     c.add_argument("--voice", default="en-us+f4", help="TTS voice for `say:` turns")
     c.add_argument("--max-new-tokens", type=int, default=96)
+    from bench.cli import add_model_options
+
+    add_model_options(c)
 
 
 def cmd_chat(args) -> int:
     from bench.plugins import Context, build_system
 
-    system = build_system(args.system, Context(llm=args.llm, max_new_tokens=args.max_new_tokens))
+    from bench.cli import MODEL_OPTIONS
+
+    weights = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
+    system = build_system(args.system, Context(llm=args.llm, max_new_tokens=args.max_new_tokens, **weights))
     history: list[Turn] = []
     interactive = sys.stdin.isatty()
     print(f"chatting with {args.system} (typed text, `say: ...`, or an audio path; /reset, /quit)")

