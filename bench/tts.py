@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import gc
 import hashlib
 import json
 import os
@@ -159,8 +160,6 @@ def _serve() -> None:
     e = _Espeak()
     e.lib.espeak_SetVoiceByName(b"en")  # load the English dictionary once, not in every child (no speech)
     out, requests = sys.stdout.buffer, sys.stdin.buffer
-    import gc
-
     gc.freeze()  # no collector passes over inherited objects in the children (fewer copied pages)
     out.write(json.dumps({"rate": e.rate, "version": e.version}).encode() + b"\n")
     out.flush()
