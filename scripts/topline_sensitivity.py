@@ -15,13 +15,12 @@ It bounds what agreement a system that hears the words, but not the typography, 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 
 import torch
 
 from systems.llm import ChatLLM, DecodeConfig
-from tasks.builtin import DATA, SpokenQA
+from tasks.builtin import SpokenQA
 from tasks.metrics import best_over, contains_answer, corpus_chrf, exact_match
 
 MODES = ("typed", "asr-ideal", "repeat2", "blank1", "chars")
@@ -35,7 +34,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [json.loads(l) for l in (DATA / "spoken_qa.jsonl").read_text().splitlines() if l.strip()][: args.limit]
+    rows = SpokenQA(split="test").source()[: args.limit]  # the task's own test questions and gold answers
     llm = ChatLLM.load(args.llm)
     tok, emb = llm.tokenizer, llm.model.get_input_embeddings().weight.detach()
     template = tok.apply_chat_template([{"role": "system", "content": SpokenQA.instruction},
