@@ -257,3 +257,48 @@ def test_training_with_the_asr_task_runs_and_records_it(tmp_path):
     out = train(cfg, tmp_path, model=tiny_model(), rows=ROWS, asr_texts=["the asr task speaks this"])
     assert out["step"] == 2 and math.isfinite(out["loss"])
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["train"]["asr_prob"] == 0.5
+
+
+def test_lora_is_on_only_for_requests_with_speech():
+    """peft injects LoRA into the LLM's modules in place, and that LLM is shared (the text topline,
+    the cascade, the KL teacher): typed-only requests must still get exactly the frozen LLM, even in
+    a batch mixed with spoken ones, and the spoken ones must get the adapters."""
+    from systems.audiochatllama.model import AudioChatLlama
+    from systems.audiochatllama.system import AudioChatLlamaSystem
+    from systems.common import to_messages
+
+    m = tiny_model()
+    typed = Request(Turn("user", text="hello there"), (), "Answer briefly.")
+    spoken = Request(Turn("user", audio=_speech("the cat sat"), transcript="the cat sat"))
+    msgs = to_messages(typed, lambda t: t.text)
+    frozen = m.llm.generate([msgs], DecodeConfig(8))
+    frozen_lp = m.llm.logprobs_batch([(msgs, "a short reply")])
+    m.cfg.lora_r = 2
+    lora = AudioChatLlama(m.cfg, m.encoder, m.llm)
+    with torch.no_grad():  # as if trained: fresh adapters are zero and would change nothing
+        for n, p in lora.lm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
+    grads = {n: p.requires_grad for n, p in lora.lm.named_parameters()}
+    system = AudioChatLlamaSystem(lora, DecodeConfig(8))
+    mixed = system.generate_batch([spoken, typed])
+    assert mixed[1].text == frozen[0][0]
+    assert mixed[0].text == system.generate_batch([spoken])[0].text
+    assert m.llm.generate([msgs], DecodeConfig(8)) == frozen  # the shared LLM, as the text topline calls it
+    assert system.score_batch([(typed, "a short reply")]) == frozen_lp
+    with torch.no_grad():
+        off = m.llm.logprobs_embeds([(lora.request_embeds([spoken])[0], "a short reply")])
+    assert system.score_batch([(spoken, "a short reply")]) != off  # speech goes through the adapters
+    with torch.no_grad(), lora.lora():
+        assert m.llm.logprobs_embeds([(lora.request_embeds([spoken])[0], "a short reply")]) != off
+    assert {n: p.requires_grad for n, p in lora.lm.named_parameters()} == grads  # training decides those
+
+
+def test_responses_end_with_end_of_turn_unless_the_cap_cut_them(model):
+    from systems.audiochatllama.train import response_targets
+
+    rows = [{"transcript": "a", "instruction": None, "ids": [5, 6], "capped": False},
+            {"transcript": "b", "instruction": None, "ids": [7, 8], "capped": True}]
+    eos = model.llm.eos_ids[0]
+    assert [r["ids"] for r in response_targets(model.llm, rows)] == [[5, 6, eos], [7, 8]]
+    assert rows[0]["ids"] == [5, 6]  # the rows read from disk are left as they are

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -45,6 +46,10 @@ class ModelConfig:
     # token embedding in training. An ablation switch, off by default: a 350-step A/B on the CTC
     # preset was inconclusive (session 3; see the audiochatllama-smollm2 card).
     out_norm: bool = False
+
+
+def has_speech(request: Request) -> bool:
+    return any(t.spoken for t in (*request.history, request.turn))
 
 
 class Projector(nn.Module):
@@ -86,6 +91,7 @@ class AudioChatLlama(nn.Module):
 
             self.lm = get_peft_model(self.lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                          target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+            self._set_lora(False)  # peft injects the adapters into the shared LLM's modules: off until asked
         for p in self.encoder.parameters():
             p.requires_grad_(cfg.train_encoder)
         if not cfg.stack:
@@ -93,6 +99,30 @@ class AudioChatLlama(nn.Module):
         tokens = llm.model.get_input_embeddings().weight  # (V, D)
         scale = float(tokens.detach().float().pow(2).mean().sqrt()) if cfg.out_norm else None
         self.projector = Projector(encoder.dim * cfg.stack, cfg.projector_hidden, tokens.shape[1], scale)
+
+    # -- LoRA only where there is speech ---------------------------------------------------------
+    @contextmanager
+    def lora(self, on: bool = True):
+        """LoRA adapters (if any) active inside this block only, and only with `on`. peft injects them
+        into the LLM's modules in place, and that LLM is shared with the typed-only systems (the text
+        topline, the cascade) and the KL teacher, which must all see the frozen LLM. So they are off
+        everywhere else, and a typed-only conversation gets exactly the frozen LLM's output even from a
+        LoRA checkpoint (`on=False`)."""
+        if not self.cfg.lora_r:
+            yield
+            return
+        self._set_lora(on)
+        try:
+            yield
+        finally:
+            self._set_lora(False)
+
+    def _set_lora(self, on: bool) -> None:
+        grads = {p: p.requires_grad for n, p in self.lm.named_parameters() if "lora_" in n}
+        tuner = self.lm.base_model  # peft's LoraModel
+        tuner.enable_adapter_layers() if on else tuner.disable_adapter_layers()
+        for p, g in grads.items():  # peft's switch also sets these; training decides them
+            p.requires_grad_(g)
 
     # -- audio → embeddings ---------------------------------------------------------------------
     def audio_embeds(self, audios: Sequence[Audio]) -> list[torch.Tensor]:
@@ -151,7 +181,8 @@ class AudioChatLlama(nn.Module):
         for i, s in enumerate(seqs):  # right padding
             x[i, : s.shape[0]], mask[i, : s.shape[0]] = s, 1
         base = self.llm.model  # the causal LM (LoRA layers, if any, are injected in place)
-        hidden = base.model(inputs_embeds=x, attention_mask=mask).last_hidden_state  # (B, W, D)
+        with self.lora(any(map(has_speech, requests))):
+            hidden = base.model(inputs_embeds=x, attention_mask=mask).last_hidden_state  # (B, W, D)
         # Logits only where a response token is predicted: the LM head over a 49k vocabulary at every
         # prompt position would cost a third of the forward pass for nothing.
         rows = [hidden[i, p.shape[0] - 1: p.shape[0] - 1 + len(t)] for i, (p, t) in enumerate(zip(prompts, targets))]

@@ -34,8 +34,28 @@ class AudioChatLlamaSystem(System):
                            **self.cfg.as_dict()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def _lora_split(self, requests: Sequence[Request], run) -> list:
+        """`run(indices)`: the outputs for those requests. With a LoRA checkpoint, the typed-only requests
+        go in one sub-batch with the adapters off (exactly the frozen LLM), those with speech in another
+        with them on."""
+        from systems.audiochatllama.model import has_speech
+
+        if not self.model.cfg.lora_r:
+            return run(range(len(requests)))
+        out: list = [None] * len(requests)
+        for on in (False, True):
+            idx = [i for i, r in enumerate(requests) if has_speech(r) == on]
+            if idx:
+                with self.model.lora(on):
+                    for i, o in zip(idx, run(idx)):
+                        out[i] = o
+        return out
+
     @torch.inference_mode()
     def generate_batch(self, requests: Sequence[Request]) -> list[Generation]:
+        return self._lora_split(requests, lambda idx: self._generate([requests[i] for i in idx]))
+
+    def _generate(self, requests: Sequence[Request]) -> list[Generation]:
         t0 = time.perf_counter()
         embeds = self.model.request_embeds(requests)
         t1 = time.perf_counter()
@@ -48,8 +68,11 @@ class AudioChatLlamaSystem(System):
 
     @torch.inference_mode()
     def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
-        embeds = self.model.request_embeds([r for r, _ in pairs])
-        return self.llm.logprobs_embeds([(e, target) for e, (_, target) in zip(embeds, pairs)])
+        def score(idx):
+            embeds = self.model.request_embeds([pairs[i][0] for i in idx])
+            return self.llm.logprobs_embeds([(e, pairs[i][1]) for e, i in zip(embeds, idx)])
+
+        return self._lora_split([r for r, _ in pairs], score)
 
 
 def _load(ctx: Context, default: Path, option: str) -> AudioChatLlamaSystem:

@@ -60,6 +60,8 @@ class E2ETrainConfig:
 
 # options a resumed run takes from the command line (the rest come from the run's saved config)
 RUN_OPTIONS = ("steps", "threads", "workers", "bf16", "device")
+# ... and those a run continued with --init-from takes too (its new schedule and task mix)
+NEW_RUN_OPTIONS = ("warmup", "lr", "encoder_lr", "asr_prob")
 
 
 def _dist():
@@ -116,6 +118,12 @@ def asr_targets(llm, texts) -> list[dict]:
     return [{"transcript": t, "instruction": ASR_INSTRUCTION, "ids": llm.target_ids(t)} for t in texts]
 
 
+def response_targets(llm, rows) -> list[dict]:
+    """Response rows with the end-of-turn token after each response the length cap did not cut, so the
+    model learns to stop where the typed-prompted LLM stopped (`response-ppl` scores that token too)."""
+    return [{**r, "ids": list(r["ids"]) + ([] if r.get("capped") else [llm.eos_ids[0]])} for r in rows]
+
+
 def batches(rows, cfg: E2ETrainConfig, seed: str, asr_rows=()):
     """An endless iterator of (requests, targets, picked): made in turn by the caller with no workers
     (the random stream of earlier versions), else by `cfg.workers` processes ahead of the step."""
@@ -168,7 +176,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     elif init_from is not None:
         saved = json.loads((Path(init_from) / "config.json").read_text())
         lora_r = cfg.model.lora_r  # asked for now: adapters added to a checkpoint trained without
-        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in (*RUN_OPTIONS, "warmup", "asr_prob")}})
+        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in (*RUN_OPTIONS, *NEW_RUN_OPTIONS)}})
         model = AudioChatLlama.load(init_from, llm=model.llm if model else None, encoder=model.encoder if model else None,
                                     add_lora=lora_r)
         cfg.model = model.cfg
@@ -192,6 +200,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     wrapped = model
     if world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    rows = response_targets(model.llm, rows)
     asr_rows = asr_targets(model.llm, asr_texts or transcripts()) if cfg.asr_prob else ()
     data = batches(rows, cfg, f"{cfg.seed}-{rank}-{step}", asr_rows)
     t0, losses, last = time.time(), [], {}
