@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.types import Item, Metric, Task, Turn, first_n
 from tasks import metrics as M
-from tasks.loaders import ASR_INSTRUCTION, SUMMARY_INSTRUCTION, tts_ref
+from tasks.loaders import ASR_INSTRUCTION, QA_INSTRUCTION, SUMMARY_INSTRUCTION, tts_ref
 from tasks.normalize import NORMALIZER_VERSION, normalize_english
 
 DATA = Path(__file__).parent / "data"
@@ -78,7 +78,7 @@ class SpokenQA(SuiteTask):
     version = "2"
     description = "spoken factual questions with short gold answers (100 test items)"
     file = "spoken_qa"
-    instruction = "Answer the question in as few words as possible."
+    instruction = QA_INSTRUCTION
     metrics = answer_metrics()
 
     def source(self):

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-QUESTION_INSTRUCTION = "Answer the question in as few words as possible."
+from tasks.loaders import QA_INSTRUCTION as QUESTION_INSTRUCTION  # the spoken-QA task's: trained as it is asked
 
 
 def transcripts() -> list[str]:
