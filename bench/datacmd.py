@@ -69,7 +69,7 @@ def synth(args) -> int:
                 print(f"{name} · {it.id}: {e}", file=sys.stderr)
             total_wall += time.perf_counter() - t0
     print(f"{total_audio:.1f} s of audio in {total_wall:.1f} s ({total_audio / max(total_wall, 1e-9):.0f}x real time,"
-          f" cached where already synthesised; espeak-ng {tts.engine().version}); {failed} failed")
+          f" cached where already synthesised; espeak-ng {tts.espeak_version()}); {failed} failed")
     return 0 if not failed else 1
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import gc
 import hashlib
 import json
@@ -71,6 +72,17 @@ class EspeakError(RuntimeError):
 _SYNTH_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
+@functools.lru_cache(maxsize=None)
+def espeak_version() -> str:
+    """The library's version string (part of every clip's cache key). Read without initialising it or
+    starting a helper process, so a run that finds every clip on disk never starts one."""
+    import espeakng_loader
+
+    lib = ctypes.cdll.LoadLibrary(espeakng_loader.get_library_path())
+    lib.espeak_Info.restype = ctypes.c_char_p
+    return (lib.espeak_Info(None) or b"?").decode()
+
+
 class _Espeak:
     """The espeak-ng library, loaded once per process."""
 
@@ -83,8 +95,6 @@ class _Espeak:
         if self.rate <= 0:
             raise EspeakError("espeak-ng failed to initialise")
         self.variants = {p.name for p in (Path(data.decode()) / "voices" / "!v").iterdir()}
-        self.lib.espeak_Info.restype = ctypes.c_char_p
-        self.version = (self.lib.espeak_Info(None) or b"?").decode()
         self._chunks: list[np.ndarray] = []
         self._cb = _SYNTH_CB(self._collect)
         self.lib.espeak_SetSynthCallback(self._cb)
@@ -133,7 +143,7 @@ class _Forked:
         hello = json.loads(self.proc.stdout.readline() or b"null")
         if not hello:
             raise EspeakError("the espeak-ng helper process did not start (see its error above)")
-        self.rate, self.version = hello["rate"], hello["version"]
+        self.rate = hello["rate"]
         self.lock = threading.Lock()
 
     def synth(self, text: str, voice: Voice) -> np.ndarray:
@@ -161,7 +171,7 @@ def _serve() -> None:
     e.lib.espeak_SetVoiceByName(b"en")  # load the English dictionary once, not in every child (no speech)
     out, requests = sys.stdout.buffer, sys.stdin.buffer
     gc.freeze()  # no collector passes over inherited objects in the children (fewer copied pages)
-    out.write(json.dumps({"rate": e.rate, "version": e.version}).encode() + b"\n")
+    out.write(json.dumps({"rate": e.rate}).encode() + b"\n")
     out.flush()
     for line in requests:
         req = json.loads(line)
@@ -205,7 +215,7 @@ def engine() -> _Espeak | _Forked:
 
 
 def _key(text: str, voice: Voice) -> str:
-    blob = "\x1f".join([text, voice.name, str(voice.rate), str(voice.pitch), engine().version, "16k-flac-v2"])
+    blob = "\x1f".join([text, voice.name, str(voice.rate), str(voice.pitch), espeak_version(), "16k-flac-v2"])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
