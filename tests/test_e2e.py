@@ -302,3 +302,23 @@ def test_responses_end_with_end_of_turn_unless_the_cap_cut_them(model):
     eos = model.llm.eos_ids[0]
     assert [r["ids"] for r in response_targets(model.llm, rows)] == [[5, 6, eos], [7, 8]]
     assert rows[0]["ids"] == [5, 6]  # the rows read from disk are left as they are
+
+
+@pytest.mark.slow
+def test_embedded_lora_checkpoint_hears_speech_and_leaves_typed_turns_to_the_frozen_llm():
+    """The committed `audiochatllama-lora` checkpoint on the real SmolLM2: it answers the first spoken
+    test question (held-out voice) right, and a typed-only conversation is the frozen LLM's."""
+    from systems.audiochatllama.model import AudioChatLlama
+    from systems.audiochatllama.system import CHECKPOINTS, AudioChatLlamaSystem
+    from systems.common import to_messages
+    from tasks.builtin import SpokenQA
+
+    model = AudioChatLlama.load(CHECKPOINTS / "audiochatllama-lora-smollm2")
+    system = AudioChatLlamaSystem(model, DecodeConfig(24))
+    item = SpokenQA(split="test").items(1)[0]
+    assert item.turn.transcript == "What is the capital of France?"
+    spoken = Request(Turn("user", audio=item.turn.audio.load(), transcript=item.turn.transcript), (), item.instruction)
+    typed = Request(Turn("user", text="My dog is called Bruno and he loves the beach."))  # LoRA would change it
+    heard, read = system.generate_batch([spoken, typed])
+    assert "paris" in heard.text.lower()
+    assert read.text == model.llm.generate([to_messages(typed, lambda t: t.text)], DecodeConfig(24))[0][0]

@@ -98,3 +98,8 @@ def build(ctx: Context) -> AudioChatLlamaSystem:
 
 def build_whisper(ctx: Context) -> AudioChatLlamaSystem:
     return _load(ctx, CHECKPOINTS / "audiochatllama-whisper-smollm2", "e2e_whisper")
+
+
+def build_lora(ctx: Context) -> AudioChatLlamaSystem:
+    """The LoRA ablation: the same recipe with adapters on the LLM, active only on requests with speech."""
+    return _load(ctx, CHECKPOINTS / "audiochatllama-lora-smollm2", "e2e_lora")

@@ -234,7 +234,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()  # a rank leaving with it alive can abort at exit
-    return {"step": step, **last}
+    return {**last, "step": step}  # (the last log may be a few steps behind)
 
 
 def save_checkpoint(out: Path, model: AudioChatLlama, opt, step: int, start: int, cfg: E2ETrainConfig,
