@@ -10,10 +10,14 @@ from systems.llm import DEFAULT_LLM, ChatLLM, DecodeConfig, Messages
 
 def shared_llm(ctx: Context) -> ChatLLM:
     """The run's chat LLM, loaded once and shared by every system that uses it."""
-    spec = ctx.options.get("llm") or DEFAULT_LLM
-    return ctx.shared(f"llm:{spec}", lambda: ChatLLM.load(
-        spec, dtype=ctx.options.get("dtype", "float32"), device=ctx.options.get("device", "cpu"),
-        trust_remote_code=bool(ctx.options.get("trust_remote_code", False))))
+    return ctx.shared(f"llm:{ctx.options.get('llm') or DEFAULT_LLM}", lambda: load_llm(ctx))
+
+
+def load_llm(ctx: Context) -> ChatLLM:
+    """A new instance of the run's chat LLM (for a system that changes its modules, such as LoRA)."""
+    return ChatLLM.load(ctx.options.get("llm") or DEFAULT_LLM, dtype=ctx.options.get("dtype", "float32"),
+                        device=ctx.options.get("device", "cpu"),
+                        trust_remote_code=bool(ctx.options.get("trust_remote_code", False)))
 
 
 def decode_config(ctx: Context) -> DecodeConfig:

@@ -322,3 +322,38 @@ def test_embedded_lora_checkpoint_hears_speech_and_leaves_typed_turns_to_the_fro
     heard, read = system.generate_batch([spoken, typed])
     assert "paris" in heard.text.lower()
     assert read.text == model.llm.generate([to_messages(typed, lambda t: t.text)], DecodeConfig(24))[0][0]
+
+
+def test_two_lora_checkpoints_in_one_run_keep_their_own_adapters(tmp_path, monkeypatch):
+    """peft adds LoRA to the LLM's modules in place, so a second LoRA checkpoint on the run's shared LLM
+    would overwrite the first one's adapters: each gets its own LLM, and building a second LoRA model on
+    one ChatLLM is refused."""
+    import copy
+    from dataclasses import replace
+
+    from bench.plugins import Context
+    from systems.audiochatllama import system as S
+    from systems.audiochatllama.encoders import CTCEncoder
+    from systems.audiochatllama.model import AudioChatLlama
+    from systems.llm import ChatLLM
+    from tests.fakes import tiny_llm
+
+    m = tiny_model()
+    for name, seed in (("a", 1), ("b", 2)):
+        lora = AudioChatLlama(replace(m.cfg, lora_r=2), copy.deepcopy(m.encoder), tiny_llm(0))
+        with torch.no_grad():
+            for n, p in lora.lm.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 1.0, generator=torch.Generator().manual_seed(seed))
+        lora.save(tmp_path / name)
+    with pytest.raises(ValueError, match="already carries"):
+        AudioChatLlama(replace(m.cfg, lora_r=2), m.encoder, lora.llm)
+    monkeypatch.setattr(ChatLLM, "load", classmethod(lambda cls, *a, **k: tiny_llm(0)))
+    monkeypatch.setattr(CTCEncoder, "load", classmethod(lambda cls, path: copy.deepcopy(m.encoder)))
+    spoken = [Request(Turn("user", audio=_speech("the cat sat"), transcript="the cat sat"))]
+    alone = {k: S.build(Context(e2e=str(tmp_path / k))).generate_batch(spoken)[0].text for k in "ab"}
+    assert alone["a"] != alone["b"]
+    ctx = Context(e2e=str(tmp_path / "a"), e2e_lora=str(tmp_path / "b"))
+    a, b = S.build(ctx), S.build_lora(ctx)
+    got = [s.generate_batch(spoken)[0].text for s in (a, b, a)]  # (each loads on first use)
+    assert got == [alone["a"], alone["b"], alone["a"]]

@@ -89,6 +89,10 @@ class AudioChatLlama(nn.Module):
         if cfg.lora_r:
             from peft import LoraConfig, get_peft_model
 
+            if any("lora_" in n for n, _ in self.lm.named_parameters()):
+                raise ValueError("this LLM already carries another model's LoRA adapters (peft adds them in "
+                                 "place): give each LoRA checkpoint its own ChatLLM")
+
             self.lm = get_peft_model(self.lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                          target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
             self._set_lora(False)  # peft injects the adapters into the shared LLM's modules: off until asked
@@ -104,10 +108,10 @@ class AudioChatLlama(nn.Module):
     @contextmanager
     def lora(self, on: bool = True):
         """LoRA adapters (if any) active inside this block only, and only with `on`. peft injects them
-        into the LLM's modules in place, and that LLM is shared with the typed-only systems (the text
-        topline, the cascade) and the KL teacher, which must all see the frozen LLM. So they are off
-        everywhere else, and a typed-only conversation gets exactly the frozen LLM's output even from a
-        LoRA checkpoint (`on=False`)."""
+        into the LLM's modules in place, and whatever else calls that LLM must see it frozen: the KL
+        teacher in training, and anything a caller shares the ChatLLM with (the harness gives a LoRA
+        checkpoint its own). So they are off everywhere else, and a typed-only conversation gets exactly
+        the frozen LLM's output even from a LoRA checkpoint (`on=False`)."""
         if not self.cfg.lora_r:
             yield
             return

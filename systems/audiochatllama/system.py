@@ -12,7 +12,7 @@ import torch
 
 from bench.plugins import Context
 from bench.types import Generation, Request, System, TokenLogProbs
-from systems.common import Lazy, decode_config, shared_llm
+from systems.common import Lazy, decode_config, load_llm, shared_llm
 from systems.llm import DecodeConfig
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -84,7 +84,9 @@ def _load(ctx: Context, default: Path, option: str) -> AudioChatLlamaSystem:
         raise FileNotFoundError(f"no AudioChatLlama checkpoint at {path}. Train one with `audiochat-bench train e2e` "
                                 f"or pass --{option.replace('_', '-')} PATH")
     meta = json.loads((path / "config.json").read_text())
-    llm = shared_llm(ctx)
+    # peft puts LoRA adapters into the LLM's modules in place: a LoRA checkpoint gets its own copy of the
+    # LLM, so that two of them in one run cannot overwrite each other's adapters
+    llm = load_llm(ctx) if meta["model"].get("lora_r") else shared_llm(ctx)
     if ctx.options.get("llm") and meta["model"]["llm"] != ctx.options["llm"]:
         raise ValueError(f"{path} was trained for the LLM {meta['model']['llm']!r}, not {ctx.options['llm']!r}")
     identity = f"{path.name}@{weights_identity(path)}"
