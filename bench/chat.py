@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
 def cmd_chat(args) -> int:
     from bench.plugins import Context, build_system
 
-    from bench.cli import MODEL_OPTIONS
+    from bench.config import MODEL_OPTIONS
 
     weights = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
     system = build_system(args.system, Context(llm=args.llm, max_new_tokens=args.max_new_tokens, **weights))

