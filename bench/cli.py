@@ -13,7 +13,7 @@ from bench.config import MODEL_OPTIONS
 EPILOG = """\
 examples:
   audiochat-bench run                                   # the default suite on the embedded LLM
-  audiochat-bench run --suite smoke                     # a one-minute check
+  audiochat-bench run --suite smoke                     # a few-minute check (the CI gate)
   audiochat-bench run --systems text --tasks spoken-qa --limit 20
   audiochat-bench run --llm meta-llama/Llama-3.2-1B-Instruct --device cuda
   audiochat-bench run --resume results/runs/20261125-120000-ab12cd   # finish a killed run

@@ -10,8 +10,10 @@ SPEECH_SYSTEMS = ["text", "cascade", "cascade-whisper", "audiochatllama", "audio
 ABLATIONS = ["audiochatllama-lora"]  # in `full` only
 
 SUITES: dict[str, dict] = {
-    "smoke": {"systems": ["text", "cascade-whisper"], "tasks": ["spoken-qa", "asr"], "conditions": ["clean"],
-              "limit": 12, "about": "about a minute: topline and Whisper cascade on a few QA and ASR items"},
+    "smoke": {"systems": ["text", "cascade", "cascade-whisper", "audiochatllama"],
+              "tasks": ["spoken-qa", "asr", "response-ppl"], "conditions": ["clean"], "limit": 12,
+              "about": "a few minutes: the topline, both cascades and the default AudioChatLlama on a few "
+                       "QA, ASR and response-perplexity items (the CI regression gate)"},
     "default": {"systems": SPEECH_SYSTEMS, "optional_systems": SPEECH_SYSTEMS[1:], "tasks": BUILTIN,
                 "conditions": ["clean"], "sweep_tasks": ["spoken-qa", "asr"],
                 "sweep_conditions": ["white-snr10", "white-snr0"], "limit": 24,
