@@ -79,7 +79,8 @@ def write_rows(run_dir: Path, rows: list[dict]) -> None:
 
 def write_outputs(run_dir: Path, per_item: dict, items_by_task: dict) -> None:
     """Per-item outputs for reading and for the report: one JSON line per (task, condition, item,
-    system), with the failure reason where the item failed."""
+    system), with the failure reason where the item failed (and, for scoring tasks, the target's
+    summed negative log-likelihood, so two systems can be compared item by item)."""
     with open(run_dir / "outputs.jsonl", "w") as f:
         for (task, cond), by_system in per_item.items():
             items = {it.id: it for it in items_by_task[task]}
@@ -92,6 +93,7 @@ def write_outputs(run_dir: Path, per_item: dict, items_by_task: dict) -> None:
                         "prompt": it.turn.shown, "references": list(it.references),
                         "text": g.text if g else None, "transcript": g.transcript if g else None,
                         "seconds": g.seconds if g else None, "tokens": g.tokens if g else None,
+                        "nll": g.nll if g else None,  # scoring tasks: the summed NLL, for per-item analyses
                     }) + "\n")
 
 

@@ -101,7 +101,7 @@ def test_training_steps_reduce_the_loss_and_leave_the_llm_frozen(model):
 
 
 def test_kl_variant_adds_a_term(model):
-    from systems.audiochatllama.train import teacher_logits
+    from systems.audiochatllama.train import asr_targets, teacher_logits
 
     reqs = [Request(Turn("user", audio=_speech(r["transcript"]), transcript=r["transcript"])) for r in ROWS[:2]]
     targets = [r["ids"] for r in ROWS[:2]]
@@ -109,6 +109,13 @@ def test_kl_variant_adds_a_term(model):
         t = teacher_logits(model, ROWS[:2])
         assert [x.shape[0] for x in t] == [len(x) for x in targets]
         assert model(reqs, targets, t, 1.0) > model(reqs, targets)
+        # the ASR task's target is the transcript, not the LLM's answer: no teacher, no KL term there
+        asr = asr_targets(model.llm, ["a dog ran"])[0]
+        mixed = teacher_logits(model, [ROWS[0], asr])
+        assert mixed[1] is None and torch.equal(mixed[0], t[0])
+        both = [targets[0], asr["ids"]]
+        assert model(reqs, both, mixed, 1.0) > model(reqs, both)
+        assert model(reqs, both, [None, None], 1.0) == model(reqs, both)
 
 
 def test_checkpoint_holds_only_trainable_weights(model, tmp_path):
@@ -201,10 +208,12 @@ def test_training_continues_from_an_exported_checkpoint(tmp_path):
     log = [json.loads(l) for l in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
     assert log[0]["step"] == 3 and log[0]["lr"] == pytest.approx(cfg.lr / 2)  # warm-up again, from step 2
     assert json.loads((tmp_path / "b" / "ckpt" / "config.json").read_text())["start_step"] == 2
-    cfg.model.lora_r, cfg.steps = 2, 3  # the LoRA ablation, continued from a checkpoint trained without it
+    # the LoRA ablation and the KL term, continued from a checkpoint trained without either
+    cfg.model.lora_r, cfg.steps, cfg.kl_weight = 2, 3, 0.5
     assert train(cfg, tmp_path / "c", model=tiny_model(), rows=ROWS, init_from=tmp_path / "exp")["step"] == 3
     assert any("lora_" in k for k in load_file(str(tmp_path / "c" / "ckpt" / "trainable.safetensors")))
-    assert json.loads((tmp_path / "c" / "ckpt" / "config.json").read_text())["model"]["lora_r"] == 2
+    saved = json.loads((tmp_path / "c" / "ckpt" / "config.json").read_text())
+    assert saved["model"]["lora_r"] == 2 and saved["train"]["kl_weight"] == 0.5
 
 
 def test_speech_made_by_workers_matches_the_in_process_stream():

@@ -119,10 +119,17 @@ def test_response_ppl_scores_the_topline_answer(tmp_path, capsys, fakes_register
     run_dir = capsys.readouterr().out.strip().splitlines()[-1]
     outs = [json.loads(l) for l in open(f"{run_dir}/outputs.jsonl")]
     assert [o["text"] for o in outs] == [it.turn.transcript for it in build_task("spoken-qa").items(3)]
-    rows = {r["metric"]: r for r in map(json.loads, open(f"{run_dir}/rows.jsonl"))}
     import math
+    assert [o["nll"] for o in outs] == pytest.approx([0.5 * o["tokens"] for o in outs])  # per item, for paired tests
+    rows = {r["metric"]: r for r in map(json.loads, open(f"{run_dir}/rows.jsonl"))}
     assert rows["ppl"]["value"] == pytest.approx(math.exp(0.5))  # the fake scores -0.5 nats per character
     assert "ppl_ratio" not in rows  # the reference itself was not scored in this run
+    import subprocess, sys
+    from pathlib import Path  # per-item NLL lets scripts/paired_ppl.py compare two runs item by item
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "scripts" / "paired_ppl.py"), run_dir, run_dir, "--system", "fake"],
+                         capture_output=True, text=True, check=True, cwd=root).stdout
+    assert "3 items" in out and "B - A +0.000 [+0.000, +0.000]" in out, out
 
 
 def test_real_data_tasks(shared_data):

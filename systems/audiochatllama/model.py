@@ -172,10 +172,11 @@ class AudioChatLlama(nn.Module):
 
     # -- training ----------------------------------------------------------------------------
     def loss(self, requests: Sequence[Request], targets: Sequence[Sequence[int]],
-             teacher_logits: Sequence[torch.Tensor] | None = None, kl_weight: float = 0.0) -> torch.Tensor:
+             teacher_logits: Sequence[torch.Tensor | None] | None = None, kl_weight: float = 0.0) -> torch.Tensor:
         """Cross-entropy of the target response tokens given the (spoken) prompt; with
-        `teacher_logits` (the text-prompted LLM's logits at the response positions), plus
-        `kl_weight` × KL(teacher ‖ student) on the full next-token distributions."""
+        `teacher_logits` (per sample, the text-prompted LLM's logits at the response positions, or None
+        where the target is not the LLM's answer), plus `kl_weight` × KL(teacher ‖ student) on the full
+        next-token distributions of the samples that have a teacher."""
         prompts = self.request_embeds(requests)
         seqs = [torch.cat([p, self.llm.embed(t)]) for p, t in zip(prompts, targets)]
         width = max(s.shape[0] for s in seqs)
@@ -193,10 +194,11 @@ class AudioChatLlama(nn.Module):
         logits = base.lm_head(torch.cat(rows)).float()  # (N, V)
         gold = torch.tensor([tok for t in targets for tok in t], device=x.device)
         ce = nn.functional.cross_entropy(logits, gold)
-        if not teacher_logits or not kl_weight:
+        if not kl_weight or not teacher_logits or all(t is None for t in teacher_logits):
             return ce
-        student = torch.log_softmax(logits, -1)
-        teacher = torch.log_softmax(torch.cat(list(teacher_logits)).float(), -1)
+        keep = torch.tensor([t is not None for t, ids in zip(teacher_logits, targets) for _ in ids], device=x.device)
+        student = torch.log_softmax(logits[keep], -1)  # (N', V): the positions that have a teacher
+        teacher = torch.log_softmax(torch.cat([t for t in teacher_logits if t is not None]).float(), -1)
         return ce + kl_weight * nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean")
 
     forward = loss  # so that DistributedDataParallel sees the training computation

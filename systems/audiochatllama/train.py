@@ -61,7 +61,7 @@ class E2ETrainConfig:
 # options a resumed run takes from the command line (the rest come from the run's saved config)
 RUN_OPTIONS = ("steps", "threads", "workers", "bf16", "device")
 # ... and those a run continued with --init-from takes too (its new schedule and task mix)
-NEW_RUN_OPTIONS = ("warmup", "lr", "encoder_lr", "asr_prob")
+NEW_RUN_OPTIONS = ("warmup", "lr", "encoder_lr", "asr_prob", "kl_weight")
 
 
 def _dist():
@@ -115,7 +115,7 @@ def asr_targets(llm, texts) -> list[dict]:
     target (its tokens, then the end-of-turn token, as the LLM would write it)."""
     from tasks.loaders import ASR_INSTRUCTION
 
-    return [{"transcript": t, "instruction": ASR_INSTRUCTION, "ids": llm.target_ids(t)} for t in texts]
+    return [{"transcript": t, "instruction": ASR_INSTRUCTION, "ids": llm.target_ids(t), "asr": True} for t in texts]
 
 
 def response_targets(llm, rows) -> list[dict]:
@@ -134,11 +134,15 @@ def batches(rows, cfg: E2ETrainConfig, seed: str, asr_rows=()):
                                             prefetch_factor=4))
 
 
-def teacher_logits(model: AudioChatLlama, picked) -> list[torch.Tensor]:
-    """The text-prompted LLM's logits at the response positions (the KL target)."""
+def teacher_logits(model: AudioChatLlama, picked) -> list[torch.Tensor | None]:
+    """The text-prompted LLM's logits at the response positions (the KL target); None for the ASR
+    task's samples, whose target is the transcript, not what the LLM would answer to it."""
     llm, out = model.llm, []
     with torch.no_grad():
         for r in picked:
+            if r.get("asr"):
+                out.append(None)
+                continue
             msgs = ([{"role": "system", "content": r["instruction"]}] if r["instruction"] else []) + \
                    [{"role": "user", "content": r["transcript"]}]
             p = llm.prompt_ids(msgs)
@@ -208,10 +212,10 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     log_path = out / "train_log.jsonl"
     while step < cfg.steps and not (max_minutes and time.time() - t0 > 60 * max_minutes):
         requests, targets, picked = next(data)
-        teacher = teacher_logits(model, picked) if cfg.kl_weight else None
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * warmup_cosine(step, cfg.warmup, cfg.steps, 0.1, start)
         with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            teacher = teacher_logits(model, picked) if cfg.kl_weight else None
             loss = wrapped(requests, targets, teacher, cfg.kl_weight)  # forward = loss (DDP syncs through it)
         opt.zero_grad(set_to_none=True)
         loss.backward()
