@@ -1,7 +1,7 @@
 """Paired bootstrap of a system's perplexity between two runs on the same items: two checkpoints of
 one system (say `audiochatllama-lora` with and without a further training stage), each evaluated in
-its own run. Reads the per-item NLL that each run's outputs.jsonl records for scoring tasks, and
-resamples the items both runs scored with the harness's own bootstrap (bench.stats).
+its own run. Rebuilds each run's generations from its outputs.jsonl (scoring tasks record each item's
+NLL there) and scores them with the harness's own metric and paired bootstrap (bench.scoring).
 
     python scripts/paired_ppl.py RUN_A RUN_B [--system audiochatllama-lora] [--task response-ppl]
 
@@ -13,17 +13,19 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
+from bench.plugins import build_task
+from bench.scoring import Outputs, paired_difference, score_metric
+from bench.types import Generation
 
-from bench.stats import ALPHA, resample_counts
 
-
-def item_nll(run: str, system: str, task: str) -> dict[str, tuple[float, int]]:
+def run_outputs(run: str, system: str, task: str, condition: str) -> Outputs:
+    """item id → the system's generation in that run (None where it failed)."""
     out = {}
     for o in map(json.loads, (Path(run) / "outputs.jsonl").read_text().splitlines()):
-        if o["system"] == system and o["task"] == task and o["status"] == "ok" and o.get("nll") is not None:
-            out[(o["condition"], o["item_id"])] = (o["nll"], o["tokens"])
-    if not out:
+        if (o["system"], o["task"], o["condition"]) == (system, task, condition):
+            ok = o["status"] == "ok" and o.get("nll") is not None
+            out[o["item_id"]] = Generation(o["text"], tokens=o["tokens"], nll=o["nll"]) if ok else None
+    if not any(out.values()):
         raise SystemExit(f"{run}: no scored {system}/{task} items with an nll (older runs did not record it: "
                          "rerun the same command, it reads the cache)")
     return out
@@ -35,15 +37,16 @@ def main() -> None:
     ap.add_argument("run_b")
     ap.add_argument("--system", default="audiochatllama-lora")
     ap.add_argument("--task", default="response-ppl")
+    ap.add_argument("--condition", default="clean")
     args = ap.parse_args()
-    a, b = (item_nll(r, args.system, args.task) for r in (args.run_a, args.run_b))
-    keys = sorted(a.keys() & b.keys())
-    (na, ta), (nb, tb) = (np.array([d[k] for k in keys], dtype=float).T for d in (a, b))
-    w = resample_counts(len(keys))  # (n_boot, n): the same resamples for both runs
-    diff = np.exp(w @ nb / (w @ tb)) - np.exp(w @ na / (w @ ta))
-    lo, hi = np.quantile(diff, [ALPHA / 2, 1 - ALPHA / 2])
-    pa, pb = np.exp(na.sum() / ta.sum()), np.exp(nb.sum() / tb.sum())
-    print(f"{args.system}/{args.task}, {len(keys)} items: A {pa:.3f}, B {pb:.3f}, B - A {pb - pa:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    task = build_task(args.task)
+    metric = next(m for m in task.metrics if m.name == "ppl")
+    items = task.items()
+    a, b = (run_outputs(r, args.system, args.task, args.condition) for r in (args.run_a, args.run_b))
+    pa, pb = (score_metric(metric, items, o, {})["value"] for o in (a, b))
+    d = paired_difference(metric, items, b, a, {})
+    print(f"{args.system}/{args.task}, {d['n']} items: A {pa:.3f}, B {pb:.3f}, "
+          f"B - A {d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
 
 
 if __name__ == "__main__":

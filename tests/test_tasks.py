@@ -1,5 +1,8 @@
 """Built-in suites: splits disjoint by text and voice, items well formed; data commands; manifest task."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -124,8 +127,7 @@ def test_response_ppl_scores_the_topline_answer(tmp_path, capsys, fakes_register
     rows = {r["metric"]: r for r in map(json.loads, open(f"{run_dir}/rows.jsonl"))}
     assert rows["ppl"]["value"] == pytest.approx(math.exp(0.5))  # the fake scores -0.5 nats per character
     assert "ppl_ratio" not in rows  # the reference itself was not scored in this run
-    import subprocess, sys
-    from pathlib import Path  # per-item NLL lets scripts/paired_ppl.py compare two runs item by item
+    # per-item NLL lets scripts/paired_ppl.py compare two runs item by item
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, str(root / "scripts" / "paired_ppl.py"), run_dir, run_dir, "--system", "fake"],
                          capture_output=True, text=True, check=True, cwd=root).stdout
