@@ -209,6 +209,7 @@ class Metric:
     fn: Callable[..., Any]
     aggregate: Callable[[np.ndarray], float] | None = None
     needs: str | None = None  # name of another system whose outputs the metric needs
+    timing: bool = False  # machine-dependent (RTFx, ...): reported, never gated by `compare`
 
     def __post_init__(self) -> None:
         if self.kind not in ("item", "corpus"):

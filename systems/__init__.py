@@ -15,6 +15,7 @@ TRAINERS = Registry("trainer", {
     "asr": "systems.asr.train:main",
     "lm": "systems.asr.lm:main",
     "e2e": "systems.audiochatllama.train:main",
+    "bridge": "systems.audiochatllama.train_bridge:main",
 })
 
 # Data tools behind `audiochat-bench data NAME [args]`.

@@ -1,6 +1,10 @@
-"""AudioChatLlama: encoder → stack frames → projector → frozen chat LLM.
+"""AudioChatLlama: encoder → bridge → frozen chat LLM, with one of two bridges.
 
+    continuous (the paper's):
     audio (B, samples) ─encoder→ (B, T, C) ─stack k→ (B, T/k, k·C) ─projector→ (B, T/k, D)
+    tokens (a CTC head over the LLM's own tokens, `bridge.py`):
+    audio ─encoder→ (B, T, C) ─head→ (B, T, V′) ─collapse→ (T′, V′) ─× E_llm[V′]→ (T′, D)
+                                                 + zero-initialised projector(states at T′) → (T′, D)
 
 The projected audio embeddings sit in the chat template exactly where the user's text would be:
 the conversation is rendered with a marker in each spoken turn, the text around the markers is
@@ -33,8 +37,12 @@ MARK_RE = re.compile("\x00AUDIO(\\d+)\x00")
 
 @dataclass
 class ModelConfig:
-    encoder: str = "ctc"  # "ctc" | "whisper"
-    encoder_path: str = ""  # CTC checkpoint dir, or "whisper-base"
+    encoder: str = "ctc"  # "ctc" | "whisper" | "token-ctc" (a `train bridge` encoder with its token head)
+    encoder_path: str = ""  # CTC checkpoint dir, "whisper-base", or a token-CTC encoder dir
+    # "continuous": stacked frames through the projector; "tokens": the token head's posteriors over the
+    # LLM's own embeddings at the collapsed CTC frames, plus the projector as a zero-initialised residual
+    # (needs encoder "token-ctc")
+    bridge: str = "continuous"
     llm: str = "smollm2"
     stack: int = 0  # frames per embedding; 0: as many as make ~80 ms (2 for a 40 ms CTC encoder, 4 for Whisper)
     projector_hidden: int = 1024
@@ -98,9 +106,24 @@ class AudioChatLlama(nn.Module):
             self._set_lora(False)  # peft injects the adapters into the shared LLM's modules: off until asked
         for p in self.encoder.parameters():
             p.requires_grad_(cfg.train_encoder)
+        tokens = llm.model.get_input_embeddings().weight  # (V, D)
+        if cfg.bridge == "tokens":
+            if not hasattr(encoder, "vocab"):
+                raise ValueError("the token bridge needs a token-CTC encoder (encoder 'token-ctc', from `train bridge`)")
+            cfg.stack = 1  # the CTC collapse already brings frames down to ~tokens
+            self.projector = Projector(encoder.dim, cfg.projector_hidden, tokens.shape[1])
+            nn.init.zeros_(self.projector.net[-1].weight)  # the residual starts at 0: step 0 reads pure tokens
+            nn.init.zeros_(self.projector.net[-1].bias)
+            # rows for the classes after blank: the fallback (the mean embedding), then the vocabulary's tokens;
+            # derived from the frozen LLM, so not saved with the checkpoint
+            ids = torch.tensor(encoder.vocab.ids, device=tokens.device)
+            table = tokens.detach()[ids]
+            self.register_buffer("token_table", torch.cat([table.mean(0, keepdim=True), table]), persistent=False)
+            return
+        if cfg.bridge != "continuous":
+            raise ValueError(f"unknown bridge {cfg.bridge!r}: 'continuous' or 'tokens'")
         if not cfg.stack:
             cfg.stack = max(1, round(80 / encoder.frame_ms))
-        tokens = llm.model.get_input_embeddings().weight  # (V, D)
         scale = float(tokens.detach().float().pow(2).mean().sqrt()) if cfg.out_norm else None
         self.projector = Projector(encoder.dim * cfg.stack, cfg.projector_hidden, tokens.shape[1], scale)
 
@@ -133,9 +156,24 @@ class AudioChatLlama(nn.Module):
         """One (T_i, D) embedding sequence per clip."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.train_encoder):
             states, lengths = self.encoder(audios)  # (B, T, C), (B,)
+        if self.cfg.bridge == "tokens":
+            return self._token_embeds(states, lengths)
         states, lengths = stack_frames(states, lengths, self.cfg.stack)  # (B, T/k, k·C)
         emb = self.projector(states)  # (B, T/k, D)
         return [emb[i, : int(lengths[i])] for i in range(len(audios))]
+
+    def _token_embeds(self, states: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        from systems.audiochatllama.bridge import collapse
+
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.train_encoder):
+            post = self.encoder.head(states).float().softmax(-1)  # (B, T, V′)
+        out = []
+        for i in range(states.shape[0]):
+            p, s = collapse(post[i, : int(lengths[i])], states[i, : int(lengths[i])])  # (T′, V′), (T′, C)
+            words = p[:, 1:] / p[:, 1:].sum(-1, keepdim=True).clamp_min(1e-8)  # blank out, renormalised
+            table = self.token_table
+            out.append((words.to(table.dtype) @ table) + self.projector(s[None])[0].to(table.dtype))  # (T′, D)
+        return out
 
     # -- prompts with audio slots --------------------------------------------------------------
     def prompt_embeds(self, request: Request, audio: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -226,7 +264,11 @@ class AudioChatLlama(nn.Module):
     def build(cls, cfg: ModelConfig, llm: ChatLLM | None = None, encoder: nn.Module | None = None) -> "AudioChatLlama":
         from systems.audiochatllama.encoders import CTCEncoder, WhisperEncoder
 
-        if encoder is None:
+        if encoder is None and cfg.encoder == "token-ctc":
+            from systems.audiochatllama.bridge import TokenCTCEncoder
+
+            encoder = TokenCTCEncoder.load(cfg.encoder_path)
+        elif encoder is None:
             encoder = CTCEncoder.load(cfg.encoder_path) if cfg.encoder == "ctc" else WhisperEncoder.load(cfg.encoder_path or "whisper-base")
         return cls(cfg, encoder, llm or ChatLLM.load(cfg.llm))
 

@@ -260,6 +260,12 @@ def from_dict(d: dict) -> E2ETrainConfig:
 PRESETS = {
     "ctc": {"model": {"encoder": "ctc", "encoder_path": "systems/checkpoints/ctc-conformer", "stack": 0}},
     "whisper": {"model": {"encoder": "whisper", "encoder_path": "whisper-base", "stack": 0, "train_encoder": False}},
+    # the token bridge on the `train bridge` encoder (its CTC head over the LLM's tokens), and the paper's
+    # continuous projector on that same encoder (the A/B's other arm)
+    "tokens": {"model": {"encoder": "token-ctc", "encoder_path": "systems/checkpoints/token-ctc-smollm2",
+                         "bridge": "tokens", "stack": 1}},
+    "tokens-continuous": {"model": {"encoder": "token-ctc", "encoder_path": "systems/checkpoints/token-ctc-smollm2",
+                                    "bridge": "continuous", "stack": 0}},
 }
 
 

@@ -1,0 +1,219 @@
+"""The token bridge: a CTC head over the LLM's own token vocabulary on the audio encoder.
+
+    audio ─encoder→ (B, T, C) ─head→ (B, T, V′) posteriors over [blank, fallback, LLM tokens of the
+    training text] ─drop blank frames, merge repeats→ (T′, V′) per clip ─× E_llm[V′]→ (T′, D)
+
+At each kept frame the frozen LLM reads the posterior-weighted sum of its own input embeddings
+(in-distribution from the first step of end-to-end training), and the model adds a zero-initialised
+projection of the encoder state there (what the tokens miss: `model.py`). The head is trained first
+like an ASR, with no LLM in the loop (`train bridge`, `train_bridge.py`); modal-invariance training
+then tunes the whole path. The same posteriors decoded greedily are a cascade's transcript
+(`TokenCTCASR`), which separates "a better acoustic model" from "end-to-end".
+
+LegoSLM (Ma et al. 2025, arXiv 2505.11352) and the CTC compression of Speech-LLaMA (arXiv 2307.03917)
+are the designs this follows.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from bench.types import Audio
+
+BLANK, FALLBACK = 0, 1  # classes 2.. are LLM tokens
+
+
+def speech_ids(tokenizer, text: str) -> list[int]:
+    """The LLM tokens of a transcript as speech gives it: every word with its leading space, so a
+    word has one spelling wherever it stands in the sentence."""
+    return tokenizer(" " + " ".join(text.split()), add_special_tokens=False)["input_ids"]
+
+
+class TokenVocab:
+    """The head's classes: blank, a fallback for LLM tokens the training text lacks, then the LLM
+    token ids of the training text (sorted)."""
+
+    def __init__(self, ids: Iterable[int]):
+        self.ids = sorted(set(int(i) for i in ids))
+        self.index = {t: k + 2 for k, t in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids) + 2
+
+    @classmethod
+    def from_texts(cls, tokenizer, texts: Iterable[str]) -> "TokenVocab":
+        return cls(t for s in texts for t in speech_ids(tokenizer, s))
+
+    def encode(self, llm_ids: Sequence[int]) -> list[int]:
+        return [self.index.get(t, FALLBACK) for t in llm_ids]
+
+    def decode(self, classes: Sequence[int]) -> list[int]:
+        """LLM token ids of the token classes (blank and fallback dropped)."""
+        return [self.ids[c - 2] for c in classes if c >= 2]
+
+
+class ClassTokenizer:
+    """A transcript → head classes, in the tokenizer interface the ASR recipe's speech stream uses."""
+
+    def __init__(self, tokenizer, vocab: TokenVocab):
+        self.tokenizer, self.vocab, self.pad_token_id = tokenizer, vocab, BLANK
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": self.vocab.encode(speech_ids(self.tokenizer, text))}
+
+
+def segments(best: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CTC collapse as frame indices: for a (T,) best-class sequence, (segment id of each kept
+    frame (T_kept,), the kept frames' mask (T,)); a segment is a run of one non-blank class."""
+    keep = best != BLANK
+    start = keep.clone()
+    start[1:] &= best[1:] != best[:-1]
+    return torch.cumsum(start.long(), 0)[keep] - 1, keep
+
+
+def collapse(post: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, V′) posteriors and (T, C) states of one clip → their means over each CTC segment,
+    (T′, V′) and (T′, C). A clip whose every frame is blank keeps its least-blank frame, so the LLM
+    is never handed an empty spoken turn."""
+    seg, keep = segments(post.argmax(-1))
+    if not keep.any():
+        i = int(post[:, BLANK].argmin())
+        return post[i:i + 1], states[i:i + 1]
+    n = int(seg.max()) + 1
+    count = torch.zeros(n, 1, dtype=post.dtype, device=post.device).index_add_(
+        0, seg, torch.ones(seg.numel(), 1, dtype=post.dtype, device=post.device))
+    p = torch.zeros(n, post.shape[1], dtype=post.dtype, device=post.device).index_add_(0, seg, post[keep])
+    s = torch.zeros(n, states.shape[1], dtype=states.dtype, device=states.device).index_add_(0, seg, states[keep])
+    return p / count, s / count.to(states.dtype)
+
+
+class TokenCTCEncoder(nn.Module):
+    """The Conformer encoder (`ParakeetEncoder`) with a CTC head over LLM tokens. Same contract as
+    `encoders.CTCEncoder` (audio → (B, T, C) states, lengths), plus `head` and `vocab`.
+
+    A directory holds `model.safetensors` (encoder + head), `bridge.json` (encoder config, the
+    vocabulary's LLM token ids, the LLM and encoder it was made from) and the feature extractor's
+    `preprocessor_config.json`."""
+
+    def __init__(self, encoder: nn.Module, fe, vocab: TokenVocab, meta: dict, source: str = "unsaved"):
+        super().__init__()
+        self.encoder, self.fe, self.vocab, self.meta, self.source = encoder, fe, vocab, meta, source
+        cfg = encoder.config
+        self.frame_ms = 10 * cfg.subsampling_factor
+        self.dim = cfg.hidden_size
+        self.head = nn.Linear(self.dim, len(vocab))  # (B, T, C) → (B, T, V′)
+
+    @classmethod
+    def from_ctc(cls, ctc_dir: str | Path, tokenizer, texts: Iterable[str], llm: str) -> "TokenCTCEncoder":
+        """A fresh head on the encoder of a trained character CTC model."""
+        from systems.asr.ctc import CTCASR
+
+        asr = CTCASR.from_pretrained(ctc_dir, decoder="greedy")
+        vocab = TokenVocab.from_texts(tokenizer, texts)
+        return cls(asr.model.encoder, asr.fe, vocab, {"llm": llm, "init_encoder": asr.identity})
+
+    def forward(self, audios: Sequence[Audio]) -> tuple[torch.Tensor, torch.Tensor]:
+        from systems.asr.ctc import featurize
+
+        dev = self.head.weight.device
+        with torch.autocast(dev.type, enabled=False):  # features in float32
+            feats, mask = featurize(self.fe, [a.samples for a in audios], dev)
+        return self.encode(feats, mask)
+
+    def encode(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.encoder(input_features=feats, attention_mask=mask, output_attention_mask=True)
+        return out.last_hidden_state, out.attention_mask.sum(-1)  # (B, T, C), (B,)
+
+    def ctc_loss(self, feats: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """CTC loss of padded class labels (BLANK-padded) given features (the ASR recipe's batches)."""
+        states, lengths = self.encode(feats, mask)
+        logp = torch.log_softmax(self.head(states).float(), -1).transpose(0, 1)  # (T, B, V′)
+        target_lengths = (labels != BLANK).sum(-1)
+        return nn.functional.ctc_loss(logp, labels, lengths, target_lengths, blank=BLANK, zero_infinity=True)
+
+    @torch.inference_mode()
+    def transcribe_ids(self, audios: Sequence[Audio], batch_size: int = 16) -> list[list[int]]:
+        """Greedy CTC: per clip, the LLM token ids of its best class per frame, collapsed."""
+        from systems.asr.ctc import ctc_collapse
+
+        was = self.training
+        self.eval()
+        order = sorted(range(len(audios)), key=lambda i: audios[i].samples.size)
+        out: list[list[int]] = [[] for _ in audios]
+        try:
+            for k in range(0, len(order), batch_size):
+                idx = order[k:k + batch_size]
+                states, lengths = self([audios[i] for i in idx])
+                best = self.head(states).argmax(-1)
+                for row, i in enumerate(idx):
+                    out[i] = self.vocab.decode(ctc_collapse(best[row, : int(lengths[row])].tolist(), BLANK))
+        finally:
+            self.train(was)
+        return out
+
+    # -- directories ---------------------------------------------------------------------------
+    def save(self, path: str | Path, half: bool = False) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+        (path / "bridge.json").write_text(json.dumps({
+            "encoder_config": self.encoder.config.to_dict(), "vocab": self.vocab.ids, **self.meta}, indent=1))
+        self.fe.save_pretrained(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TokenCTCEncoder":
+        """`path`: a directory written by `save`; a relative one that is not under the working directory
+        is taken from the repository root (checkpoint configs name `systems/checkpoints/...`)."""
+        from safetensors.torch import load_file
+        from transformers import ParakeetEncoder, ParakeetEncoderConfig, ParakeetFeatureExtractor
+
+        from systems.llm import weights_identity
+
+        path = Path(path)
+        if not path.is_absolute() and not path.exists():
+            path = Path(__file__).resolve().parents[2] / path
+        meta = json.loads((path / "bridge.json").read_text())
+        enc = ParakeetEncoder(ParakeetEncoderConfig(**meta.pop("encoder_config")))
+        model = cls(enc, ParakeetFeatureExtractor.from_pretrained(path), TokenVocab(meta.pop("vocab")), meta,
+                    source=f"{path.name}@{weights_identity(path)}")
+        model.load_state_dict({k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()})
+        return model.eval()
+
+
+class TokenCTCASR:
+    """The token-CTC encoder as a cascade's ASR: greedy decoding, the LLM's tokenizer back to text."""
+
+    def __init__(self, encoder: TokenCTCEncoder, tokenizer):
+        self.encoder, self.tokenizer = encoder, tokenizer
+        self.identity = f"token-ctc:{encoder.source};greedy"
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "TokenCTCASR":
+        from transformers import AutoTokenizer
+
+        from systems.llm import resolve_llm
+
+        enc = TokenCTCEncoder.load(path).to(device)
+        return cls(enc, AutoTokenizer.from_pretrained(resolve_llm(enc.meta["llm"])[0]))
+
+    def transcribe(self, audios: Sequence[Audio]) -> list[str]:
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                for ids in self.encoder.transcribe_ids(audios)]
+
+
+def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """Corpus WER on normalised text (the ASR task's normaliser)."""
+    import jiwer
+
+    from systems.asr.corpus import normalize
+
+    return float(jiwer.wer([normalize(r) for r in refs], [normalize(h) or "<empty>" for h in hyps]))

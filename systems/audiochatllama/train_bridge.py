@@ -1,0 +1,188 @@
+"""Stage 1 of the token bridge: `audiochat-bench train bridge [...]`.
+
+The encoder of the trained character CTC ASR gets a CTC head over the LLM's own tokens (those of the
+training text, plus a fallback; `bridge.py`), and both are trained like an ASR: the speech stream of
+the ASR recipe (espeak in training voices, gain, noise, SpecAugment; `systems/asr/train.py`), the
+CTC loss on the transcript's LLM tokens, no LLM in the loop. Dev WER (greedy, decoded by the LLM's
+tokenizer) on the ASR dev sentences in dev voices. Checkpoints (weights, optimiser, config) every
+`ckpt_every` steps; a killed run resumes where it stopped; `--export DIR` writes the encoder
+directory that `train e2e --preset tokens` starts from.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from systems.asr.train import ASRTrainConfig, SpeechStream, dev_set, spec_augment
+from systems.training import StepFitter, add_dataclass_options, apply_options, replace_dir, warmup_cosine
+
+
+@dataclass
+class BridgeTrainConfig(ASRTrainConfig):
+    """The ASR recipe's speech and augmentation options (its architecture options are unused: the
+    encoder comes from `init`), plus the head's."""
+    init: str = "systems/checkpoints/ctc-conformer"  # character CTC model whose encoder starts the bridge
+    llm: str = "smollm2"  # whose tokens the head predicts
+    batch_size: int = 16
+    lr: float = 2e-3  # the new head
+    encoder_lr: float = 3e-4  # the pretrained encoder
+    warmup: int = 200
+    steps: int = 4000
+    log_every: int = 25
+    eval_every: int = 250
+    ckpt_every: int = 100
+    dev_size: int = 60
+
+
+RUN_OPTIONS = ("threads", "workers", "bf16", "device", "steps")
+
+
+def training_texts() -> list[str]:
+    """The AudioChatLlama training transcripts (QA train questions, the ASR corpus; no dev or test
+    text), normalised to what speech carries."""
+    from systems.asr.corpus import normalize
+    from systems.audiochatllama.data import transcripts
+
+    return [t for t in dict.fromkeys(normalize(s) for s in transcripts()) if t]
+
+
+def evaluate(encoder, tokenizer, dev) -> float:
+    from bench.tts import synthesize
+    from systems.audiochatllama.bridge import wer
+
+    hyps = [tokenizer.decode(ids) for ids in encoder.transcribe_ids([synthesize(t, v) for t, v in dev])]
+    return wer([t for t, _ in dev], hyps)
+
+
+def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, fit_steps: bool = False,
+          texts: list[str] | None = None, tokenizer=None, encoder=None, progress: bool = True) -> dict:
+    """Train into `out`, resuming from `out/ckpt` if it holds one. `texts`, `tokenizer`, `encoder`:
+    stand-ins for tests (default: the training transcripts, the LLM's tokenizer, `cfg.init`'s encoder)."""
+    from transformers import AutoTokenizer
+
+    from systems.audiochatllama.bridge import ClassTokenizer, TokenCTCEncoder
+    from systems.llm import resolve_llm
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "ckpt"
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_llm(cfg.llm)[0])
+    dev = dev_set(cfg)
+    held = {t for t, _ in dev}
+    texts = [t for t in (texts if texts is not None else training_texts()) if t not in held]
+    step, start, opt_state = 0, 0, None
+    if (ckpt / "trainer_state.pt").exists():
+        saved = json.loads((ckpt / "train_config.json").read_text())
+        cfg = BridgeTrainConfig(**{**saved["config"], **{k: getattr(cfg, k) for k in RUN_OPTIONS}})
+        encoder = TokenCTCEncoder.load(ckpt)
+        state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
+        step, opt_state, start = int(state["step"]), state["optimizer"], int(saved.get("start_step", 0))
+        print(f"resuming from step {step}", file=sys.stderr)
+    elif encoder is None:
+        encoder = TokenCTCEncoder.from_ctc(cfg.init, tokenizer, texts, cfg.llm)
+    encoder.to(cfg.device).train()
+    groups = [{"params": list(encoder.head.parameters()), "lr": cfg.lr},
+              {"params": list(encoder.encoder.parameters()), "lr": cfg.encoder_lr}]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    base_lrs = [g["lr"] for g in groups]
+    stream = SpeechStream(texts, ClassTokenizer(tokenizer, encoder.vocab), cfg, epoch_seed=step)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
+                                         persistent_workers=cfg.workers > 0)
+    g = torch.Generator().manual_seed(cfg.seed + step)
+    if progress:
+        print(f"{len(encoder.vocab)} classes ({len(encoder.vocab.ids)} LLM tokens), {len(texts)} training texts, "
+              f"{len(dev)} dev", file=sys.stderr)
+    t0, losses, last, seen = time.time(), [], {}, 0.0
+    fit = StepFitter(step, max_minutes, t0, fit_steps)
+
+    def log(with_dev: bool) -> dict:
+        entry = {"step": step, "loss": float(np.mean(losses)) if losses else None,
+                 "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.time() - t0, 1),
+                 "audio_h": round(seen / 3600, 3)}
+        losses.clear()
+        if with_dev:
+            entry["dev_wer"] = evaluate(encoder, tokenizer, dev)
+        with open(out / "train_log.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        if progress:
+            print(json.dumps(entry), file=sys.stderr, flush=True)
+        return entry
+
+    for (feats, mask), labels, secs in loader:
+        if step >= cfg.steps or (max_minutes and time.time() - t0 > 60 * max_minutes):
+            break
+        scale = warmup_cosine(step, cfg.warmup, cfg.steps, 0.05, start)
+        for grp, base in zip(opt.param_groups, base_lrs):
+            grp["lr"] = base * scale
+        feats, mask = feats.to(cfg.device), mask.to(cfg.device)
+        feats = spec_augment(feats, mask, cfg, g)
+        with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = encoder.ctc_loss(feats, mask, labels.to(cfg.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(encoder.parameters(), 5.0)
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        seen += secs
+        cfg.steps = fit(step, cfg.steps)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            last = log(step % cfg.eval_every == 0 or step == cfg.steps)
+        if step % cfg.ckpt_every == 0:
+            save_checkpoint(out, encoder, opt, step, start, cfg, last)
+    if losses:
+        last = log(True)
+    save_checkpoint(out, encoder, opt, step, start, cfg, last)
+    return {**last, "step": step}
+
+
+def save_checkpoint(out: Path, encoder, opt, step: int, start: int, cfg: BridgeTrainConfig, last: dict) -> None:
+    tmp = out / "ckpt.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    encoder.save(tmp)
+    torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "trainer_state.pt")
+    (tmp / "train_config.json").write_text(json.dumps({"config": asdict(cfg), "step": step, "start_step": start,
+                                                        "last_log": last}, indent=1))
+    replace_dir(tmp, out / "ckpt")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="audiochat-bench train bridge", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="results/train/bridge", help="run folder; resumes if it holds a checkpoint")
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
+    ap.add_argument("--fit-steps", action="store_true",
+                    help="with --max-minutes: lower --steps to what the measured speed fits in that time")
+    ap.add_argument("--export", metavar="DIR", help="only copy the run's encoder (float16) and log to DIR")
+    add_dataclass_options(ap, BridgeTrainConfig, skip=("hidden", "layers", "heads", "ffn", "kernel", "subsampling",
+                                                        "vocab_size", "dropout", "llm_sentences"))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.export:
+        from systems.audiochatllama.bridge import TokenCTCEncoder
+
+        TokenCTCEncoder.load(out / "ckpt").save(args.export, half=True)
+        for name in ("train_config.json",):
+            shutil.copy(out / "ckpt" / name, Path(args.export) / name)
+        print(args.export)
+        return 0
+    cfg = BridgeTrainConfig()
+    apply_options(cfg, args)
+    print(json.dumps(train(cfg, out, args.max_minutes, fit_steps=args.fit_steps)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""The token bridge: the CTC head over the LLM's own tokens, its collapse, stage 1 training (loss falls,
+resumes), the bridge model reading in-distribution embeddings at step 0, end-to-end steps whose loss
+falls, typed turns still exactly the frozen LLM, and the token-CTC cascade's ASR."""
+import json
+
+import pytest
+import torch
+
+from bench.types import Audio, Request, Turn
+from systems.audiochatllama.bridge import (BLANK, FALLBACK, TokenCTCASR, TokenCTCEncoder, TokenVocab, collapse,
+                                           speech_ids)
+from tests.e2e_tiny import ROWS
+
+TEXTS = [r["transcript"] for r in ROWS]
+
+
+def _speech(text):
+    from bench.tts import Voice, synthesize
+
+    return Audio(synthesize(text, Voice("en-us", 170, 50), cache=False).samples)
+
+
+def tiny_token_encoder(tokenizer, seed: int = 0) -> TokenCTCEncoder:
+    from systems.asr.ctc import CTCASR, train_tokenizer
+
+    torch.manual_seed(seed)
+    asr = CTCASR.build(train_tokenizer(TEXTS * 5, 64), hidden=32, layers=1, heads=2, ffn=64, kernel=7,
+                       subsampling=4, dropout=0.0)
+    return TokenCTCEncoder(asr.model.encoder, asr.fe, TokenVocab.from_texts(tokenizer, TEXTS), {"llm": "tiny"})
+
+
+@pytest.fixture(scope="module")
+def llm():
+    from tests.fakes import tiny_llm
+
+    return tiny_llm()
+
+
+def test_vocab_maps_training_tokens_and_falls_back_for_the_rest(llm):
+    tok = llm.tokenizer
+    vocab = TokenVocab.from_texts(tok, TEXTS)
+    ids = speech_ids(tok, "the cat")
+    assert ids == tok(" the cat", add_special_tokens=False)["input_ids"]  # every word with its leading space
+    classes = vocab.encode(ids)
+    assert all(c >= 2 for c in classes) and vocab.decode(classes) == ids
+    unseen = tok("Z", add_special_tokens=False)["input_ids"]  # no capital letters in the training text
+    assert vocab.encode(unseen) == [FALLBACK] and vocab.decode([BLANK, FALLBACK]) == []
+    assert len(vocab) == len(set(t for s in TEXTS for t in speech_ids(tok, s))) + 2
+
+
+def test_collapse_drops_blanks_and_averages_each_run():
+    # best classes per frame: blank, 5, 5, blank, 5, 7, 7 → segments [5], [5], [7]
+    best = [BLANK, 5, 5, BLANK, 5, 7, 7]
+    post = torch.full((7, 9), 0.01)
+    for t, c in enumerate(best):
+        post[t, c] = 0.9
+    post[2, 3] = 0.5  # frame 2 leans towards class 3 as well: the segment's mean keeps that
+    states = torch.arange(7, dtype=torch.float32)[:, None].repeat(1, 2)
+    p, s = collapse(post, states)
+    assert p.shape == (3, 9)
+    assert torch.allclose(s[:, 0], torch.tensor([1.5, 4.0, 5.5]))
+    assert torch.allclose(p[0], (post[1] + post[2]) / 2) and torch.equal(p[2], post[5:7].mean(0))
+    silent = torch.zeros(4, 9)
+    silent[:, BLANK] = torch.tensor([0.9, 0.6, 0.95, 0.99])
+    p, s = collapse(silent, states[:4])
+    assert p.shape == (1, 9) and s[0, 0] == 1  # the least-blank frame, never an empty turn
+
+
+def test_stage_one_ctc_loss_falls_and_the_encoder_round_trips(llm, tmp_path):
+    from systems.asr.ctc import featurize
+    from systems.audiochatllama.bridge import ClassTokenizer
+
+    enc = tiny_token_encoder(llm.tokenizer)
+    audios = [_speech(t) for t in TEXTS]
+    feats, mask = featurize(enc.fe, [a.samples for a in audios])
+    ct = ClassTokenizer(llm.tokenizer, enc.vocab)
+    ids = [ct(t)["input_ids"] for t in TEXTS]
+    labels = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+    for i, s in enumerate(ids):
+        labels[i, :len(s)] = torch.tensor(s)
+    opt = torch.optim.AdamW(enc.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = enc.ctc_loss(feats, mask, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    enc.save(tmp_path / "enc")
+    again = TokenCTCEncoder.load(tmp_path / "enc")
+    assert again.vocab.ids == enc.vocab.ids and json.loads((tmp_path / "enc" / "bridge.json").read_text())["llm"] == "tiny"
+    assert again.transcribe_ids(audios) == enc.transcribe_ids(audios)
+    asr = TokenCTCASR(again, llm.tokenizer)
+    assert asr.transcribe(audios) == [llm.tokenizer.decode(i, skip_special_tokens=True).strip()
+                                      for i in enc.transcribe_ids(audios)]
+
+
+def test_stage_one_recipe_trains_checkpoints_and_resumes(llm, tmp_path):
+    from systems.audiochatllama.train_bridge import BridgeTrainConfig, train
+
+    cfg = BridgeTrainConfig(batch_size=2, steps=3, warmup=1, log_every=1, eval_every=3, ckpt_every=2, dev_size=2,
+                            workers=0, noise_prob=0.0, threads=1)
+    train(cfg, tmp_path, texts=TEXTS, tokenizer=llm.tokenizer, encoder=tiny_token_encoder(llm.tokenizer),
+          progress=False)
+    log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3] and "dev_wer" in log[-1]
+    cfg.steps = 5
+    out = train(cfg, tmp_path, texts=TEXTS, tokenizer=llm.tokenizer, progress=False)  # from the checkpoint
+    assert out["step"] == 5
+    assert json.loads((tmp_path / "ckpt" / "train_config.json").read_text())["step"] == 5
+
+
+@pytest.fixture(scope="module")
+def bridge_model(llm):
+    from systems.audiochatllama.model import AudioChatLlama, ModelConfig
+
+    cfg = ModelConfig(encoder="token-ctc", bridge="tokens", projector_hidden=32, train_encoder=True)
+    return AudioChatLlama(cfg, tiny_token_encoder(llm.tokenizer), llm)
+
+
+def test_at_step_zero_the_llm_reads_its_own_token_embeddings(bridge_model):
+    m = bridge_model
+    audio = _speech("the cat sat on the mat")
+    with torch.no_grad():
+        (emb,) = m.audio_embeds([audio])
+        states, lengths = m.encoder([audio])
+        post = m.encoder.head(states)[0, : int(lengths[0])].softmax(-1)
+        p, _ = collapse(post, states[0, : int(lengths[0])])
+    words = p[:, 1:] / p[:, 1:].sum(-1, keepdim=True)
+    table = m.llm.embed(torch.tensor(m.encoder.vocab.ids))
+    expected = words @ torch.cat([table.mean(0, keepdim=True), table])  # the residual starts at zero
+    assert emb.shape == expected.shape and torch.allclose(emb, expected, atol=1e-5)
+
+
+def test_bridge_training_steps_reduce_the_loss_and_keep_typed_turns_frozen(bridge_model):
+    from systems.audiochatllama.system import AudioChatLlamaSystem
+    from systems.common import to_messages
+    from systems.llm import DecodeConfig
+
+    m = bridge_model
+    reqs = [Request(Turn("user", audio=_speech(r["transcript"]), transcript=r["transcript"])) for r in ROWS]
+    targets = [r["ids"] for r in ROWS]
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=3e-3)
+    m.train()
+    losses = []
+    for _ in range(15):
+        loss = m(reqs, targets)
+        opt.zero_grad()
+        loss.backward()
+        assert m.encoder.head.weight.grad is not None  # through the posteriors: the token path trains too
+        assert m.projector.net[-1].weight.grad is not None  # and the residual
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    typed = [Request(Turn("user", text="hello there"), (), "Answer briefly.")]
+    system = AudioChatLlamaSystem(m, DecodeConfig(8))
+    frozen = [t for t, _ in m.llm.generate([to_messages(r, lambda t: t.text) for r in typed], DecodeConfig(8))]
+    assert [g.text for g in system.generate_batch(typed)] == frozen
+
+
+def test_bridge_checkpoint_round_trips(bridge_model, llm, tmp_path):
+    from safetensors.torch import load_file
+
+    from systems.audiochatllama.model import AudioChatLlama
+
+    bridge_model.save(tmp_path / "ck")
+    state = load_file(str(tmp_path / "ck" / "trainable.safetensors"))
+    assert "encoder.head.weight" in state and not any("token_table" in k or k.startswith("lm.") for k in state)
+    again = AudioChatLlama.load(tmp_path / "ck", llm=llm, encoder=tiny_token_encoder(llm.tokenizer, seed=1))
+    audio = _speech("a dog ran")
+    with torch.no_grad():
+        assert torch.allclose(again.audio_embeds([audio])[0], bridge_model.eval().audio_embeds([audio])[0], atol=1e-5)
+
+
+def test_token_bridge_refuses_an_encoder_without_a_token_head(llm):
+    from systems.audiochatllama.model import AudioChatLlama, ModelConfig
+    from tests.e2e_tiny import tiny_model
+
+    with pytest.raises(ValueError, match="token-CTC encoder"):
+        AudioChatLlama(ModelConfig(bridge="tokens"), tiny_model().encoder, llm)
