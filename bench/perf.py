@@ -1,6 +1,6 @@
 """`audiochat-bench perf --systems ...`: per system and batch size, items/s, RTFx (seconds of audio
 per second of wall time), generated tokens/s, peak RSS, and the harness overhead: the wall time of
-a real run through the runner (condition, cache lookups and writes, batching, progress) divided by
+a real run through the evaluator (condition, cache lookups and writes, batching, scoring) divided by
 the summed time of bare `generate_batch` calls on the same, already loaded requests."""
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import resource
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-from bench.cache import OutputCache
 from bench.conditions import apply
+from bench.evaluate import Plan, evaluate
 from bench.plugins import Context, build_system, build_task
-from bench.runner import GenStats, gen_config, generate, slots_for
+from bench.runner import gen_config
 from bench.types import Request
 
 
@@ -42,12 +41,11 @@ def system_perf(systems: list[str], task_name: str, limit: int, batch_sizes: lis
                 t_bare += time.perf_counter() - t0
                 tokens += sum(g.tokens for g in gens)
             with tempfile.TemporaryDirectory() as tmp:
-                cache = OutputCache(Path(tmp) / "cache.sqlite")
+                plan = Plan(systems=[name], tasks=[task_name], limit=limit, batch_size=bs, output_dir=tmp,
+                            max_new_tokens=gconf["max_new_tokens"], llm=options.get("llm"))
                 t0 = time.perf_counter()
-                generate(system, task, slots_for(system.fingerprint(), task, items, ["clean"], gconf), cache, gconf,
-                         bs, GenStats(), progress=False)
+                evaluate(plan, progress=False, write=False, log=lambda _: None, built={name: system})
                 t_run = time.perf_counter() - t0
-                cache.close()
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
             lines.append(f"| {name} | {bs} | {len(items) / t_run:.2f} | {audio / t_run:.1f} | {tokens / t_run:.1f} | "
                          f"{rss:.2f} | {t_bare:.1f} | {t_run:.1f} | {t_run / t_bare:.3f} |")

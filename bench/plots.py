@@ -9,8 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-FAMILY = re.compile(r"^(white-snr|babble-snr|speed|gain|reverb-rt|lowpass|wer)(-?\d+(?:\.\d+)?)(db)?$")
-CLEAN_AT = {"white-snr": 40.0, "babble-snr": 40.0, "speed": 1.0, "gain": 0.0, "reverb-rt": 0.0, "lowpass": 8000.0, "wer": 0.0}
+from bench.conditions import family_of  # noqa: E402
 
 
 def safe(name: str) -> str:
@@ -23,17 +22,17 @@ def primary_metric(rows: list[dict], task: str) -> str:
 
 
 def _plain(rows):
-    return [r for r in rows if not r.get("baseline") and " · " not in r["condition"]]
+    return [r for r in rows if not r.get("baseline") and not r.get("bucket") and not r.get("voice")]
 
 
 def robustness(rows: list[dict], out: Path) -> list[Path]:
     """Per task and condition family: the task's first metric against the parameter, a line per
     system, 95% CI as error bars; 'clean' is drawn at the family's neutral value."""
     rows, paths = _plain(rows), []
-    families = {m.group(1) for r in rows if (m := FAMILY.match(r["condition"]))}
+    families = {f[0].prefix: f[0] for r in rows if (f := family_of(r["condition"]))}
     for task in dict.fromkeys(r["task"] for r in rows):
         metric = primary_metric(rows, task)
-        for fam in sorted(families):
+        for name, fam in sorted(families.items()):
             fig, ax = plt.subplots(figsize=(6, 4))
             drawn = False
             for system in dict.fromkeys(r["system"] for r in rows):
@@ -41,8 +40,8 @@ def robustness(rows: list[dict], out: Path) -> list[Path]:
                 for r in rows:
                     if (r["task"], r["metric"], r["system"]) != (task, metric, system):
                         continue
-                    m = FAMILY.match(r["condition"])
-                    x = CLEAN_AT[fam] if r["condition"] == "clean" else (float(m.group(2)) if m and m.group(1) == fam else None)
+                    f = family_of(r["condition"])
+                    x = fam.clean_at if r["condition"] == "clean" else (f[1] if f and f[0] is fam else None)
                     if x is not None and r["value"] == r["value"]:
                         pts.append((x, r["value"], r["ci_low"], r["ci_high"]))
                 if len(pts) > 1:
@@ -52,14 +51,14 @@ def robustness(rows: list[dict], out: Path) -> list[Path]:
                                 marker="o", capsize=3, label=system)
                     drawn = True
             if drawn:
-                ax.set_xlabel(f"{fam} (clean = {CLEAN_AT[fam]:g})")
+                ax.set_xlabel(f"{name} (clean = {fam.clean_at:g})")
                 ax.set_ylabel(metric)
-                ax.set_title(f"{task}: {metric} under {fam}")
-                if fam.endswith("snr"):
+                ax.set_title(f"{task}: {metric} under {name}")
+                if name.endswith("snr"):
                     ax.invert_xaxis()
                 ax.legend()
                 ax.grid(alpha=0.3)
-                p = out / f"plot-robustness-{safe(task)}-{fam}.png"
+                p = out / f"plot-robustness-{safe(task)}-{name}.png"
                 fig.savefig(p, dpi=100, bbox_inches="tight")
                 paths.append(p)
             plt.close(fig)
@@ -67,27 +66,28 @@ def robustness(rows: list[dict], out: Path) -> list[Path]:
 
 
 def wer_buckets(rows: list[dict], out: Path) -> list[Path]:
-    """Per task: the first metric per cascade-WER bucket (clean condition), grouped bars per system."""
+    """Per task: the first metric per WER bucket (clean condition), grouped bars per system."""
     paths = []
-    sub = [r for r in rows if not r.get("baseline") and r["condition"].startswith("clean · ")]
+    sub = [r for r in rows if not r.get("baseline") and r.get("bucket") and r["condition"] == "clean"]
     for task in dict.fromkeys(r["task"] for r in sub):
         metric = primary_metric(sub, task)
         pts = [r for r in sub if r["task"] == task and r["metric"] == metric]
-        buckets = list(dict.fromkeys(r["condition"].split(" WER ")[1] for r in pts))
+        buckets = list(dict.fromkeys(r["bucket"] for r in pts))
         systems = list(dict.fromkeys(r["system"] for r in pts))
         fig, ax = plt.subplots(figsize=(7, 4))
         width = 0.8 / max(len(systems), 1)
         for k, system in enumerate(systems):
-            vals = {r["condition"].split(" WER ")[1]: r for r in pts if r["system"] == system}
+            vals = {r["bucket"]: r for r in pts if r["system"] == system}
             xs = [i + k * width for i in range(len(buckets))]
             ys = [vals[b]["value"] if b in vals else 0 for b in buckets]
             ax.bar(xs, ys, width, label=system)
         ax.set_xticks([i + width * (len(systems) - 1) / 2 for i in range(len(buckets))])
-        ns = {r["condition"].split(" WER ")[1]: r["n"] for r in pts}
+        ns = {r["bucket"]: r["n"] for r in pts}
+        by = pts[0]["bucket_by"]
         ax.set_xticklabels([f"{b}%\n(n={ns.get(b, 0)})" for b in buckets])
-        ax.set_xlabel("cascade word error rate on the spoken turn")
+        ax.set_xlabel(f"{by} word error rate on the spoken turn")
         ax.set_ylabel(metric)
-        ax.set_title(f"{task}: {metric} by cascade WER")
+        ax.set_title(f"{task}: {metric} by {by} WER")
         ax.legend()
         p = out / f"plot-wer-buckets-{safe(task)}.png"
         fig.savefig(p, dpi=100, bbox_inches="tight")

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import copy
 import importlib
 from typing import Any, Callable
 
@@ -22,16 +23,38 @@ def trainers() -> Registry:
     return importlib.import_module("systems").TRAINERS
 
 
+def data_tools() -> Registry:
+    return importlib.import_module("systems").DATA_TOOLS
+
+
+def tools() -> Registry:
+    """Other commands a plug-in package offers (the LLM speed benchmark behind `perf`)."""
+    return importlib.import_module("systems").TOOLS
+
+
 def suites() -> dict[str, dict]:
     return importlib.import_module("tasks.suites").SUITES
 
 
+def suite_from_file(path: str) -> dict:
+    """A user's suite file (TOML, the format of the built-in ones)."""
+    return importlib.import_module("tasks.suites").suite_from_file(path)
+
+
+def aliases() -> dict[str, dict]:
+    """Older command-line flags that stand for per-system arguments, as the systems package declares
+    them: {flag: {"help", "targets": [(system, key)], "value": constant or None (the flag takes one)}}."""
+    return getattr(importlib.import_module("systems"), "ARG_ALIASES", {})
+
+
 class Context:
     """Options and shared resources for building systems, so that (for example) the topline and
-    the cascade share one loaded LLM."""
+    the cascade share one loaded LLM. `options` are the run's shared ones (LLM, device, answer
+    length); `args` are the system's own (`--system-args`), already checked against its declaration."""
 
     def __init__(self, **options: Any):
         self.options = options
+        self.args: dict[str, str] = {}
         self._shared: dict[str, Any] = {}
 
     def shared(self, key: str, factory: Callable[[], Any]) -> Any:
@@ -39,11 +62,64 @@ class Context:
             self._shared[key] = factory()
         return self._shared[key]
 
+    def for_system(self, args: dict[str, str]) -> "Context":
+        """The same options and shared resources, with one system's own arguments."""
+        view = copy.copy(self)
+        view.args = dict(args)
+        return view
 
-def build_system(name: str, ctx: Context):
-    system = systems().get(name)(ctx)
+
+def takes(**keys: str):
+    """Declare the arguments a system factory takes (key → what it means), for `--system-args`,
+    `list` and the error that names the allowed keys."""
+    def mark(factory):
+        factory.args = keys
+        return factory
+    return mark
+
+
+def system_arg_specs(name: str) -> dict[str, str]:
+    return dict(getattr(systems().get(name), "args", {}))
+
+
+def check_system_args(name: str, args: dict[str, str]) -> None:
+    allowed = system_arg_specs(name)
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise ValueError(f"system {name!r} takes no argument {unknown[0]!r}; it takes: "
+                         + (", ".join(allowed) if allowed else "none"))
+
+
+def build_system(name: str, ctx: Context, args: dict[str, str] | None = None):
+    check_system_args(name, args or {})
+    system = systems().get(name)(ctx.for_system(args or {}))
     system.name = name
     return system
+
+
+def alias_args(values: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Per-system arguments from the values of alias flags (`{flag: value}`; None or False: not given)."""
+    out: dict[str, dict[str, str]] = {}
+    for flag, spec in aliases().items():
+        v = values.get(flag)
+        if v is None or v is False:
+            continue
+        value = spec["value"] if "value" in spec else v
+        for system, key in spec["targets"]:
+            out.setdefault(system, {})[key] = str(value)
+    return out
+
+
+def legacy_system_args(saved: dict) -> dict[str, dict[str, str]]:
+    """Per-system arguments of a config saved before they existed, when they were top-level options
+    (`asr`, `e2e`, `transcript_warning`, ...): each alias names the option it replaced (`legacy`)."""
+    values: dict[str, Any] = {}
+    for flag, spec in aliases().items():
+        old = spec.get("legacy", flag)
+        if saved.get(old) is None:
+            continue
+        values[flag] = saved[old] == spec["legacy_when"] if "value" in spec else saved[old]
+    return alias_args(values)
 
 
 def build_task(name: str, **kwargs):

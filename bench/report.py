@@ -6,8 +6,14 @@ import json
 import math
 from pathlib import Path
 
-ROW_FIELDS = ["run", "system", "task", "task_version", "condition", "metric", "baseline", "value", "ci_low",
-              "ci_high", "significant", "n", "n_failed", "higher_is_better", "git_sha", "config_hash"]
+ROW_FIELDS = ["run", "system", "task", "task_version", "condition", "bucket", "bucket_by", "voice", "metric",
+              "baseline", "value", "ci_low", "ci_high", "significant", "n", "n_failed", "higher_is_better", "timing",
+              "git_sha", "config_hash"]
+
+
+def section(r: dict) -> str:
+    """The heading a row's table sits under: its condition, and its WER bucket where it has one."""
+    return r["condition"] + (f" · {r['bucket_by']} WER {r['bucket']}" if r.get("bucket") else "")
 
 
 def _fmt(x: float) -> str:
@@ -44,8 +50,8 @@ def markdown_table(rows: list[dict]) -> str:
     """Per condition: systems × task/metric, each cell `value [95% CI]`; then the paired differences
     against each baseline (cascade, topline), `*` where the interval excludes zero."""
     out = []
-    for cond in dict.fromkeys(r["condition"] for r in rows):
-        sub = [r for r in rows if r["condition"] == cond and not r.get("baseline")]
+    for cond in dict.fromkeys(map(section, rows)):
+        sub = [r for r in rows if section(r) == cond and not r.get("baseline")]
         lines = [f"### condition: {cond}", ""] + _grid(sub, _abs_cell)
         ns: dict = {}
         for r in sub:  # the largest n over a task's metrics (some metrics apply to fewer items)
@@ -53,8 +59,8 @@ def markdown_table(rows: list[dict]) -> str:
             ns[(r["system"], r["task"])] = (max(n, r["n"]), max(f, r["n_failed"]))
         notes = [f"{s}/{t}: n={n}" + (f", {f} failed" if f else "") for (s, t), (n, f) in ns.items()]
         lines += ["", "n (items scored): " + "; ".join(notes), ""]
-        for b in dict.fromkeys(r["baseline"] for r in rows if r["condition"] == cond and r.get("baseline")):
-            diff = [r for r in rows if r["condition"] == cond and r.get("baseline") == b]
+        for b in dict.fromkeys(r["baseline"] for r in rows if section(r) == cond and r.get("baseline")):
+            diff = [r for r in rows if section(r) == cond and r.get("baseline") == b]
             lines += [f"#### {cond}: difference against `{b}` (paired bootstrap; * = 95% CI excludes 0)", ""]
             lines += _grid(diff, _diff_cell) + [""]
         out.append("\n".join(lines))
@@ -98,4 +104,19 @@ def write_outputs(run_dir: Path, per_item: dict, items_by_task: dict) -> None:
 
 
 def read_rows(run_dir: Path) -> list[dict]:
-    return [json.loads(l) for l in (run_dir / "rows.jsonl").read_text().splitlines() if l.strip()]
+    return [_migrate(json.loads(l)) for l in (run_dir / "rows.jsonl").read_text().splitlines() if l.strip()]
+
+
+LEGACY_TIMING = ("rtfx",)  # rows written before rows had `timing`: the one timing metric there was
+
+
+def _migrate(row: dict) -> dict:
+    """Rows written before `bucket`, `bucket_by` and `timing` were fields: the bucket was packed into
+    the condition ("clean · cascade WER >30"), which this unpacks once, on reading an old file."""
+    if "timing" not in row:
+        row["timing"] = row["metric"] in LEGACY_TIMING
+    if "bucket" not in row and " · " in row["condition"]:
+        cond, _, rest = row["condition"].partition(" · ")
+        by, _, bucket = rest.partition(" WER ")
+        row.update(condition=cond, bucket_by=by, bucket=bucket)
+    return row

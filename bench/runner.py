@@ -156,9 +156,11 @@ def read_records(cache: OutputCache, slots: Iterable[Slot]) -> dict[tuple[str, s
 
 def score_all(tasks: dict[str, tuple[Task, list[Item]]], conditions_for,
               fingerprints: dict[str, str], cache: OutputCache, gconf: dict,
-              ref_fingerprints: dict[str, str] | None = None) -> tuple[list[dict], dict]:
+              ref_fingerprints: dict[str, str] | None = None, baselines: Sequence[str] = (),
+              bucket_systems: Sequence[str] = ()) -> tuple[list[dict], dict]:
     """Rows for every task × its conditions (`conditions_for(task name)`) × system, from the cache
-    alone; also the per-item records
+    alone, with paired differences against `baselines` and WER-bucket rows by the first of
+    `bucket_systems` present; also the per-item records
     {(task, condition): {system: {item id: Record | None}}}."""
     rows: list[dict] = []
     per_item: dict = {}
@@ -170,17 +172,18 @@ def score_all(tasks: dict[str, tuple[Task, list[Item]]], conditions_for,
         for c in conditions:
             by_system = {s: {it.id: r[(c, it.id)] for it in items} for s, r in recs.items()}
             gens = {s: {i: (r.generation if r else None) for i, r in o.items()} for s, o in by_system.items()}
-            rows.extend(score_task(task, c, items, gens))
-            rows.extend(wer_bucket_rows(task, c, items, gens))
+            rows.extend(score_task(task, c, items, gens, baselines))
+            rows.extend(wer_bucket_rows(task, c, items, gens, bucket_systems))
             per_item[(tname, c)] = by_system
     return rows, per_item
 
 
-def describe_failures(stats: GenStats, limit: int = 5) -> str:
-    if not stats.failures:
+def describe_failures(failures: Sequence[tuple[str, str, str, str]], limit: int = 5) -> str:
+    """A few lines on a run's failed items: (system, task, item id, reason) each."""
+    if not failures:
         return ""
-    lines = [f"{stats.failed} item(s) failed (recorded with their reason; the run went on):"]
-    lines += [f"  {s} · {t} · {i}: {r}" for s, t, i, r in stats.failures[:limit]]
-    if len(stats.failures) > limit:
-        lines.append(f"  ... and {len(stats.failures) - limit} more (see outputs.jsonl)")
+    lines = [f"{len(failures)} item(s) failed (recorded with their reason; the run went on):"]
+    lines += [f"  {s} · {t} · {i}: {r}" for s, t, i, r in failures[:limit]]
+    if len(failures) > limit:
+        lines.append(f"  ... and {len(failures) - limit} more (see outputs.jsonl)")
     return "\n".join(lines)

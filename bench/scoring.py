@@ -90,23 +90,23 @@ def paired_difference(metric: Metric, items: list[Item], outputs: Outputs, basel
             "n": len(common), "n_failed": len(items) - len(common), "significant": bool(lo > 0 or hi < 0)}
 
 
-BASELINES = ("cascade", "text")  # differences are reported against these systems when present
-
-
-def score_task(task: Task, condition: str, items: list[Item], by_system: Mapping[str, Outputs]) -> list[dict]:
+def score_task(task: Task, condition: str, items: list[Item], by_system: Mapping[str, Outputs],
+               baselines: tuple[str, ...] | list[str] = (), extra: Mapping | None = None) -> list[dict]:
     """Rows for every (system, metric) of one task under one condition, and paired differences of
-    every other system against each baseline present (`baseline` column set)."""
+    every other system against each of `baselines` present (`baseline` column set). `extra`: fields
+    every row carries (a WER bucket, ...)."""
     rows = []
     for system, outputs in by_system.items():
         for metric in task.metrics:
             context = {metric.needs: by_system[metric.needs]} if metric.needs in by_system else {}
             base = {"system": system, "task": task.name, "task_version": task.version, "condition": condition,
-                    "metric": metric.name, "higher_is_better": metric.higher_is_better}
+                    **(extra or {}), "metric": metric.name, "higher_is_better": metric.higher_is_better,
+                    "timing": metric.timing}
             res = score_metric(metric, items, outputs, context)
             if res is None:
                 continue
             rows.append({**base, "baseline": None, **res})
-            for b in BASELINES:
+            for b in baselines:
                 if b == system or b not in by_system or metric.needs == b:
                     continue  # agreement with the topline is not compared against the topline itself
                 diff = paired_difference(metric, items, outputs, by_system[b], context)

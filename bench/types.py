@@ -50,6 +50,7 @@ class AudioRef:
 
     loader: Callable[[], Audio]
     origin: str
+    voice: str | None = None  # the TTS voice that speaks it (`en-us+f3`), where a TTS does
 
     def load(self) -> Audio:
         return self.loader()
@@ -232,7 +233,7 @@ class Task:
     # A scoring task ("score") asks each system for the likelihood of the `reference_system`'s
     # answer to each item instead of a generation (the response-perplexity metric).
     mode: str = "generate"
-    reference_system: str = "text"
+    reference_system: str | None = None  # the system whose answers a scoring task scores (it names it)
 
     def items(self, limit: int | None = None) -> list[Item]:
         raise NotImplementedError

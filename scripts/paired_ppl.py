@@ -1,7 +1,7 @@
 """Paired bootstrap of a system's perplexity between two runs on the same items: two checkpoints of
 one system (say `audiochatllama-lora` with and without a further training stage), each evaluated in
-its own run. Rebuilds each run's generations from its outputs.jsonl (scoring tasks record each item's
-NLL there) and scores them with the harness's own metric and paired bootstrap (bench.scoring).
+its own run. Reads each run's generations through the evaluator (`score_run`: its cache; scoring tasks
+store each item's NLL) and scores them with the harness's own metric and paired bootstrap (bench.scoring).
 
     python scripts/paired_ppl.py RUN_A RUN_B [--system audiochatllama-lora] [--task response-ppl]
 
@@ -10,24 +10,17 @@ Prints the PPL of each and B − A with its 95 % interval (an interval that excl
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
+from bench.evaluate import score_run
 from bench.plugins import build_task
 from bench.scoring import Outputs, paired_difference, score_metric
-from bench.types import Generation
 
 
 def run_outputs(run: str, system: str, task: str, condition: str) -> Outputs:
-    """item id → the system's generation in that run (None where it failed)."""
-    out = {}
-    for o in map(json.loads, (Path(run) / "outputs.jsonl").read_text().splitlines()):
-        if (o["system"], o["task"], o["condition"]) == (system, task, condition):
-            ok = o["status"] == "ok" and o.get("nll") is not None
-            out[o["item_id"]] = Generation(o["text"], tokens=o["tokens"], nll=o["nll"]) if ok else None
+    """item id → the system's generation in that run (None where it failed), from the run's cache."""
+    out = score_run(run, write=False).outputs(system, task, condition)
     if not any(out.values()):
-        raise SystemExit(f"{run}: no scored {system}/{task} items with an nll (older runs did not record it: "
-                         "rerun the same command, it reads the cache)")
+        raise SystemExit(f"{run}: no scored {system}/{task} items under {condition}")
     return out
 
 

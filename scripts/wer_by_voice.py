@@ -1,35 +1,37 @@
-"""WER of each system on the built-in `asr` task of a run, by voice group (accent of the test voice).
+"""Every metric of each system on the built-in `asr` task of a run, by voice group (the accent of the
+test voice: `en-us+f3` → `en-us`), from the run's stored outputs through the evaluator.
 
-    python scripts/wer_by_voice.py results/runs/<run-id>
+    python scripts/wer_by_voice.py results/runs/<run-id> [--task asr] [--metric wer]
 """
-import json
-import sys
-from collections import defaultdict
-from pathlib import Path
+import argparse
 
-from bench.plugins import build_task
-from tasks.metrics import edit_statistics
-from tasks.normalize import normalize_english
+from bench.evaluate import group_rows, score_run
 
 
-def main(run_dir: str) -> None:
-    voice = {it.id: it.turn.audio.origin.split(":")[1].split("+")[0] for it in build_task("asr").items()}
-    stats = defaultdict(lambda: [0, 0])
-    for line in Path(run_dir, "outputs.jsonl").read_text().splitlines():
-        o = json.loads(line)
-        if o["task"] != "asr" or o["condition"] != "clean" or o["status"] != "ok":
-            continue
-        e, n = edit_statistics(normalize_english(o["transcript"] or o["text"]), normalize_english(o["references"][0]))
-        for key in ((o["system"], voice[o["item_id"]]), (o["system"], "all")):
-            stats[key][0] += e
-            stats[key][1] += n
-    groups = sorted({g for _, g in stats} - {"all"}) + ["all"]
-    systems = sorted({s for s, _ in stats})
-    print("| system | " + " | ".join(groups) + " |")
-    print("|---" * (len(groups) + 1) + "|")
-    for s in systems:
-        print(f"| {s} | " + " | ".join(f"{100 * stats[(s, g)][0] / max(stats[(s, g)][1], 1):.1f}" for g in groups) + " |")
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir")
+    ap.add_argument("--task", default="asr")
+    ap.add_argument("--metric", default="wer")
+    args = ap.parse_args()
+    result = score_run(args.run_dir, write=False)
+
+    def accent(item):
+        audio = item.turn.audio
+        return audio.voice.split("+")[0] if getattr(audio, "voice", None) else None
+
+    rows = [r for r in group_rows(result, args.task, accent, "voice") if r["metric"] == args.metric]
+    every = {r["system"]: r for r in result.rows
+             if (r["task"], r["metric"], r["condition"]) == (args.task, args.metric, "clean")
+             and not r.get("baseline") and not r.get("bucket")}
+    groups = sorted({r["voice"] for r in rows})
+    print(f"| system | {' | '.join(groups)} | all |")
+    print("|---" * (len(groups) + 2) + "|")
+    cell = {(r["system"], r["voice"]): r["value"] for r in rows}
+    for s in sorted(every):
+        print(f"| {s} | " + " | ".join(f"{100 * cell[(s, g)]:.1f}" if (s, g) in cell else "–" for g in groups)
+              + f" | {100 * every[s]['value']:.1f} |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

@@ -8,7 +8,29 @@ REGISTRY = Registry("system", {
     "audiochatllama": "systems.audiochatllama.system:build",
     "audiochatllama-whisper": "systems.audiochatllama.system:build_whisper",
     "audiochatllama-lora": "systems.audiochatllama.system:build_lora",
+    "audiochatllama-tokens": "systems.audiochatllama.system:build_tokens",
+    "cascade-tokens": "systems.cascade:build_tokens",
 }, entry_point_group="audiochat_bench.systems")
+
+# Flags of `run` and `chat` from before `--system-args`, kept as documented aliases of it: each sets
+# these systems' arguments. "value": a switch that sets that value; "legacy": the top-level option a
+# saved run config held it in (old run directories are read through this), "legacy_when": the saved
+# value that meant the switch was on.
+ARG_ALIASES = {
+    "asr": {"help": "= --system-args cascade:asr=DIR (a CTC ASR model directory)", "targets": [("cascade", "asr")]},
+    "asr_decoder": {"help": "= --system-args cascade:decoder=auto|greedy|beam", "targets": [("cascade", "decoder")]},
+    "whisper": {"help": "= --system-args cascade-whisper:whisper=DIR", "targets": [("cascade-whisper", "whisper")]},
+    "e2e": {"help": "= --system-args audiochatllama:checkpoint=DIR", "targets": [("audiochatllama", "checkpoint")]},
+    "e2e_whisper": {"help": "= --system-args audiochatllama-whisper:checkpoint=DIR",
+                    "targets": [("audiochatllama-whisper", "checkpoint")]},
+    "e2e_lora": {"help": "= --system-args audiochatllama-lora:checkpoint=DIR",
+                 "targets": [("audiochatllama-lora", "checkpoint")]},
+    "no_transcript_warning": {"help": "= --system-args cascade:transcript_warning=false (and for cascade-whisper, "
+                                      "cascade-tokens)", "value": "false",
+                              "targets": [("cascade", "transcript_warning"), ("cascade-whisper", "transcript_warning"),
+                                          ("cascade-tokens", "transcript_warning")],
+                              "legacy": "transcript_warning", "legacy_when": False},
+}
 
 # Training recipes behind `audiochat-bench train NAME [args]`: each maps to a `main(argv) -> int`.
 TRAINERS = Registry("trainer", {
@@ -21,4 +43,9 @@ TRAINERS = Registry("trainer", {
 # Data tools behind `audiochat-bench data NAME [args]`.
 DATA_TOOLS = Registry("data tool", {
     "responses": "systems.audiochatllama.data:main",
+})
+
+# Commands the harness calls by name: `perf` without --systems measures the chat LLM's decode loop.
+TOOLS = Registry("tool", {
+    "llm-perf": "systems.perf:llm_throughput",
 })

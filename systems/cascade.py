@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from bench.plugins import Context
+from bench.plugins import Context, takes
 from bench.types import Audio, Generation, Request, System, TokenLogProbs, Turn
 from systems.common import Lazy, decode_config, shared_llm, to_messages
 from systems.llm import ChatLLM, DecodeConfig
@@ -22,6 +22,7 @@ TRANSCRIPT_WARNING = ("The user's messages are automatic speech recognition tran
                       "and may contain recognition errors. Interpret them sensibly.")
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 DEFAULT_CTC = CHECKPOINTS / "ctc-conformer"
+DEFAULT_TOKEN_CTC = CHECKPOINTS / "token-ctc-smollm2"
 
 
 class Cascade(System):
@@ -82,12 +83,14 @@ class Cascade(System):
 def ctc_asr(ctx: Context):
     from systems.asr.ctc import CTCASR, ctc_identity
 
-    path = Path(ctx.options.get("asr") or DEFAULT_CTC)
+    path = Path(ctx.args.get("asr") or DEFAULT_CTC)
     if not (path / "config.json").exists():
         raise FileNotFoundError(
             f"no CTC ASR checkpoint at {path}. Train one with `audiochat-bench train asr` "
-            "(then export it), or pass --asr PATH to a ParakeetForCTC model directory.")
-    decoder = ctx.options.get("asr_decoder") or "auto"
+            "(then export it), or pass --system-args cascade:asr=PATH to a ParakeetForCTC model directory.")
+    decoder = ctx.args.get("decoder") or "auto"
+    if decoder not in ("auto", "greedy", "beam"):
+        raise ValueError(f"cascade: decoder={decoder!r}; use auto, greedy or beam")
     return ctx.shared(f"ctc:{path}:{decoder}", lambda: Lazy(
         ctc_identity(path, decoder),
         lambda: CTCASR.from_pretrained(path, device=ctx.options.get("device", "cpu"), decoder=decoder,
@@ -97,14 +100,50 @@ def ctc_asr(ctx: Context):
 def whisper_asr(ctx: Context):
     from systems.asr.whisper import WhisperASR, identity_of
 
-    spec = ctx.options.get("whisper") or "whisper-base"
+    spec = ctx.args.get("whisper") or "whisper-base"
     return ctx.shared(f"whisper:{spec}", lambda: Lazy(
         identity_of(spec), lambda: WhisperASR.load(spec, device=ctx.options.get("device", "cpu"))))
 
 
+def token_asr(ctx: Context):
+    from systems.audiochatllama.bridge import TokenCTCASR
+    from systems.llm import weights_identity
+
+    path = Path(ctx.args.get("asr") or DEFAULT_TOKEN_CTC)
+    if not (path / "bridge.json").exists():
+        raise FileNotFoundError(f"no token-CTC encoder at {path}. Train one with `audiochat-bench train bridge` "
+                                "(then --export it), or pass --system-args cascade-tokens:asr=PATH")
+    return ctx.shared(f"token-ctc:{path}", lambda: Lazy(
+        f"token-ctc:{path.name}@{weights_identity(path)};greedy",
+        lambda: TokenCTCASR.load(path, device=ctx.options.get("device", "cpu"))))
+
+
+def _warn(ctx: Context) -> bool:
+    value = ctx.args.get("transcript_warning", "true").lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"transcript_warning={value!r}; use true or false")
+    return value in ("true", "1", "yes")
+
+
+WARNING_ARG = "tell the LLM its input is an ASR transcript (true, the default, or false)"
+
+
+@takes(asr="CTC ASR model directory (default: the embedded ctc-conformer)",
+       decoder="auto (what the model's decoding.json says: n-gram beam search, then LLM rescoring), greedy, or beam "
+               "(no LLM rescoring)", transcript_warning=WARNING_ARG)
 def build(ctx: Context) -> Cascade:
-    return Cascade(ctc_asr(ctx), shared_llm(ctx), decode_config(ctx), ctx.options.get("transcript_warning", True))
+    return Cascade(ctc_asr(ctx), shared_llm(ctx), decode_config(ctx), _warn(ctx))
 
 
+@takes(whisper="Whisper model directory (default: whisper-base from PyPI)", transcript_warning=WARNING_ARG)
 def build_whisper(ctx: Context) -> Cascade:
-    return Cascade(whisper_asr(ctx), shared_llm(ctx), decode_config(ctx), ctx.options.get("transcript_warning", True))
+    return Cascade(whisper_asr(ctx), shared_llm(ctx), decode_config(ctx), _warn(ctx))
+
+
+@takes(asr="token-CTC encoder directory from `train bridge` (default: the embedded one); decoded greedily",
+       transcript_warning=WARNING_ARG)
+def build_tokens(ctx: Context) -> Cascade:
+    """The token-bridge encoder's own greedy transcript → the LLM: the cascade that shares
+    `audiochatllama-tokens`' acoustic model, so the table separates "better acoustic model" from
+    "end-to-end"."""
+    return Cascade(token_asr(ctx), shared_llm(ctx), decode_config(ctx), _warn(ctx))

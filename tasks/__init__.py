@@ -1,4 +1,8 @@
-"""Task plug-ins: small declarative objects that yield items and score stored outputs."""
+"""Task plug-ins: small declarative objects that yield items and score stored outputs.
+
+An entry is "module:Class", or ("module:Class", {kwargs}) for one class configured per name. A
+task whose name takes an argument (`manifest:PATH`) gets it as its constructor's first argument.
+"""
 from bench.registry import Registry
 
 REGISTRY = Registry("task", {
@@ -6,16 +10,30 @@ REGISTRY = Registry("task", {
     "typed-qa": "tasks.builtin:TypedQA",
     "response-ppl": "tasks.builtin:ResponsePPL",
     "asr": "tasks.builtin:ASR",
-    "translate-en-fr": "tasks.builtin:TranslateFr",
-    "translate-en-de": "tasks.builtin:TranslateDe",
-    "translate-en-es": "tasks.builtin:TranslateEs",
+    "translate-en-fr": ("tasks.builtin:Translation", {"target": "fr"}),
+    "translate-en-de": ("tasks.builtin:Translation", {"target": "de"}),
+    "translate-en-es": ("tasks.builtin:Translation", {"target": "es"}),
     "summarize": "tasks.builtin:Summarization",
     "multiturn": "tasks.builtin:MultiTurn",
-    "asr-fleurs-en": "tasks.builtin:FleursASR",
-    "asr-ljspeech": "tasks.builtin:LJSpeechASR",
-    "asr-librivox": "tasks.builtin:LibriVoxASR",
-    "fleurs-translate-en-fr": "tasks.builtin:FleursFr",
-    "fleurs-translate-en-de": "tasks.builtin:FleursDe",
-    "fleurs-translate-en-es": "tasks.builtin:FleursEs",
+    "asr-fleurs-en": ("tasks.builtin:RealASR", {"dataset": "fleurs"}),
+    "asr-ljspeech": ("tasks.builtin:RealASR", {"dataset": "ljspeech"}),
+    "asr-librivox": ("tasks.builtin:RealASR", {"dataset": "librivox"}),
+    "fleurs-translate-en-fr": ("tasks.builtin:FleursTranslation", {"target": "fr"}),
+    "fleurs-translate-en-de": ("tasks.builtin:FleursTranslation", {"target": "de"}),
+    "fleurs-translate-en-es": ("tasks.builtin:FleursTranslation", {"target": "es"}),
     "manifest": "tasks.builtin:ManifestTask",  # manifest:PATH
+    "squad": "tasks.text_sets:SquadTask",  # squad:PATH (SQuAD-1.1 or HeySQuAD JSON)
+    "nq-open": "tasks.text_sets:NQOpenTask",  # nq-open:PATH
+    "scitldr": "tasks.text_sets:SciTLDRTask",  # scitldr:PATH
+    "hf": "tasks.hf:HFASRTask",  # hf:DATASET_ID[:key=value...]
 }, entry_point_group="audiochat_bench.tasks")
+
+
+def needs_argument(name: str) -> bool:
+    """Whether task `name` is only usable as `name:ARG` (`manifest:PATH`, `hf:DATASET_ID`): its
+    constructor's first parameter has no default. Listings of "every task" skip these."""
+    import inspect
+
+    params = list(inspect.signature(REGISTRY.get(name)).parameters.values())
+    return bool(params) and params[0].default is inspect.Parameter.empty and params[0].kind in (
+        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)

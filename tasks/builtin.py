@@ -1,4 +1,4 @@
-"""The built-in suites, authored for this project (tasks/data/), spoken by the project's TTS.
+"""The built-in suites, authored for this project (corpus/data/), spoken by the project's TTS.
 
 Every split is separated by text and by voice: an item of split S is spoken by a voice of S
 (`bench.tts.voices(S)`), drawn from the item id, so no test voice is ever heard in training.
@@ -10,18 +10,18 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from bench.textnorm import NORMALIZER_VERSION, error_counts
 from bench.types import Item, Metric, Task, Turn, first_n
+from corpus import DATA
 from tasks import metrics as M
 from tasks.loaders import ASR_INSTRUCTION, QA_INSTRUCTION, SUMMARY_INSTRUCTION, tts_ref
-from tasks.normalize import NORMALIZER_VERSION, normalize_english
 
-DATA = Path(__file__).parent / "data"
 TOPLINE = "text"
 
 
 @lru_cache(maxsize=None)
 def rows(name: str, split: str) -> tuple[dict, ...]:
-    """The rows of one split of an authored suite file (tasks/data/suites/<name>.jsonl)."""
+    """The rows of one split of an authored suite file (corpus/data/suites/<name>.jsonl)."""
     path = DATA / "suites" / f"{name}.jsonl"
     return tuple(r for r in (json.loads(l) for l in path.read_text().splitlines() if l.strip())
                  if r.get("split") == split)
@@ -137,7 +137,7 @@ def _wer_metrics() -> tuple[Metric, ...]:
     def stats(unit):
         def fn(item, gen, ctx):
             hyp = gen.transcript if gen.transcript is not None else gen.text
-            return M.edit_statistics(normalize_english(hyp), normalize_english(item.references[0]), unit)
+            return error_counts(hyp, item.references[0], unit)
         return fn
 
     def rtf(item, gen, ctx):  # (seconds of audio, seconds of ASR compute), for systems that time their ASR
@@ -165,7 +165,8 @@ LANGUAGES = {"fr": "French", "de": "German", "es": "Spanish"}
 
 
 class Translation(SuiteTask):
-    """Speech translation en→{target}: corpus BLEU and chrF (sacrebleu)."""
+    """Speech translation English → `target` (a key of LANGUAGES): corpus BLEU and chrF (sacrebleu).
+    Registered once per target language (translate-en-fr, -de, -es)."""
 
     version = "1"
     file = "translation"
@@ -174,7 +175,12 @@ class Translation(SuiteTask):
         Metric("chrf", "corpus", True, lambda it, g, c: M.chrf_statistics(g.text, it.references[0]), M.chrf_from_statistics),
         Metric("agree_chrf", "corpus", True, agree(M.chrf_statistics), M.chrf_from_statistics, needs=TOPLINE),
     )
-    target = "fr"
+
+    def __init__(self, split: str = "test", *, target: str):
+        if target not in LANGUAGES:
+            raise ValueError(f"no translation target {target!r}: use one of {', '.join(LANGUAGES)}")
+        super().__init__(split)
+        self.target = target
 
     def signatures(self) -> dict:
         """sacrebleu signatures of the BLEU and chrF configurations (recorded in config.json)."""
@@ -193,18 +199,6 @@ class Translation(SuiteTask):
                     instruction=f"Translate what the user says into {LANGUAGES[self.target]}. "
                                 "Reply with the translation only.",
                     references=(r[self.target],))
-
-
-class TranslateFr(Translation):
-    target = "fr"
-
-
-class TranslateDe(Translation):
-    target = "de"
-
-
-class TranslateEs(Translation):
-    target = "es"
 
 
 class Summarization(SuiteTask):
@@ -268,6 +262,19 @@ class ManifestTask(Task):
         return first_n(self._items, limit)
 
 
+def items_version(items: list[Item]) -> str:
+    """A digest of everything the items show a system (ids, instructions, turns with their voices,
+    references): part of the version of a task read from a user's file or dataset, which has no
+    version of its own, so that changed data never reuses old outputs."""
+    import hashlib
+
+    def turn(t: Turn) -> list:
+        return [t.role, t.text, t.transcript, None if t.audio is None else t.audio.origin]
+
+    view = [[it.id, it.instruction, [turn(t) for t in (*it.history, it.turn)], list(it.references)] for it in items]
+    return hashlib.sha256(json.dumps(view, ensure_ascii=False).encode()).hexdigest()[:12]
+
+
 def public_data_dir() -> Path:
     """The public evaluation data: $AUDIOCHAT_BENCH_DATA, else ../shared/data beside the checkout."""
     import os
@@ -279,41 +286,40 @@ def public_data_dir() -> Path:
     return d
 
 
+# dataset → (task name, description, reader of its folder under <public data>/speech/)
+REAL_SPEECH = {
+    "fleurs": ("asr-fleurs-en", "real speech: FLEURS English test clips (many speakers)",
+               lambda loaders, d: loaders.read_fleurs(d / "fleurs", "en")),
+    "ljspeech": ("asr-ljspeech", "real speech: LJSpeech, one female reader",
+                 lambda loaders, d: loaders.read_ljspeech(d / "ljspeech")),
+    "librivox": ("asr-librivox", "real speech: LibriVox, one reader",
+                 lambda loaders, d: loaders.read_librivox(d / "librivox")),
+}
+
+
 class RealASR(Task):
-    """ASR on real recorded speech from the public evaluation data (never used for training)."""
+    """ASR on real recorded speech from the public evaluation data (never used for training):
+    `dataset` is a key of REAL_SPEECH. Registered once per dataset (asr-fleurs-en, ...)."""
 
     version = f"1-norm{NORMALIZER_VERSION}"
     metrics = _wer_metrics()
     transcript_only = True
-    reader = ""
 
-    def __init__(self, split: str = "test"):
-        self.split = split
+    def __init__(self, split: str = "test", *, dataset: str):
+        if dataset not in REAL_SPEECH:
+            raise ValueError(f"no real-speech dataset {dataset!r}: use one of {', '.join(REAL_SPEECH)}")
+        self.split, self.dataset = split, dataset
+        self.name, self.description, self._read = REAL_SPEECH[dataset]
 
     def items(self, limit: int | None = None) -> list[Item]:
         from tasks import loaders
 
-        d = public_data_dir() / "speech"
-        items = {"fleurs": lambda: loaders.read_fleurs(d / "fleurs", "en"),
-                 "ljspeech": lambda: loaders.read_ljspeech(d / "ljspeech"),
-                 "librivox": lambda: loaders.read_librivox(d / "librivox")}[self.reader]()
-        return first_n(items, limit)
-
-
-class FleursASR(RealASR):
-    name, reader, description = "asr-fleurs-en", "fleurs", "real speech: FLEURS English test clips (many speakers)"
-
-
-class LJSpeechASR(RealASR):
-    name, reader, description = "asr-ljspeech", "ljspeech", "real speech: LJSpeech, one female reader"
-
-
-class LibriVoxASR(RealASR):
-    name, reader, description = "asr-librivox", "librivox", "real speech: LibriVox, one reader"
+        return first_n(self._read(loaders, public_data_dir() / "speech"), limit)
 
 
 class FleursTranslation(Translation):
-    """Speech translation of real FLEURS English clips, with FLORES-200 references (public data)."""
+    """Speech translation of real FLEURS English clips → `target`, with FLORES-200 references
+    (public data). Registered once per target language (fleurs-translate-en-fr, -de, -es)."""
 
     def items(self, limit: int | None = None) -> list[Item]:
         from tasks import loaders
@@ -327,15 +333,3 @@ class FleursTranslation(Translation):
     @property
     def description(self):
         return f"real speech: FLEURS English clips → {LANGUAGES[self.target]} (FLORES-200 references)"
-
-
-class FleursFr(FleursTranslation):
-    target = "fr"
-
-
-class FleursDe(FleursTranslation):
-    target = "de"
-
-
-class FleursEs(FleursTranslation):
-    target = "es"

@@ -1,5 +1,8 @@
 """Hugging Face `datasets` audio sets as items (optional: needs the `datasets` package and hub
-access or a local cache; not exercised offline)."""
+access or a local cache; not exercised offline).
+
+As a task: `--tasks hf:DATASET_ID[:key=value...]`, ASR on the dataset's audio (`HFASRTask`).
+"""
 from __future__ import annotations
 
 from functools import partial
@@ -8,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from bench.audio import load_audio, resample, validate
-from bench.types import SAMPLE_RATE, Audio, AudioRef, Item, Turn
+from bench.types import SAMPLE_RATE, Audio, AudioRef, Item, Task, Turn, first_n
+from tasks.builtin import ASR, items_version
 from tasks.loaders import ASR_INSTRUCTION, DataError, _unique
 
 
@@ -56,3 +60,38 @@ def from_hf_dataset(name: str, split: str, audio_column: str = "audio", text_col
         items.append(Item(item_id, Turn("user", audio=ref, transcript=transcript), instruction=instruction,
                           references=refs, meta={"source": f"hf:{name}", "split": split, "index": i}))
     return _unique(items, name)
+
+
+HF_SPLITS = {"test": "test", "dev": "validation", "train": "train"}  # this harness' split → the hub's usual name
+HF_OPTIONS = ("config", "split", "audio_column", "text_column", "id_column")
+
+
+class HFASRTask(Task):
+    """ASR on a Hugging Face audio dataset: `--tasks hf:DATASET_ID[:key=value...]` (as asr).
+    Keys: config, split, audio_column, text_column, id_column (defaults as `from_hf_dataset`), e.g.
+    `hf:google/fleurs:config=en_us:text_column=transcription`. Needs the `datasets` package."""
+
+    metrics = ASR.metrics
+    transcript_only = True
+
+    def __init__(self, spec: str, split: str = "test"):
+        """`split` is this harness' split (test, dev, train), mapped to the hub's usual name unless
+        the spec gives `split=`."""
+        dataset, *pairs = spec.split(":")  # hub ids have no ':'
+        options: dict[str, str] = {"split": HF_SPLITS.get(split, split)}
+        for pair in pairs:
+            key, eq, value = pair.partition("=")
+            if key not in HF_OPTIONS or not eq or not value:
+                raise ValueError(f"hf:{spec}: expected hf:DATASET_ID[:key=value...] with keys "
+                                 f"{', '.join(HF_OPTIONS)}; got {pair!r}")
+            options[key] = value
+        if not dataset:
+            raise ValueError("hf: needs a dataset id, e.g. hf:google/fleurs:config=en_us")
+        self.name = f"hf:{spec}"
+        self.description = f"ASR on the Hugging Face dataset {dataset} ({options['split']})"
+        self._items = from_hf_dataset(dataset, **options)
+        # the listing's content is part of the version: a dataset updated on the hub never reuses old outputs
+        self.version = f"{ASR.version}-{items_version(self._items)}"
+
+    def items(self, limit: int | None = None) -> list[Item]:
+        return first_n(self._items, limit)

@@ -47,10 +47,9 @@ from typing import Any, Iterable
 from bench.audio import load_audio
 from bench.tts import Voice, synthesize
 from bench.types import AudioRef, Item, Turn, first_n
+from corpus import ASR_INSTRUCTION, QA_INSTRUCTION  # noqa: F401  (the recipes train under them too)
 
-ASR_INSTRUCTION = "Transcribe exactly what the user says. Reply with the transcript only."
 TRANSLATE_INSTRUCTION = "Translate what the user says into {language}. Reply with the translation only."
-QA_INSTRUCTION = "Answer the question in as few words as possible."
 SQUAD_INSTRUCTION = "Answer the question using the passage, in as few words as possible.\n\nPassage: {context}"
 SUMMARY_INSTRUCTION = "Summarize this in one sentence."
 FLORES = {"en": ("eng_Latn", "English"), "fr": ("fra_Latn", "French"),
@@ -77,7 +76,7 @@ def file_ref(path: str | Path) -> AudioRef:
 def tts_ref(text: str, voice: Voice) -> AudioRef:
     """`text` spoken by `voice`, synthesised only on `.load()`."""
     return AudioRef(loader=partial(synthesize, text, voice),
-                    origin=f"tts:{voice.name}:r{voice.rate}:p{voice.pitch}:{text[:40]!r}")
+                    origin=f"tts:{voice.name}:r{voice.rate}:p{voice.pitch}:{text[:40]!r}", voice=voice.name)
 
 
 def _spoken(text: str, seed: str, split_voice: str) -> Turn:

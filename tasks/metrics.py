@@ -7,6 +7,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import Sequence
 
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
 
@@ -99,19 +100,8 @@ def signatures() -> dict[str, str]:
     return out
 
 
-def edit_statistics(hypothesis: str, reference: str, unit: str = "word") -> tuple[int, int]:
-    """(substitutions + deletions + insertions, reference length) in words or characters, via jiwer;
-    summed over a corpus they give corpus WER / CER."""
-    import jiwer
-
-    if not reference:
-        return (len(hypothesis.split()) if unit == "word" else len(hypothesis)), 0
-    hyp = hypothesis if hypothesis else ""
-    out = jiwer.process_words(reference, hyp) if unit == "word" else jiwer.process_characters(reference, hyp)
-    return out.substitutions + out.deletions + out.insertions, out.hits + out.substitutions + out.deletions
-
-
 def ratio(total) -> float:
+    """Summed (numerator, denominator) as a float; NaN for an empty denominator."""
     return float(total[0] / total[1]) if total[1] else float("nan")
 
 

@@ -1,31 +1,107 @@
 """Named suites: which systems, tasks and conditions a run compares, and how many items.
 
-Systems listed under `optional_systems` are skipped with a warning when they cannot be built (no
-trained checkpoint yet, or the public data is absent), so a suite runs on whatever is available.
+Each built-in suite is a TOML file in tasks/suites/ (`smoke.toml`, `default.toml`, ...) that a user
+can copy and edit; `SUITES` maps each name to its dict. A suite's keys are `RunConfig` fields
+(bench/config.py) plus `about`:
+
+    about = "one line for `audiochat-bench list`"
+    systems = ["text", "cascade"]           # what is compared
+    optional_systems = ["cascade"]          # skipped with a warning when they cannot be built
+    tasks = ["spoken-qa", "asr"]
+    conditions = ["clean"]
+    sweep_tasks = ["asr"]                   # extra conditions for these tasks only
+    sweep_conditions = ["white-snr10"]
+    limit = 24                              # items per task; absent: every item
+    baselines = ["cascade", "text"]         # paired differences of every other system against these
+    bucket_systems = ["cascade"]            # whose transcripts define the WER buckets (first present)
+
+`suite_from_file(path)` reads and checks one such file (a user's own, for `run --suite FILE.toml`);
+`load_suite(path_or_name)` takes either a built-in suite's name or a path to a file.
 """
+from __future__ import annotations
 
-BUILTIN = ["spoken-qa", "typed-qa", "response-ppl", "asr", "translate-en-fr", "translate-en-de",
-           "translate-en-es", "summarize", "multiturn"]
-SPEECH_SYSTEMS = ["text", "cascade", "cascade-whisper", "audiochatllama", "audiochatllama-whisper"]
-ABLATIONS = ["audiochatllama-lora"]  # in `full` only
+import copy
+import difflib
+import sys
+from pathlib import Path
+from typing import Any
 
-SUITES: dict[str, dict] = {
-    "smoke": {"systems": ["text", "cascade", "cascade-whisper", "audiochatllama"],
-              "tasks": ["spoken-qa", "asr", "response-ppl"], "conditions": ["clean"], "limit": 12,
-              "about": "a few minutes: the topline, both cascades and the default AudioChatLlama on a few "
-                       "QA, ASR and response-perplexity items (the CI regression gate)"},
-    "default": {"systems": SPEECH_SYSTEMS, "optional_systems": SPEECH_SYSTEMS[1:], "tasks": BUILTIN,
-                "conditions": ["clean"], "sweep_tasks": ["spoken-qa", "asr"],
-                "sweep_conditions": ["white-snr10", "white-snr0"], "limit": 24,
-                "about": "every built-in task × every available system, clean, plus a noise sweep on QA and ASR"},
-    "full": {"systems": SPEECH_SYSTEMS + ABLATIONS, "optional_systems": SPEECH_SYSTEMS[1:] + ABLATIONS, "tasks": BUILTIN,
-             "conditions": ["clean"], "sweep_tasks": ["spoken-qa", "asr", "multiturn"],
-             "sweep_conditions": ["white-snr20", "white-snr10", "white-snr5", "white-snr0", "babble-snr10",
-                                  "babble-snr0", "speed0.9", "speed1.1", "reverb-rt0.5", "telephone"],
-             "limit": None, "about": "every item, every system, the full robustness sweep (hours on CPU)"},
-    "real": {"systems": ["text", "cascade", "cascade-whisper", "audiochatllama-whisper"],
-             "optional_systems": ["cascade", "audiochatllama-whisper"],
-             "tasks": ["asr-fleurs-en", "asr-ljspeech", "asr-librivox", "fleurs-translate-en-fr",
-                       "fleurs-translate-en-de", "fleurs-translate-en-es"], "conditions": ["clean"], "limit": None,
-             "about": "real recorded speech from $AUDIOCHAT_BENCH_DATA (../shared/data), when present"},
-}
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, before it joined the standard library
+    import tomli as tomllib
+
+from bench.registry import RegistryError
+
+SUITE_DIR = Path(__file__).parent / "suites"
+ORDER = ("smoke", "default", "full", "real")  # how `list` shows the built-in suites: quickest first
+
+
+def _known_keys() -> dict[str, Any]:
+    """Key → its RunConfig default (which gives the expected type), plus `about`."""
+    from dataclasses import MISSING, fields
+
+    from bench.config import RunConfig
+
+    keys: dict[str, Any] = {"about": ""}
+    for f in fields(RunConfig):
+        keys[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
+    return keys
+
+
+def suite_from_file(path: str | Path) -> dict:
+    """One suite from a TOML file (format in this module's docstring), checked: an unknown key (a
+    typo would otherwise be ignored silently) or a value of the wrong type raises ValueError naming
+    the file. `limit` is None when absent, as in every suite dict."""
+    path = Path(path)
+    try:
+        suite = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"suite file {str(path)!r} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML ({e})") from None
+    known = _known_keys()
+    for key, value in suite.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise ValueError(f"{path}: unknown key {key!r}." + (f" Did you mean {close[0]!r}?" if close else "")
+                             + f" Suite keys: {', '.join(known)}")
+        default = known[key]
+        if isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            want = "a list of strings"
+        elif key == "limit":
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            want = "a positive integer (leave it out for every item)"
+        elif default is None or isinstance(default, dict):
+            ok, want = True, ""  # free-form values (a path, per-system arguments): their users check them
+        else:
+            ok, want = isinstance(value, type(default)), f"a {type(default).__name__}"
+        if not ok:
+            raise ValueError(f"{path}: {key} must be {want}, got {value!r}")
+    suite.setdefault("limit", None)
+    return suite
+
+
+def _builtin() -> dict[str, dict]:
+    files = {p.stem: p for p in SUITE_DIR.glob("*.toml")}
+    names = [n for n in ORDER if n in files] + sorted(set(files) - set(ORDER))
+    return {n: suite_from_file(files[n]) for n in names}
+
+
+SUITES: dict[str, dict] = _builtin()
+
+
+def load_suite(path_or_name: str | Path) -> dict:
+    """A built-in suite by name, or a suite file by path (anything ending in .toml, or an existing
+    file); a copy, so the caller may change it. An unknown name raises RegistryError with close
+    matches."""
+    p = Path(path_or_name)
+    if p.suffix == ".toml" or p.is_file():
+        return suite_from_file(p)
+    name = str(path_or_name)
+    if name not in SUITES:
+        close = difflib.get_close_matches(name, SUITES, n=2)
+        raise RegistryError(f"unknown suite {name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
+                            + f" Known suites: {', '.join(SUITES)} (or a path to a .toml file)")
+    return copy.deepcopy(SUITES[name])

@@ -1,12 +1,17 @@
 """Public text test sets (SQuAD/HeySQuAD JSON, NQ-open and SciTLDR JSONL) as spoken items: the
-questions or passages are spoken by the project's TTS in held-out voices."""
+questions or passages are spoken by the project's TTS in held-out voices.
+
+As tasks, each reads a file named after the task: `--tasks squad:PATH`, `nq-open:PATH`,
+`scitldr:PATH` (PATH: a downloaded file; nothing is fetched).
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.types import Item
+from bench.types import Item, Task, first_n
+from tasks.builtin import Summarization, answer_metrics, items_version
 from tasks.loaders import (QA_INSTRUCTION, SQUAD_FORMS, SQUAD_INSTRUCTION, SUMMARY_INSTRUCTION, DataError,
                            _lines, _need, _spoken, _unique)
 
@@ -101,3 +106,57 @@ def read_scitldr(path: str | Path, limit: int | None = None, split_voice: str = 
                           references=tuple(t.strip() for t in r["target"]),
                           meta={"source": "scitldr", "title": r.get("title"), "line": n}))
     return _unique(items, path)
+
+
+class TextSetTask(Task):
+    """A public text set read from a file named on the command line (`<prefix>:PATH`), spoken by
+    the TTS in voices of `split` (the file itself has no splits)."""
+
+    prefix = ""
+    about = ""
+
+    def __init__(self, path: str, split: str = "test"):
+        self.name = f"{self.prefix}:{path}"
+        self.description = f"{self.about} from {path}"
+        self._items = self.read(Path(path), split)
+        # the items' content is the version: an edited file never reuses old outputs
+        self.version = "1-" + items_version(self._items)
+
+    def read(self, path: Path, split: str) -> list[Item]:
+        raise NotImplementedError
+
+    def items(self, limit: int | None = None) -> list[Item]:
+        return first_n(self._items, limit)
+
+
+class SquadTask(TextSetTask):
+    """SQuAD-1.1 or HeySQuAD questions, spoken: `--tasks squad:path/to/dev-v1.1.json` (as spoken-qa).
+    The passage goes in the instruction; a HeySQuAD file's form comes from its name (`read_squad`)."""
+
+    prefix, about = "squad", "spoken SQuAD questions over a typed passage"
+    metrics = answer_metrics()
+
+    def read(self, path, split):
+        return read_squad(path, split_voice=split)
+
+
+class NQOpenTask(TextSetTask):
+    """Natural Questions open, spoken: `--tasks nq-open:path/to/NQ-open.dev.jsonl` (as spoken-qa).
+    References are the answer aliases (`read_nq_open`)."""
+
+    prefix, about = "nq-open", "spoken open-domain questions"
+    metrics = answer_metrics()
+
+    def read(self, path, split):
+        return read_nq_open(path, split_voice=split)
+
+
+class SciTLDRTask(TextSetTask):
+    """SciTLDR abstracts, spoken, to summarise: `--tasks scitldr:path/to/SciTLDR-A_test.jsonl` (as summarize).
+    References are the target summaries (`read_scitldr`); ROUGE-1/2/L."""
+
+    prefix, about = "scitldr", "spoken abstracts → one-sentence summaries"
+    metrics = Summarization.metrics
+
+    def read(self, path, split):
+        return read_scitldr(path, split_voice=split)

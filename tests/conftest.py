@@ -16,8 +16,27 @@ def tiny():
     return tiny_llm()
 
 
+def _registries():
+    """Every registry the plug-in packages declare (systems, trainers, data tools, tasks, ...)."""
+    import systems
+    import tasks
+    from bench.registry import Registry
+
+    return [v for m in (systems, tasks) for v in vars(m).values() if isinstance(v, Registry)]
+
+
+@pytest.fixture(autouse=True)
+def registries_restored():
+    """Every plug-in registry as it was before the test: what a test registers (fakes, replaced
+    entries) never leaks into the next one."""
+    states = [(reg, reg.snapshot()) for reg in _registries()]
+    yield
+    for reg, state in states:
+        reg.restore(state)
+
+
 @pytest.fixture
-def fakes_registered():
+def fakes_registered(registries_restored):  # after the snapshot, so the fakes are undone too
     from tests.fakes import register, register_task
 
     register()

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from bench.plugins import takes
 from bench.types import Generation, Request, System, Task, TokenLogProbs
 
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
@@ -54,7 +55,10 @@ class EchoSystem(FakeSystem):
         return [Generation(text=r.turn.gold_text) for r in requests]
 
 
+@takes(reverse="no: answer with the gold text as it is (an option a test can see arrive)")
 def build_fake(ctx) -> FakeSystem:
+    if ctx.args.get("reverse") == "no":
+        return EchoSystem()
     return FakeSystem(str(ctx.options.get("max_new_tokens", 64)))
 
 

@@ -360,9 +360,11 @@ def test_two_lora_checkpoints_in_one_run_keep_their_own_adapters(tmp_path, monke
     monkeypatch.setattr(ChatLLM, "load", classmethod(lambda cls, *a, **k: tiny_llm(0)))
     monkeypatch.setattr(CTCEncoder, "load", classmethod(lambda cls, path: copy.deepcopy(m.encoder)))
     spoken = [Request(Turn("user", audio=_speech("the cat sat"), transcript="the cat sat"))]
-    alone = {k: S.build(Context(e2e=str(tmp_path / k))).generate_batch(spoken)[0].text for k in "ab"}
+    alone = {k: S.build(Context().for_system({"checkpoint": str(tmp_path / k)})).generate_batch(spoken)[0].text
+             for k in "ab"}
     assert alone["a"] != alone["b"]
-    ctx = Context(e2e=str(tmp_path / "a"), e2e_lora=str(tmp_path / "b"))
-    a, b = S.build(ctx), S.build_lora(ctx)
+    ctx = Context()  # one run: the two systems share its resources
+    a = S.build(ctx.for_system({"checkpoint": str(tmp_path / "a")}))
+    b = S.build_lora(ctx.for_system({"checkpoint": str(tmp_path / "b")}))
     got = [s.generate_batch(spoken)[0].text for s in (a, b, a)]  # (each loads on first use)
     assert got == [alone["a"], alone["b"], alone["a"]]

@@ -52,13 +52,14 @@ def test_perf_systems_table(tmp_path, capsys, fakes_registered):
     assert table.count("| fake |") == 2 and table.count("| echo |") == 2 and "overhead" in table
 
 
-def test_chat_takes_the_same_weight_options_as_run(monkeypatch, fakes_registered):
-    """`chat --e2e DIR` (and --asr, --whisper, ...) reach the system's build context, as in `run`."""
+def test_chat_takes_the_same_system_options_as_run(monkeypatch, fakes_registered):
+    """`chat --system-args 'fake:...'` and the alias flags reach that system's factory, as in `run`;
+    another system's options do not."""
     import bench.plugins
 
     seen = {}
     real = bench.plugins.build_system
-    monkeypatch.setattr(bench.plugins, "build_system", lambda name, ctx: seen.update(ctx.options) or real(name, ctx))
+    monkeypatch.setattr(bench.plugins, "build_system", lambda name, ctx, args: seen.update(args) or real(name, ctx, args))
     monkeypatch.setattr("sys.stdin", io.StringIO("/quit\n"))
-    assert main(["chat", "--system", "fake", "--e2e", "some/ckpt", "--asr-decoder", "beam"]) == 0
-    assert seen["e2e"] == "some/ckpt" and seen["asr_decoder"] == "beam" and "whisper" not in seen
+    assert main(["chat", "--system", "fake", "--system-args", "fake:reverse=no", "--e2e", "some/ckpt"]) == 0
+    assert seen == {"reverse": "no"}

@@ -223,6 +223,118 @@ def test_from_hf_dataset_is_lazy(monkeypatch):
         H.from_hf_dataset("org/set", "test", text_column="sentence")
 
 
+# ---------------------------------------------------------------- the readers as tasks (`NAME:ARG`)
+def _fake_datasets(monkeypatch, ds, calls=None):
+    fake = type(sys)("datasets")
+
+    def load_dataset(name, config, split):
+        if calls is not None:
+            calls.append((name, config, split))
+        return ds
+    fake.load_dataset = load_dataset
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+
+
+def _squad_json(path: Path, question: str = "Who wrote Hamlet?", qid: str = "q1") -> Path:
+    path.write_text(json.dumps({"data": [{"title": "Plays", "paragraphs": [{
+        "context": "Hamlet is a tragedy written by William Shakespeare.",
+        "qas": [{"id": qid, "question": question,
+                 "answers": [{"text": "William Shakespeare"}, {"text": "Shakespeare"}, {"text": "Shakespeare"}]}]}]}]}))
+    return path
+
+
+def test_squad_task_from_a_file(tmp_path):
+    from bench.plugins import build_task
+
+    path = _squad_json(tmp_path / "dev-v1.1.json")
+    task = build_task(f"squad:{path}")
+    assert task.name == f"squad:{path}" and {m.name for m in task.metrics} >= {"accuracy", "exact_match", "f1"}
+    item, = task.items()
+    assert item.id == "squad-q1" and item.turn.transcript == "Who wrote Hamlet?"
+    assert item.references == ("William Shakespeare", "Shakespeare") and "tragedy" in item.instruction
+    assert build_task(f"squad:{path}").version == task.version  # stable for the same file
+    _squad_json(path, question="Who wrote Macbeth?")
+    assert build_task(f"squad:{path}").version != task.version  # an edited file never reuses old outputs
+    assert build_task(f"squad:{path}", split="dev").version != build_task(f"squad:{path}").version  # other voices
+
+
+def test_heysquad_file_through_the_squad_task(tmp_path):
+    from bench.plugins import build_task
+
+    _squad_json(tmp_path / "dev-original.json")
+    _squad_json(tmp_path / "dev-human-transcribed.json", question="who rote hamlet")
+    item, = build_task(f"squad:{tmp_path / 'dev-human-transcribed.json'}").items()
+    assert item.id == "squad-human-transcribed-q1" and item.turn.transcript == "Who wrote Hamlet?"
+    assert item.meta["asr_question"] == "who rote hamlet"
+
+
+def test_nq_open_task_from_a_file(tmp_path):
+    from bench.plugins import build_task
+
+    path = tmp_path / "NQ-open.dev.jsonl"
+    path.write_text('{"question": "who wrote hamlet", "answer": ["Shakespeare", "William Shakespeare"]}\n'
+                    '{"question": "when was hamlet written", "answer": ["1600"]}\n')
+    task = build_task(f"nq-open:{path}")
+    assert task.name == f"nq-open:{path}" and len(task.items()) == 2 and len(task.items(1)) == 1
+    assert task.items()[0].references == ("Shakespeare", "William Shakespeare")
+    assert task.items()[1].id == "nq-open-0002" and task.items()[1].turn.spoken
+
+
+def test_scitldr_task_from_a_file(tmp_path):
+    from bench.plugins import build_task
+
+    path = tmp_path / "SciTLDR-A_test.jsonl"
+    path.write_text(json.dumps({"paper_id": "p1", "source": ["We   study speech.", "It works."],
+                                "target": ["Speech works. "]}) + "\n")
+    task = build_task(f"scitldr:{path}")
+    item, = task.items()
+    assert task.name == f"scitldr:{path}" and [m.name for m in task.metrics] == ["rouge_1", "rouge_2", "rouge_l"]
+    assert item.id == "scitldr-p1" and item.turn.transcript == "We study speech. It works."
+    assert item.references == ("Speech works.",)
+
+
+def test_text_set_tasks_need_their_file(tmp_path):
+    from bench.plugins import build_task
+
+    with pytest.raises(TypeError):  # what `list` takes for "needs an argument"
+        build_task("squad")
+    with pytest.raises(L.DataError, match="missing"):
+        build_task(f"nq-open:{tmp_path / 'absent.jsonl'}")
+
+
+def test_hf_task_from_a_dataset(monkeypatch):
+    """`hf:DATASET_ID[:key=value...]` through a stand-in for `datasets` (no hub access in tests)."""
+    from bench.plugins import build_task
+
+    tone = np.zeros(1600, dtype=np.float32)
+    rows = [{"audio": {"array": tone, "sampling_rate": 16000}, "transcription": f"utt {i}", "key": f"k{i}"}
+            for i in range(3)]
+    calls = []
+    _fake_datasets(monkeypatch, _FakeDataset(rows), calls)
+    task = build_task("hf:org/set:config=en_us:text_column=transcription:id_column=key")
+    assert calls == [("org/set", "en_us", "test")]
+    assert task.name == "hf:org/set:config=en_us:text_column=transcription:id_column=key"
+    assert [m.name for m in task.metrics] == ["wer", "cer", "rtfx"] and task.transcript_only
+    assert [it.id for it in task.items(2)] == ["org/set-test-k0", "org/set-test-k1"]
+    assert task.items()[2].references == ("utt 2",)
+    build_task("hf:org/set:text_column=transcription", split="dev")
+    assert calls[-1] == ("org/set", None, "validation")  # the hub's name for the dev split
+    build_task("hf:org/set:split=dev.clean:text_column=transcription", split="dev")
+    assert calls[-1] == ("org/set", None, "dev.clean")
+    rows[0]["transcription"] = "changed"
+    assert build_task("hf:org/set:config=en_us:text_column=transcription:id_column=key").version != task.version
+    with pytest.raises(ValueError, match="keys config, split"):
+        build_task("hf:org/set:colum=text")
+
+
+def test_hf_task_without_datasets_says_how_to_install(monkeypatch):
+    from bench.plugins import build_task
+
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(ImportError, match="pip install"):
+        build_task("hf:org/set")
+
+
 # ---------------------------------------------------------------- public sets in ../shared/data
 def _check_listing(items, count):
     assert len(items) == count and len({it.id for it in items}) == count

@@ -74,7 +74,7 @@ def test_score_and_report_rebuild_from_stored_outputs(capsys, tmp_path, fakes_re
     (run_dir / "rows.jsonl").unlink()
     (run_dir / "table.md").unlink()
     import systems  # scoring must not build any system
-    systems.REGISTRY.register("fake", "tests.fakes:no_such_factory")
+    systems.REGISTRY.register("fake", "tests.fakes:no_such_factory")  # undone after the test (conftest)
     assert main(["score", str(run_dir)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(run_dir)
     assert (run_dir / "rows.jsonl").read_text() == before

@@ -117,7 +117,7 @@ def test_score_task_adds_difference_rows_against_baselines():
     items = _items(10)
     by_system = {"text": {i.id: Generation("a") for i in items}, "cascade": {i.id: Generation("b") for i in items},
                  "e2e": {i.id: Generation("a") for i in items}}
-    rows = score_task(T(), "clean", items, by_system)
+    rows = score_task(T(), "clean", items, by_system, ["cascade", "text"])
     diffs = {(r["system"], r["baseline"]): r["value"] for r in rows if r["baseline"]}
     assert diffs == {("e2e", "cascade"): 1.0, ("e2e", "text"): 0.0, ("cascade", "text"): -1.0, ("text", "cascade"): 1.0}
 
@@ -139,9 +139,10 @@ def test_wer_buckets():
             "one"]
     by_system = {"cascade": {it.id: Generation("a", transcript=h) for it, h in zip(items, hyps)},
                  "e2e": {it.id: Generation("a") for it in items}}
-    rows = wer_bucket_rows(T(), "clean", items, by_system)
-    conds = {r["condition"]: r["n"] for r in rows if r["system"] == "e2e"}
-    assert conds == {"clean · cascade WER 0": 1, "clean · cascade WER (0,10]": 1, "clean · cascade WER >30": 1}
+    rows = wer_bucket_rows(T(), "clean", items, by_system, ["cascade-whisper", "cascade"])
+    got = {(r["condition"], r["bucket_by"], r["bucket"]): r["n"] for r in rows if r["system"] == "e2e"}
+    assert got == {("clean", "cascade", "0"): 1, ("clean", "cascade", "(0,10]"): 1, ("clean", "cascade", ">30"): 1}
+    assert wer_bucket_rows(T(), "clean", items, by_system, ["cascade-whisper"]) == []  # no bucketing system ran
 
 
 def test_sacrebleu_signatures():

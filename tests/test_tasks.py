@@ -9,8 +9,10 @@ import pytest
 from bench.cli import main
 from bench.plugins import build_task, tasks
 from bench.tts import voices
+from tasks import needs_argument
 
-BUILTIN = [n for n in tasks().names() if n not in ("manifest", "typed-qa") and not n.startswith(("asr-", "fleurs-"))]
+BUILTIN = [n for n in tasks().names()
+           if n != "typed-qa" and not needs_argument(n) and not n.startswith(("asr-", "fleurs-"))]
 
 
 def _norm(s):
@@ -32,7 +34,7 @@ def test_items_are_spoken_in_their_split_voices_with_references(name):
 
 
 def test_suite_splits_are_disjoint_by_text():
-    from tasks.builtin import DATA
+    from corpus import DATA
 
     for path in sorted((DATA / "suites").glob("*.jsonl")):
         by_split = {}
@@ -113,12 +115,9 @@ def test_response_ppl_scores_the_topline_answer(tmp_path, capsys, fakes_register
     """A scoring task: the reference system answers first, then every system scores that answer."""
     import systems
 
-    systems.REGISTRY.register("text", "tests.fakes:build_echo")  # the reference answers by echoing
-    try:
+    with systems.REGISTRY.temporary(text="tests.fakes:build_echo"):  # the reference answers by echoing
         assert main(["run", "--systems", "fake", "--tasks", "response-ppl", "--limit", "3",
                      "--output-dir", str(tmp_path), "--no-progress"]) == 0
-    finally:
-        systems.REGISTRY.register("text", "systems.text:build")
     run_dir = capsys.readouterr().out.strip().splitlines()[-1]
     outs = [json.loads(l) for l in open(f"{run_dir}/outputs.jsonl")]
     assert [o["text"] for o in outs] == [it.turn.transcript for it in build_task("spoken-qa").items(3)]
@@ -139,3 +138,64 @@ def test_real_data_tasks(shared_data):
     fr = build_task("fleurs-translate-en-fr").items()
     assert len(fr) == 10 and all(it.references[0] for it in fr) and fr[0].instruction.startswith("Translate")
     assert len(build_task("asr-ljspeech").items()) == 31 and len(build_task("asr-librivox").items()) == 5
+
+
+def test_configured_tasks_check_their_arguments():
+    from tasks.builtin import FleursTranslation, RealASR, Translation
+
+    assert Translation(target="es").name == "translate-en-es"
+    assert FleursTranslation("dev", target="de").name == "fleurs-translate-en-de"
+    assert RealASR(dataset="librivox").description == "real speech: LibriVox, one reader"
+    with pytest.raises(ValueError, match="fr, de, es"):
+        Translation(target="it")
+    with pytest.raises(ValueError, match="fleurs, ljspeech, librivox"):
+        RealASR(dataset="timit")
+    assert build_task("translate-en-de", split="dev").split == "dev"
+
+
+def test_committed_baseline_task_versions_still_match():
+    rows = [json.loads(l) for l in (Path(__file__).resolve().parents[1] / "results" / "baselines" / "smoke"
+                                   / "rows.jsonl").read_text().splitlines() if l.strip()]
+    versions = {r["task"]: r["task_version"] for r in rows}
+    assert versions and all(build_task(t).version == v for t, v in versions.items()), versions
+
+
+# ---------------------------------------------------------------- suites (tasks/suites/*.toml)
+def test_builtin_suites_are_toml_files_naming_known_plugins():
+    import systems
+    from tasks.suites import SUITE_DIR, SUITES
+
+    assert list(SUITES) == ["smoke", "default", "full", "real"]
+    assert {p.stem for p in SUITE_DIR.glob("*.toml")} == set(SUITES)
+    assert SUITES["smoke"]["limit"] == 12 and SUITES["full"]["limit"] is None
+    for name, s in SUITES.items():
+        assert s["about"] and s["conditions"] == ["clean"], name
+        assert s["baselines"] == ["cascade", "text"] and s["bucket_systems"] == ["cascade", "cascade-whisper"]
+        for n in s["systems"] + s.get("optional_systems", []) + s["baselines"] + s["bucket_systems"]:
+            systems.REGISTRY.target(n)
+        for n in s["tasks"] + s.get("sweep_tasks", []):
+            tasks().target(n)
+        assert set(s.get("optional_systems", [])) <= set(s["systems"])
+
+
+def test_a_users_suite_file(tmp_path):
+    from tasks.suites import SUITE_DIR, SUITES, load_suite, suite_from_file
+
+    mine = tmp_path / "mine.toml"
+    mine.write_text((SUITE_DIR / "smoke.toml").read_text().replace("limit = 12", "limit = 3"))
+    assert suite_from_file(mine) == {**SUITES["smoke"], "limit": 3}
+    assert load_suite(str(mine)) == suite_from_file(mine)
+    smoke = load_suite("smoke")
+    smoke["systems"].append("changed")  # a copy: the built-in suite stays as it is
+    assert "changed" not in SUITES["smoke"]["systems"]
+    with pytest.raises(KeyError, match="Did you mean 'smoke'"):
+        load_suite("smoek")
+    with pytest.raises(FileNotFoundError, match="nope.toml"):
+        load_suite(str(tmp_path / "nope.toml"))
+    for text, message in [('sytems = ["text"]', "unknown key 'sytems'. Did you mean 'systems'"),
+                          ('systems = "text"', "systems must be a list of strings"),
+                          ("limit = 0", "limit must be a positive integer"),
+                          ("systems = [", "not valid TOML")]:
+        (tmp_path / "bad.toml").write_text(text + "\n")
+        with pytest.raises(ValueError, match=message):
+            suite_from_file(tmp_path / "bad.toml")

@@ -8,30 +8,23 @@ machine trains on the same text; `python -m systems.asr.corpus` re-extracts them
 
 Sentences are normalised to the ASR alphabet (lowercase letters, apostrophe, space), filtered for
 speakable prose (5-20 words, no code-like tokens), de-duplicated, and every sentence that occurs
-in a dev or test split of a built-in suite is removed.
+in a dev or test split of a built-in suite is removed. The alphabet (`normalize`) and the authored
+splits (`suite_texts`) come from the shared `corpus` package.
 """
 from __future__ import annotations
 
 import ast
 import gzip
 import hashlib
-import json
 import re
 import sys
 import sysconfig
 from pathlib import Path
 
+from corpus import ALPHABET, normalize, suite_texts  # noqa: F401  (shared with the tasks; re-exported)
+
 SENT_SPLIT = re.compile(r"(?<=[.!?])\s+")
 CODEY = re.compile(r"[_(){}\[\]<>=*/\\|`#@$%^~:;\"0-9]|\.\w|\w\.\w|--|\bdef\b|\bNone\b|\bTrue\b|\bFalse\b|\bself\b|\bargs\b|\bkwargs\b")
-ALPHABET = set("abcdefghijklmnopqrstuvwxyz' ")
-
-
-def normalize(text: str) -> str:
-    """The ASR target alphabet: lowercase a-z, apostrophe and single spaces."""
-    t = text.lower().replace("-", " ").replace("’", "'")
-    t = re.sub(r"[^a-z' ]", " ", t)
-    t = re.sub(r"(^| )'+|'+( |$)", " ", t)  # quotes, not apostrophes
-    return " ".join(t.split())
 
 
 def _docstring_sentences(path: Path):
@@ -75,25 +68,6 @@ def extract_stdlib_sentences(min_words: int = 5, max_words: int = 20) -> list[st
             if min_words <= len(n.split()) <= max_words and n not in seen:
                 seen[n] = None
     return sorted(seen, key=lambda x: hashlib.sha256(x.encode()).hexdigest())
-
-
-def suite_texts(split: str) -> list[str]:
-    """The normalised English texts of one split of every built-in suite."""
-    data = Path(__file__).resolve().parents[2] / "tasks" / "data"
-    out = []
-    for f in sorted(data.rglob("*.jsonl")):
-        for line in f.read_text().splitlines():
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            if r.get("split", "test") != split:  # files without splits are test sets
-                continue
-            for k in ("text", "question", "en", "passage"):
-                if isinstance(r.get(k), str):
-                    out.append(normalize(r[k]))
-            for t in r.get("turns", []) + ([r["final"]] if isinstance(r.get("final"), dict) else []):
-                out.append(normalize(t.get("text", "")))
-    return [t for t in out if t]
 
 
 def training_sentences() -> list[str]:

@@ -473,9 +473,9 @@ def tune(model: Path, beam: int, threads: int) -> dict:
     import itertools
     import json
 
-    import jiwer
     import torch
 
+    from bench.textnorm import wer as corpus_wer
     from bench.tts import synthesize
     from systems.asr.ctc import CTCASR
     from systems.asr.train import ASRTrainConfig, dev_set
@@ -486,7 +486,7 @@ def tune(model: Path, beam: int, threads: int) -> dict:
     dev = dev_set(ASRTrainConfig())
     refs = [t for t, _ in dev]
     logps = asr.log_probs([synthesize(t, v) for t, v in dev])
-    wer = lambda hyps: float(jiwer.wer(refs, [h or "<empty>" for h in hyps]))
+    wer = lambda hyps: corpus_wer(refs, hyps)
     rows = [{"decoder": "greedy", "wer": wer(asr.decode_greedy(logps))}]
     lm = NgramLM.load(model / "lm.arpa.gz")
     for alpha, beta, pen in itertools.product((0.2, 0.3, 0.4, 0.5, 0.7), (-1.0, 0.0, 1.0, 2.0),
@@ -508,9 +508,9 @@ def tune_rescore(model: Path, llm: str, threads: int, nbest: int = 16,
     test); record it in decoding.json where it beats plain beam search, else remove the entry."""
     import json
 
-    import jiwer
     import torch
 
+    from bench.textnorm import item_wer, wer as corpus_wer
     from bench.tts import synthesize
     from systems.asr.ctc import CTCASR
     from systems.asr.train import ASRTrainConfig, dev_set
@@ -527,9 +527,9 @@ def tune_rescore(model: Path, llm: str, threads: int, nbest: int = 16,
              for lp in asr.log_probs([synthesize(t, v) for t, v in dev])]
     rescorer = LLMRescorer(RescoreConfig(llm=llm, nbest=nbest))
     lm_logp = rescorer.log_probs([t for n in lists for t, _ in n])
-    wer = lambda hyps: float(jiwer.wer(refs, [h or "<empty>" for h in hyps]))
+    wer = lambda hyps: corpus_wer(refs, hyps)
     rows = {w: wer(LLMRescorer.pick(lists, lm_logp, w)) for w in (0.0, *weights)}
-    oracle = wer([min(n, key=lambda h: jiwer.wer(r, h[0] or "<empty>"))[0] for r, n in zip(refs, lists)])
+    oracle = wer([min(n, key=lambda h: item_wer(h[0], r))[0] for r, n in zip(refs, lists)])
     best = min(weights, key=rows.get)
     conf = json.loads(spec.read_text())
     conf.pop("rescore", None)

@@ -114,13 +114,9 @@ def dev_set(cfg: ASRTrainConfig, draws: int = 1) -> list[tuple[str, str]]:
     """(text, voice) pairs: the authored ASR dev sentences in dev voices; with `draws` > 1, the same
     sentences again in that many draws of dev voices in all (a steadier measure for small choices)."""
     from bench.tts import Voice
-    from systems.asr.corpus import normalize
+    from corpus import normalize, split_rows
 
-    path = Path(__file__).resolve().parents[2] / "tasks" / "data" / "suites" / "asr.jsonl"
-    texts = []
-    if path.exists():
-        texts = [normalize(json.loads(l)["text"]) for l in path.read_text().splitlines()
-                 if l.strip() and json.loads(l).get("split") == "dev"]
+    texts = [normalize(r["text"]) for r in split_rows("asr", "dev")]
     if not texts:
         from systems.asr.corpus import stdlib_sentences
         texts = stdlib_sentences()[-cfg.dev_size:]  # fallback only; excluded from training below
@@ -224,13 +220,13 @@ def train_step(model, opt, batch, lr: float, cfg: ASRTrainConfig, g: torch.Gener
 
 
 def evaluate(asr, dev) -> float:
-    import jiwer
-
+    """Dev WER of `asr` on the (text, voice) pairs of `dev`, as the `asr` task scores it."""
+    from bench.textnorm import wer
     from bench.tts import synthesize
 
     audios = [synthesize(t, v) for t, v in dev]
     hyps = asr.transcribe(audios)
-    return float(jiwer.wer([t for t, _ in dev], [h or "<empty>" for h in hyps]))
+    return wer([t for t, _ in dev], hyps)
 
 
 def save_checkpoint(out: Path, asr, opt, step: int, cfg: ASRTrainConfig, log_tail: dict, start: int = 0) -> None:

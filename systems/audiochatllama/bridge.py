@@ -208,12 +208,3 @@ class TokenCTCASR:
     def transcribe(self, audios: Sequence[Audio]) -> list[str]:
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip()
                 for ids in self.encoder.transcribe_ids(audios)]
-
-
-def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """Corpus WER on normalised text (the ASR task's normaliser)."""
-    import jiwer
-
-    from systems.asr.corpus import normalize
-
-    return float(jiwer.wer([normalize(r) for r in refs], [normalize(h) or "<empty>" for h in hyps]))

@@ -16,20 +16,16 @@ import json
 import sys
 from pathlib import Path
 
-from tasks.loaders import QA_INSTRUCTION as QUESTION_INSTRUCTION  # the spoken-QA task's: trained as it is asked
+from corpus import QA_INSTRUCTION as QUESTION_INSTRUCTION  # the spoken-QA task's: trained as it is asked
 
 
 def transcripts() -> list[str]:
     """Training transcripts, questions first (they matter most for spoken QA): the authored QA train
     questions, then the ASR training corpus (LLM-written sentences, authored sentences, stdlib prose)."""
-    import json as _json
-
-    from systems.asr.corpus import suite_texts
+    from corpus import split_rows, suite_texts
     from systems.asr.train import ASRTrainConfig, corpus
-    from tasks.builtin import DATA
 
-    qa = [_json.loads(l)["question"] for l in (DATA / "suites" / "spoken_qa.jsonl").read_text().splitlines()
-          if l.strip() and _json.loads(l)["split"] == "train"]
+    qa = [r["question"] for r in split_rows("spoken_qa", "train")]
     held = set(suite_texts("dev")) | set(suite_texts("test"))
     return list(dict.fromkeys(qa + [s for s in corpus(ASRTrainConfig()) if s not in held]))
 

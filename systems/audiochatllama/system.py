@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from bench.plugins import Context
+from bench.plugins import Context, takes
 from bench.types import Generation, Request, System, TokenLogProbs
 from systems.common import Lazy, decode_config, load_llm, shared_llm
 from systems.llm import DecodeConfig
@@ -75,14 +75,17 @@ class AudioChatLlamaSystem(System):
         return self._lora_split([r for r, _ in pairs], score)
 
 
-def _load(ctx: Context, default: Path, option: str) -> AudioChatLlamaSystem:
+CHECKPOINT_ARG = "AudioChatLlama checkpoint directory (from `train e2e ... --export DIR`)"
+
+
+def _load(ctx: Context, default: Path) -> AudioChatLlamaSystem:
     from systems.audiochatllama.model import AudioChatLlama
     from systems.llm import weights_identity
 
-    path = Path(ctx.options.get(option) or default)
+    path = Path(ctx.args.get("checkpoint") or default)
     if not (path / "trainable.safetensors").exists():
         raise FileNotFoundError(f"no AudioChatLlama checkpoint at {path}. Train one with `audiochat-bench train e2e` "
-                                f"or pass --{option.replace('_', '-')} PATH")
+                                f"or pass --system-args SYSTEM:checkpoint=PATH")
     meta = json.loads((path / "config.json").read_text())
     llm = shared_llm(ctx)
     if ctx.options.get("llm") and meta["model"]["llm"] != ctx.options["llm"]:
@@ -96,14 +99,24 @@ def _load(ctx: Context, default: Path, option: str) -> AudioChatLlamaSystem:
     return AudioChatLlamaSystem(model, decode_config(ctx), identity, llm)
 
 
+@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-smollm2)")
 def build(ctx: Context) -> AudioChatLlamaSystem:
-    return _load(ctx, CHECKPOINTS / "audiochatllama-smollm2", "e2e")
+    return _load(ctx, CHECKPOINTS / "audiochatllama-smollm2")
 
 
+@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-whisper-smollm2)")
 def build_whisper(ctx: Context) -> AudioChatLlamaSystem:
-    return _load(ctx, CHECKPOINTS / "audiochatllama-whisper-smollm2", "e2e_whisper")
+    return _load(ctx, CHECKPOINTS / "audiochatllama-whisper-smollm2")
 
 
+@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-lora-smollm2)")
 def build_lora(ctx: Context) -> AudioChatLlamaSystem:
     """The LoRA ablation: the same recipe with adapters on the LLM, active only on requests with speech."""
-    return _load(ctx, CHECKPOINTS / "audiochatllama-lora-smollm2", "e2e_lora")
+    return _load(ctx, CHECKPOINTS / "audiochatllama-lora-smollm2")
+
+
+@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-tokens-smollm2)")
+def build_tokens(ctx: Context) -> AudioChatLlamaSystem:
+    """The token bridge: the encoder's CTC posteriors over the LLM's own tokens, weighting the LLM's
+    input embeddings, plus a learned residual (`bridge.py`)."""
+    return _load(ctx, CHECKPOINTS / "audiochatllama-tokens-smollm2")

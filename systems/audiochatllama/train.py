@@ -113,7 +113,7 @@ def _as_is(batch):
 def asr_targets(llm, texts) -> list[dict]:
     """Rows of the ASR task through the LLM: the `asr` task's instruction, the transcript as the
     target (its tokens, then the end-of-turn token, as the LLM would write it)."""
-    from tasks.loaders import ASR_INSTRUCTION
+    from corpus import ASR_INSTRUCTION
 
     return [{"transcript": t, "instruction": ASR_INSTRUCTION, "ids": llm.target_ids(t), "asr": True} for t in texts]
 

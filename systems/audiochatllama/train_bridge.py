@@ -55,8 +55,9 @@ def training_texts() -> list[str]:
 
 
 def evaluate(encoder, tokenizer, dev) -> float:
+    """Dev WER of the bridge's greedy token transcripts, as the `asr` task scores a transcript."""
+    from bench.textnorm import wer
     from bench.tts import synthesize
-    from systems.audiochatllama.bridge import wer
 
     hyps = [tokenizer.decode(ids) for ids in encoder.transcribe_ids([synthesize(t, v) for t, v in dev])]
     return wer([t for t, _ in dev], hyps)
