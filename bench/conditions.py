@@ -173,6 +173,23 @@ def word_errors(rate: float) -> ConditionFn:
     return apply
 
 
+def respeak_joe(item: Item, seed: int) -> Item:
+    """Every spoken turn with known words spoken again by the evaluation-only piper `joe` voice
+    (bench/piper_tts.py), at a speaking rate drawn from the seed (length scale 0.9-1.15): a voice
+    family no training recipe uses. A spoken turn without a transcript fails the item."""
+    from bench import piper_tts
+
+    def turn(t: Turn, k: int) -> Turn:
+        if t.role != "user" or t.audio is None:
+            return t
+        if not t.transcript:
+            raise ValueError("voice-joe re-speaks a turn's words, and this spoken turn has no transcript")
+        rate = float(np.random.default_rng([seed, k]).uniform(0.9, 1.15))
+        return replace(t, audio=piper_tts.speak(t.transcript, round(rate, 3)))
+
+    return replace(item, turn=turn(item.turn, 0), history=tuple(turn(t, k + 1) for k, t in enumerate(item.history)))
+
+
 def clean(item: Item, seed: int) -> Item:
     """No change: the item as authored."""
     return item
@@ -216,6 +233,8 @@ FAMILIES: list[Family] = [
 FIXED: dict[str, tuple[ConditionFn, str]] = {
     "clean": (clean, "the item as authored"),
     "telephone": (_on_audio(band(300, 3400)), "band-limited to 300-3400 Hz"),
+    "voice-joe": (respeak_joe, "the words re-spoken by piper's neural `joe` voice (evaluation only: no recipe "
+                               "trains on it), so a table shows how systems hold up on a voice family never heard"),
 }
 
 

@@ -8,7 +8,8 @@ responses file (`data responses`), spoken in N fresh draws of a voice split, it 
 
     python scripts/e2e_fit_check.py CHECKPOINT RESPONSES [--voices train|dev|test] [--limit 32]
 
-Used in session 4 to check that the recipe can fit 32 rows at all (results/train/e2e-overfit).
+A recipe that cannot fit 32 rows (trained on them alone) cannot learn from thousands: run it on an
+overfitting run's checkpoint first.
 """
 from __future__ import annotations
 

@@ -145,7 +145,7 @@ def _wer_metrics() -> tuple[Metric, ...]:
 
     return (Metric("wer", "corpus", False, stats("word"), M.ratio),
             Metric("cer", "corpus", False, stats("char"), M.ratio),
-            Metric("rtfx", "corpus", True, rtf, M.ratio))
+            Metric("rtfx", "corpus", True, rtf, M.ratio, timing=True))
 
 
 class ASR(SuiteTask):

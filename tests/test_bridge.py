@@ -96,11 +96,12 @@ def test_stage_one_ctc_loss_falls_and_the_encoder_round_trips(llm, tmp_path):
                                       for i in enc.transcribe_ids(audios)]
 
 
-def test_stage_one_recipe_trains_checkpoints_and_resumes(llm, tmp_path):
+@pytest.mark.parametrize("cached", [True, False])
+def test_stage_one_recipe_trains_checkpoints_and_resumes(llm, tmp_path, cached):
     from systems.audiochatllama.train_bridge import BridgeTrainConfig, train
 
     cfg = BridgeTrainConfig(batch_size=2, steps=3, warmup=1, log_every=1, eval_every=3, ckpt_every=2, dev_size=2,
-                            workers=0, noise_prob=0.0, threads=1)
+                            workers=0, noise_prob=0.0, threads=1, cached=cached, voices_per_text=1)
     train(cfg, tmp_path, texts=TEXTS, tokenizer=llm.tokenizer, encoder=tiny_token_encoder(llm.tokenizer),
           progress=False)
     log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
@@ -109,6 +110,22 @@ def test_stage_one_recipe_trains_checkpoints_and_resumes(llm, tmp_path):
     out = train(cfg, tmp_path, texts=TEXTS, tokenizer=llm.tokenizer, progress=False)  # from the checkpoint
     assert out["step"] == 5
     assert json.loads((tmp_path / "ckpt" / "train_config.json").read_text())["step"] == 5
+    assert (tmp_path / "states.pt").exists() == cached  # the cached route encodes its clips once
+
+
+def test_adapter_sits_between_encoder_and_head_and_round_trips(llm, tmp_path):
+    enc = tiny_token_encoder(llm.tokenizer)
+    with_adapter = TokenCTCEncoder(enc.encoder, enc.fe, enc.vocab, {"llm": "tiny", "adapter_layers": 1})
+    audio = _speech("the cat sat")
+    with_adapter.eval()
+    with torch.no_grad():
+        states, _ = with_adapter([audio])
+        raw, _ = enc([audio])
+    assert states.shape == raw.shape and not torch.allclose(states, raw)
+    with_adapter.save(tmp_path / "a")
+    again = TokenCTCEncoder.load(tmp_path / "a")
+    with torch.no_grad():
+        assert torch.allclose(again([audio])[0], states, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,25 @@ def test_clean_is_identity_and_bad_names_are_clear():
         C.CONDITIONS.get("white-snr1O")
     with pytest.raises(RegistryError, match="out of range"):
         C.CONDITIONS.get("speed9")
+
+
+def test_voice_joe_respeaks_the_words_deterministically_and_only_spoken_turns():
+    from bench.conditions import apply
+    from bench.types import Audio, Item, Turn
+
+    espeak = Turn("user", audio=Audio(np.full(16000, 0.1, np.float32)), transcript="what is the capital of italy")
+    item = Item(id="q1", turn=espeak, history=(Turn("user", text="hello"), Turn("assistant", text="hi")))
+    a, b = apply("voice-joe", item), apply("voice-joe", item)
+    assert a.turn.audio.sample_rate == 16000 and a.turn.audio.seconds > 1.0
+    assert np.array_equal(a.turn.audio.samples, b.turn.audio.samples)  # a function of the item alone
+    assert not np.array_equal(a.turn.audio.samples[:16000], espeak.audio.samples)
+    assert a.history == item.history  # typed turns as they were
+    with pytest.raises(ValueError, match="no transcript"):
+        apply("voice-joe", Item(id="q2", turn=Turn("user", audio=Audio(np.full(16000, 0.1, np.float32)))))
+
+
+def test_no_training_recipe_uses_the_evaluation_only_voice():
+    root = Path(__file__).resolve().parents[1]
+    for f in (root / "systems").rglob("*.py"):
+        text = f.read_text()
+        assert "piper" not in text and "voice-joe" not in text, f

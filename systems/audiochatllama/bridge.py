@@ -105,16 +105,24 @@ class TokenCTCEncoder(nn.Module):
         cfg = encoder.config
         self.frame_ms = 10 * cfg.subsampling_factor
         self.dim = cfg.hidden_size
+        # Transformer layers between the (character-trained) encoder and the token head: a frame must
+        # know its whole word to emit a word-sized token, where the encoder was trained to know a character
+        n = int(meta.get("adapter_layers", 0))
+        self.adapter = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(self.dim, max(1, self.dim // 48), 4 * self.dim, dropout=0.1, batch_first=True,
+                                       norm_first=True), n, enable_nested_tensor=False) if n else None
         self.head = nn.Linear(self.dim, len(vocab))  # (B, T, C) → (B, T, V′)
 
     @classmethod
-    def from_ctc(cls, ctc_dir: str | Path, tokenizer, texts: Iterable[str], llm: str) -> "TokenCTCEncoder":
-        """A fresh head on the encoder of a trained character CTC model."""
+    def from_ctc(cls, ctc_dir: str | Path, tokenizer, texts: Iterable[str], llm: str,
+                 adapter_layers: int = 0) -> "TokenCTCEncoder":
+        """A fresh head (and adapter) on the encoder of a trained character CTC model."""
         from systems.asr.ctc import CTCASR
 
         asr = CTCASR.from_pretrained(ctc_dir, decoder="greedy")
         vocab = TokenVocab.from_texts(tokenizer, texts)
-        return cls(asr.model.encoder, asr.fe, vocab, {"llm": llm, "init_encoder": asr.identity})
+        return cls(asr.model.encoder, asr.fe, vocab, {"llm": llm, "init_encoder": asr.identity,
+                                                      "adapter_layers": adapter_layers})
 
     def forward(self, audios: Sequence[Audio]) -> tuple[torch.Tensor, torch.Tensor]:
         from systems.asr.ctc import featurize
@@ -126,14 +134,24 @@ class TokenCTCEncoder(nn.Module):
 
     def encode(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.encoder(input_features=feats, attention_mask=mask, output_attention_mask=True)
-        return out.last_hidden_state, out.attention_mask.sum(-1)  # (B, T, C), (B,)
+        return self.adapt(out.last_hidden_state, out.attention_mask.sum(-1))
 
-    def ctc_loss(self, feats: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """CTC loss of padded class labels (BLANK-padded) given features (the ASR recipe's batches)."""
-        states, lengths = self.encode(feats, mask)
+    def adapt(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder states (B, T, C) through the adapter (if any): the states the head and the bridge read."""
+        if self.adapter is not None:
+            pad = torch.arange(states.shape[1], device=states.device)[None] >= lengths.to(states.device)[:, None]
+            states = self.adapter(states, src_key_padding_mask=pad)
+        return states, lengths  # (B, T, C), (B,)
+
+    def ctc_loss_states(self, states: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """CTC loss of padded class labels (BLANK-padded) given the adapted states."""
         logp = torch.log_softmax(self.head(states).float(), -1).transpose(0, 1)  # (T, B, V′)
         target_lengths = (labels != BLANK).sum(-1)
         return nn.functional.ctc_loss(logp, labels, lengths, target_lengths, blank=BLANK, zero_infinity=True)
+
+    def ctc_loss(self, feats: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """CTC loss of padded class labels (BLANK-padded) given features (the ASR recipe's batches)."""
+        return self.ctc_loss_states(*self.encode(feats, mask), labels)
 
     @torch.inference_mode()
     def transcribe_ids(self, audios: Sequence[Audio], batch_size: int = 16) -> list[list[int]]:

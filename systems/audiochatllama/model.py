@@ -50,9 +50,8 @@ class ModelConfig:
     lora_r: int = 0  # LoRA rank on the LLM (0: off; the ablation switch)
     lora_alpha: int = 16
     # RMS-normalise the projector's output, its gain starting at the scale of the LLM's token
-    # embeddings (as Ultravox's projector ends): without it, audio rows grew to ~27x the norm of a
-    # token embedding in training. An ablation switch, off by default: a 350-step A/B on the CTC
-    # preset was inconclusive (session 3; see the audiochatllama-smollm2 card).
+    # embeddings (as Ultravox's projector ends), so audio rows cannot drift far from the norm of a
+    # token embedding. An ablation switch, off by default (its A/B is in the audiochatllama-smollm2 card).
     out_norm: bool = False
 
 

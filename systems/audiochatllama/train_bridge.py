@@ -40,9 +40,76 @@ class BridgeTrainConfig(ASRTrainConfig):
     eval_every: int = 250
     ckpt_every: int = 100
     dev_size: int = 60
+    adapter_layers: int = 2  # Transformer layers between the encoder and the token head
+    # Cached (the CPU route): the encoder stays frozen; `voices_per_text` clips of every training text are
+    # synthesised once (training voices, gain and noise as below) and encoded once, and the adapter and
+    # head train on those states, a step costing milliseconds instead of an encoder pass. Not cached: every
+    # batch synthesised afresh and the encoder trained too (`encoder_lr`), as the ASR recipe does.
+    cached: bool = True
+    voices_per_text: int = 2
 
 
 RUN_OPTIONS = ("threads", "workers", "bf16", "device", "steps")
+
+
+def cached_states(encoder, tokenizer, texts: list[str], cfg: BridgeTrainConfig, path: Path, progress: bool = True):
+    """[(states (T, C) float16, class labels)] of `voices_per_text` synthetic clips of every text, through
+    the frozen encoder (not the adapter); stored in `path` so a resumed run need not redo them."""
+    from bench.tts import Voice, synthesize
+    from bench.conditions import mix_at_snr
+    from systems.asr.ctc import featurize
+    from systems.audiochatllama.bridge import ClassTokenizer
+
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    import random
+
+    from tqdm import tqdm
+
+    rng = random.Random(f"{cfg.seed}-bridge-cache")
+    nprng = np.random.default_rng(cfg.seed)
+    labels = ClassTokenizer(tokenizer, encoder.vocab)
+    jobs = [(t, k) for t in texts for k in range(cfg.voices_per_text)]
+    out = []
+    encoder.eval()
+    bar = tqdm(total=len(jobs), desc="bridge: encoding training speech", unit="clip", disable=not progress,
+               file=sys.stderr)
+    with torch.inference_mode():
+        for i in range(0, len(jobs), 32):
+            chunk = jobs[i:i + 32]
+            wavs = []
+            for t, _ in chunk:
+                x = synthesize(t, Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
+                x *= 10 ** (rng.uniform(*cfg.gain_db_range) / 20)
+                if rng.random() < cfg.noise_prob:
+                    x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
+                wavs.append(np.clip(x, -1, 1).astype(np.float32))
+            feats, mask = featurize(encoder.fe, wavs)
+            enc = encoder.encoder(input_features=feats, attention_mask=mask, output_attention_mask=True)
+            lengths = enc.attention_mask.sum(-1)
+            for row, (t, _) in enumerate(chunk):
+                out.append((enc.last_hidden_state[row, : int(lengths[row])].half().clone(), labels(t)["input_ids"]))
+            bar.update(len(chunk))
+    bar.close()
+    tmp = path.with_suffix(".tmp")
+    torch.save(out, tmp)
+    tmp.replace(path)
+    return out
+
+
+def cached_batches(data, cfg: BridgeTrainConfig, seed: int):
+    """Endless (states (B, T, C), lengths, labels) batches drawn from the cached clips."""
+    import random
+
+    rng = random.Random(seed)
+    while True:
+        picked = [data[rng.randrange(len(data))] for _ in range(cfg.batch_size)]
+        lengths = torch.tensor([s.shape[0] for s, _ in picked])
+        states = torch.nn.utils.rnn.pad_sequence([s.float() for s, _ in picked], batch_first=True)
+        labels = torch.zeros(len(picked), max(len(l) for _, l in picked), dtype=torch.long)
+        for i, (_, l) in enumerate(picked):
+            labels[i, :len(l)] = torch.tensor(l)
+        yield states, lengths, labels
 
 
 def training_texts() -> list[str]:
@@ -90,17 +157,26 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
         step, opt_state, start = int(state["step"]), state["optimizer"], int(saved.get("start_step", 0))
         print(f"resuming from step {step}", file=sys.stderr)
     elif encoder is None:
-        encoder = TokenCTCEncoder.from_ctc(cfg.init, tokenizer, texts, cfg.llm)
+        encoder = TokenCTCEncoder.from_ctc(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers)
     encoder.to(cfg.device).train()
-    groups = [{"params": list(encoder.head.parameters()), "lr": cfg.lr},
-              {"params": list(encoder.encoder.parameters()), "lr": cfg.encoder_lr}]
+    new = [p for m in (encoder.adapter, encoder.head) if m is not None for p in m.parameters()]
+    groups = [{"params": new, "lr": cfg.lr}]
+    if cfg.cached:  # the encoder is frozen: its states were computed once
+        encoder.encoder.requires_grad_(False)
+    else:
+        groups.append({"params": list(encoder.encoder.parameters()), "lr": cfg.encoder_lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
     base_lrs = [g["lr"] for g in groups]
-    stream = SpeechStream(texts, ClassTokenizer(tokenizer, encoder.vocab), cfg, epoch_seed=step)
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
-                                         persistent_workers=cfg.workers > 0)
+    if cfg.cached:
+        data = cached_states(encoder, tokenizer, texts, cfg, out / "states.pt", progress)
+        encoder.train()
+        loader = cached_batches(data, cfg, cfg.seed + step)
+    else:
+        stream = SpeechStream(texts, ClassTokenizer(tokenizer, encoder.vocab), cfg, epoch_seed=step)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
+                                             persistent_workers=cfg.workers > 0)
     g = torch.Generator().manual_seed(cfg.seed + step)
     if progress:
         print(f"{len(encoder.vocab)} classes ({len(encoder.vocab.ids)} LLM tokens), {len(texts)} training texts, "
@@ -121,16 +197,21 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
             print(json.dumps(entry), file=sys.stderr, flush=True)
         return entry
 
-    for (feats, mask), labels, secs in loader:
+    for batch in loader:
         if step >= cfg.steps or (max_minutes and time.time() - t0 > 60 * max_minutes):
             break
         scale = warmup_cosine(step, cfg.warmup, cfg.steps, 0.05, start)
         for grp, base in zip(opt.param_groups, base_lrs):
             grp["lr"] = base * scale
-        feats, mask = feats.to(cfg.device), mask.to(cfg.device)
-        feats = spec_augment(feats, mask, cfg, g)
         with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = encoder.ctc_loss(feats, mask, labels.to(cfg.device))
+            if cfg.cached:
+                states, lengths, labels = batch
+                secs = 0.0
+                loss = encoder.ctc_loss_states(*encoder.adapt(states.to(cfg.device), lengths), labels.to(cfg.device))
+            else:
+                (feats, mask), labels, secs = batch
+                feats, mask = feats.to(cfg.device), mask.to(cfg.device)
+                loss = encoder.ctc_loss(spec_augment(feats, mask, cfg, g), mask, labels.to(cfg.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(encoder.parameters(), 5.0)
