@@ -73,13 +73,15 @@ def takes(**keys: str):
     """Declare the arguments a system factory takes (key → what it means), for `--system-args`,
     `list` and the error that names the allowed keys."""
     def mark(factory):
-        factory.args = keys
+        factory.arg_specs = keys
         return factory
     return mark
 
 
 def system_arg_specs(name: str) -> dict[str, str]:
-    return dict(getattr(systems().get(name), "args", {}))
+    """The arguments system `name` declares (a configured registry entry declares its function's)."""
+    factory = systems().get(name)
+    return dict(getattr(factory, "arg_specs", None) or getattr(getattr(factory, "func", None), "arg_specs", {}))
 
 
 def check_system_args(name: str, args: dict[str, str]) -> None:
