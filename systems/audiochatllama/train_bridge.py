@@ -1,9 +1,11 @@
 """Stage 1 of the token bridge: `audiochat-bench train bridge [...]`.
 
-The encoder of the trained character CTC ASR gets a CTC head over the LLM's own tokens (those of the
-training text, plus a fallback; `bridge.py`), and both are trained like an ASR: the speech stream of
-the ASR recipe (espeak in training voices, gain, noise, SpecAugment; `systems/asr/train.py`), the
-CTC loss on the transcript's LLM tokens, no LLM in the loop. Dev WER (greedy, decoded by the LLM's
+The encoder of the trained character CTC ASR gets a small Transformer adapter and a CTC head over the
+LLM's own tokens (those of the training text, plus a fallback; `bridge.py`), trained like an ASR: the
+CTC loss on the transcript's LLM tokens, no LLM in the loop. By default (`--cached`, the CPU route) the
+encoder stays frozen, every training text is spoken `voices_per_text` times once (espeak in training
+voices, gain, noise) and encoded once, and adapter + head train on those states; `--no-cached` trains
+the encoder too on the ASR recipe's fresh speech every step (`systems/asr/train.py`: SpecAugment too). Dev WER (greedy, decoded by the LLM's
 tokenizer) on the ASR dev sentences in dev voices. Checkpoints (weights, optimiser, config) every
 `ckpt_every` steps; a killed run resumes where it stopped; `--export DIR` writes the encoder
 directory that `train e2e --preset tokens` starts from.
@@ -55,8 +57,8 @@ RUN_OPTIONS = ("threads", "workers", "bf16", "device", "steps")
 def cached_states(encoder, tokenizer, texts: list[str], cfg: BridgeTrainConfig, path: Path, progress: bool = True):
     """[(states (T, C) float16, class labels)] of `voices_per_text` synthetic clips of every text, through
     the frozen encoder (not the adapter); stored in `path` so a resumed run need not redo them."""
-    from bench.tts import Voice, synthesize
     from bench.conditions import mix_at_snr
+    from bench.tts import Voice, synthesize
     from systems.asr.ctc import featurize
     from systems.audiochatllama.bridge import ClassTokenizer
 
