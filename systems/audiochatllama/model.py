@@ -107,24 +107,26 @@ class AudioChatLlama(nn.Module):
             p.requires_grad_(cfg.train_encoder)
         tokens = llm.model.get_input_embeddings().weight  # (V, D)
         if cfg.bridge == "tokens":
-            if not hasattr(encoder, "vocab"):
-                raise ValueError("the token bridge needs a token-CTC encoder (encoder 'token-ctc', from `train bridge`)")
-            cfg.stack = 1  # the CTC collapse already brings frames down to ~tokens
-            self.projector = Projector(encoder.dim, cfg.projector_hidden, tokens.shape[1])
-            nn.init.zeros_(self.projector.net[-1].weight)  # the residual starts at 0: step 0 reads pure tokens
-            nn.init.zeros_(self.projector.net[-1].bias)
-            # rows for the classes after blank: the fallback (the mean embedding), then the vocabulary's tokens;
-            # derived from the frozen LLM, so not saved with the checkpoint
-            ids = torch.tensor(encoder.vocab.ids, device=tokens.device)
-            table = tokens.detach()[ids]
-            self.register_buffer("token_table", torch.cat([table.mean(0, keepdim=True), table]), persistent=False)
-            return
-        if cfg.bridge != "continuous":
+            self._build_token_bridge(encoder, tokens)
+        elif cfg.bridge == "continuous":
+            if not cfg.stack:
+                cfg.stack = max(1, round(80 / encoder.frame_ms))
+            scale = float(tokens.detach().float().pow(2).mean().sqrt()) if cfg.out_norm else None
+            self.projector = Projector(encoder.dim * cfg.stack, cfg.projector_hidden, tokens.shape[1], scale)
+        else:
             raise ValueError(f"unknown bridge {cfg.bridge!r}: 'continuous' or 'tokens'")
-        if not cfg.stack:
-            cfg.stack = max(1, round(80 / encoder.frame_ms))
-        scale = float(tokens.detach().float().pow(2).mean().sqrt()) if cfg.out_norm else None
-        self.projector = Projector(encoder.dim * cfg.stack, cfg.projector_hidden, tokens.shape[1], scale)
+
+    def _build_token_bridge(self, encoder: nn.Module, tokens: torch.Tensor) -> None:
+        if not hasattr(encoder, "vocab"):
+            raise ValueError("the token bridge needs a token-CTC encoder (encoder 'token-ctc', from `train bridge`)")
+        self.cfg.stack = 1  # the CTC collapse already brings frames down to ~tokens
+        self.projector = Projector(encoder.dim, self.cfg.projector_hidden, tokens.shape[1])
+        nn.init.zeros_(self.projector.net[-1].weight)  # the residual starts at 0: step 0 reads pure tokens
+        nn.init.zeros_(self.projector.net[-1].bias)
+        # rows for the classes after blank: the fallback (the mean embedding), then the vocabulary's tokens;
+        # derived from the frozen LLM, so not saved with the checkpoint
+        table = tokens.detach()[torch.tensor(encoder.vocab.ids, device=tokens.device)]
+        self.register_buffer("token_table", torch.cat([table.mean(0, keepdim=True), table]), persistent=False)
 
     # -- LoRA only where there is speech ---------------------------------------------------------
     @contextmanager
