@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -54,11 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow model repos to run their own code (off unless you pass this)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    full_help = ("also print every metric of every task and condition, with the differences (always written "
+                 "to the run's table.md and table.csv); without it the headline and verdicts only")
+    r.add_argument("--full", action="store_true", help=full_help)
 
     s = sub.add_parser("score", help="rebuild rows and tables of a run from its stored outputs (no model)")
     s.add_argument("run_dir")
-    rp = sub.add_parser("report", help="rebuild table.md / table.csv of a run from rows.jsonl")
+    s.add_argument("--full", action="store_true", help=full_help)
+    rp = sub.add_parser("report", help="rebuild headline.md, table.md and table.csv of a run from rows.jsonl")
     rp.add_argument("run_dir")
+    rp.add_argument("--full", action="store_true", help=full_help)
     sub.add_parser("list", help="show systems, tasks, suites and conditions")
     tr = sub.add_parser("train", help="train a model: `train asr --help` shows a recipe's options", add_help=False)
     tr.add_argument("recipe", nargs="?", help="what to train (asr)")
@@ -121,16 +128,27 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------------------------
 
-def _print_result(result) -> int:
-    """The table, the failures and, last, the run directory (scripts read the last line)."""
+def _print_tables(rows: list[dict], config: dict, full: bool) -> None:
+    """The headline and verdicts (after the full tables with `full`): the end of the output, where a
+    terminal shows it."""
     from bench import report
+    from bench.headline import headline
+
+    if full:
+        print(report.markdown_table(rows))
+    print(headline(rows, config, width=max(80, min(shutil.get_terminal_size((120, 40)).columns, 120))))
+
+
+def _print_result(result, full: bool = False) -> int:
+    """The headline, the failures and, last, the run directory (scripts read the last line)."""
     from bench.runner import describe_failures
 
-    print(report.markdown_table(result.rows))
+    _print_tables(result.rows, result.meta.get("config", {}), full)
+    print("in the run directory (last line): table.md and table.csv (every metric), report.html")
     if result.failures:
         print(describe_failures(result.failures), file=sys.stderr)
     if result.n_failed:
-        print(f"{result.n_failed} output(s) failed or missing; see {result.run_dir / 'outputs.jsonl'}")
+        print(f"{result.n_failed} output(s) failed or missing: their reasons are in outputs.jsonl")
     print(result.run_dir)
     return 0
 
@@ -167,7 +185,7 @@ def _suite_config(args, all_suites: dict):
     preset.pop("about", None)
     if suite_name is None:  # explicit systems/tasks without a suite: the rest from the default suite
         preset = {k: v for k, v in all_suites["default"].items()
-                  if k in ("systems", "tasks", "optional_systems", "baselines", "bucket_systems")}
+                  if k in ("systems", "tasks", "optional_systems", "baselines", "bucket_systems", "toplines")}
     return C.resolve(preset, {
         "suite": suite_name, "systems": args.systems, "tasks": args.tasks, "conditions": args.conditions,
         "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
@@ -181,13 +199,13 @@ def cmd_run(args) -> int:
 
     plan, run_dir = _run_config(args)
     result = evaluate(plan, run_dir=run_dir, progress=not args.no_progress)
-    return _print_result(result) if result.primary else 0
+    return _print_result(result, args.full) if result.primary else 0
 
 
 def cmd_score(args) -> int:
     from bench.evaluate import score_run
 
-    return _print_result(score_run(args.run_dir))
+    return _print_result(score_run(args.run_dir), args.full)
 
 
 def cmd_report(args) -> int:
@@ -197,8 +215,9 @@ def cmd_report(args) -> int:
     if not (d / "rows.jsonl").exists():
         raise FileNotFoundError(f"{d}: no rows.jsonl; run `audiochat-bench score {d}` first")
     rows = report.read_rows(d)
-    report.write_rows(d, rows)
-    print(report.markdown_table(rows))
+    config = json.loads((d / "config.json").read_text()).get("config", {}) if (d / "config.json").exists() else {}
+    report.write_rows(d, rows, config)
+    _print_tables(rows, config, args.full)
     print(d)
     return 0
 

@@ -41,6 +41,10 @@ class RunConfig:
     baselines: list[str] = field(default_factory=list)
     # whose transcripts bucket the items by word error rate (the first present)
     bucket_systems: list[str] = field(default_factory=list)
+    # presentation only (not in `identity`): systems that read the gold text (shown in the headline,
+    # not ranked), and the systems that get a line of verdicts (default: all but baselines and toplines)
+    toplines: list[str] = field(default_factory=list)
+    verdict_systems: list[str] = field(default_factory=list)
 
     def conditions_for(self, task: str) -> list[str]:
         extra = self.sweep_conditions if task in self.sweep_tasks else []
@@ -58,7 +62,7 @@ class RunConfig:
     def identity(self) -> str:
         """Hash of what determines the results (not where they are written, nor batching)."""
         d = asdict(self)
-        for k in ("output_dir", "cache", "batch_size", "optional_systems"):
+        for k in ("output_dir", "cache", "batch_size", "optional_systems", "toplines", "verdict_systems"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

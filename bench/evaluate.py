@@ -227,7 +227,7 @@ def _score(run_dir: Path, plan: Plan, meta: dict, fingerprints: dict, tasks: dic
         cache.close()
     for r in rows:
         r.update(run=run_dir.name, git_sha=meta.get("git_sha"), config_hash=plan.identity())
-    report.write_rows(run_dir, rows)
+    report.write_rows(run_dir, rows, asdict(plan))
     if write:
         from bench.html import write_report
 
@@ -258,5 +258,6 @@ def group_rows(result: RunResult, task: str, group_of: Callable[[Item], str | No
                 if res is not None:
                     rows.append({"system": system, "task": task, "task_version": t.version, "condition": condition,
                                  field_name: g, "metric": metric.name, "baseline": None,
-                                 "higher_is_better": metric.higher_is_better, "timing": metric.timing, **res})
+                                 "higher_is_better": metric.higher_is_better, "timing": metric.timing,
+                                 "primary": metric.name == t.primary_metric(), **res})
     return rows

@@ -18,7 +18,9 @@ def safe(name: str) -> str:
 
 
 def primary_metric(rows: list[dict], task: str) -> str:
-    return next(r["metric"] for r in rows if r["task"] == task)
+    """The task's declared headline metric (rows carry `primary`), else its first metric."""
+    mine = [r for r in rows if r["task"] == task]
+    return next((r["metric"] for r in mine if r.get("primary")), mine[0]["metric"])
 
 
 def _plain(rows):
@@ -26,7 +28,7 @@ def _plain(rows):
 
 
 def robustness(rows: list[dict], out: Path) -> list[Path]:
-    """Per task and condition family: the task's first metric against the parameter, a line per
+    """Per task and condition family: the task's primary metric against the parameter, a line per
     system, 95% CI as error bars; 'clean' is drawn at the family's neutral value."""
     rows, paths = _plain(rows), []
     families = {f[0].prefix: f[0] for r in rows if (f := family_of(r["condition"]))}
@@ -66,7 +68,7 @@ def robustness(rows: list[dict], out: Path) -> list[Path]:
 
 
 def wer_buckets(rows: list[dict], out: Path) -> list[Path]:
-    """Per task: the first metric per WER bucket (clean condition), grouped bars per system."""
+    """Per task: the primary metric per WER bucket (clean condition), grouped bars per system."""
     paths = []
     sub = [r for r in rows if not r.get("baseline") and r.get("bucket") and r["condition"] == "clean"]
     for task in dict.fromkeys(r["task"] for r in sub):
@@ -97,7 +99,7 @@ def wer_buckets(rows: list[dict], out: Path) -> list[Path]:
 
 
 def quality_latency(rows: list[dict], latency: dict[tuple[str, str], float], out: Path) -> list[Path]:
-    """Per task: the first metric (clean) against mean seconds of model time per item, a point per system."""
+    """Per task: the primary metric (clean) against mean seconds of model time per item, a point per system."""
     paths = []
     sub = [r for r in _plain(rows) if r["condition"] == "clean"]
     for task in dict.fromkeys(r["task"] for r in sub):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 ROW_FIELDS = ["run", "system", "task", "task_version", "condition", "bucket", "bucket_by", "voice", "metric",
               "baseline", "value", "ci_low", "ci_high", "significant", "n", "n_failed", "higher_is_better", "timing",
+              "primary",
               "git_sha", "config_hash"]
 
 
@@ -71,7 +72,11 @@ def _hib(rows: list[dict], task: str, metric: str) -> bool:
     return next(r["higher_is_better"] for r in rows if r["task"] == task and r["metric"] == metric)
 
 
-def write_rows(run_dir: Path, rows: list[dict]) -> None:
+def write_rows(run_dir: Path, rows: list[dict], config: dict | None = None) -> None:
+    """rows.jsonl, table.csv, table.md (every metric) and headline.md (the answer at a glance;
+    `config`: the run's, for its toplines, verdict systems and baselines)."""
+    from bench.headline import headline
+
     with open(run_dir / "rows.jsonl", "w") as f:
         for r in rows:
             f.write(json.dumps({k: r.get(k) for k in ROW_FIELDS}) + "\n")
@@ -81,6 +86,7 @@ def write_rows(run_dir: Path, rows: list[dict]) -> None:
         for r in rows:
             w.writerow({k: r.get(k) for k in ROW_FIELDS})
     (run_dir / "table.md").write_text(markdown_table(rows))
+    (run_dir / "headline.md").write_text(headline(rows, config) + "\n")
 
 
 def write_outputs(run_dir: Path, per_item: dict, items_by_task: dict) -> None:

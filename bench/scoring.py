@@ -95,13 +95,13 @@ def score_task(task: Task, condition: str, items: list[Item], by_system: Mapping
     """Rows for every (system, metric) of one task under one condition, and paired differences of
     every other system against each of `baselines` present (`baseline` column set). `extra`: fields
     every row carries (a WER bucket, ...)."""
-    rows = []
+    rows, primary = [], task.primary_metric()
     for system, outputs in by_system.items():
         for metric in task.metrics:
             context = {metric.needs: by_system[metric.needs]} if metric.needs in by_system else {}
             base = {"system": system, "task": task.name, "task_version": task.version, "condition": condition,
                     **(extra or {}), "metric": metric.name, "higher_is_better": metric.higher_is_better,
-                    "timing": metric.timing}
+                    "timing": metric.timing, "primary": metric.name == primary}
             res = score_metric(metric, items, outputs, context)
             if res is None:
                 continue

@@ -234,9 +234,14 @@ class Task:
     # answer to each item instead of a generation (the response-perplexity metric).
     mode: str = "generate"
     reference_system: str | None = None  # the system whose answers a scoring task scores (it names it)
+    primary: str | None = None  # the metric that leads the task in the headline (default: its first)
 
     def items(self, limit: int | None = None) -> list[Item]:
         raise NotImplementedError
+
+    def primary_metric(self) -> str | None:
+        """The headline metric: `primary`, else the first metric that is not a timing."""
+        return self.primary or next((m.name for m in self.metrics if not m.timing), None)
 
 
 def first_n(items: Iterable[Item], limit: int | None) -> list[Item]:

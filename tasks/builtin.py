@@ -125,6 +125,7 @@ class ResponsePPL(SpokenQA):
     description = "perplexity of the topline's answer given each system's input (spoken-QA items)"
     mode = "score"
     reference_system = TOPLINE
+    primary = "ppl_ratio"
     metrics = (
         Metric("ppl", "corpus", False, lambda it, g, c: (g.nll, g.tokens), _ppl),
         Metric("ppl_ratio", "corpus", False,
@@ -170,6 +171,7 @@ class Translation(SuiteTask):
 
     version = "1"
     file = "translation"
+    primary = "chrf"
     metrics = (
         Metric("bleu", "corpus", True, lambda it, g, c: M.bleu_statistics(g.text, it.references), M.bleu_from_statistics),
         Metric("chrf", "corpus", True, lambda it, g, c: M.chrf_statistics(g.text, it.references[0]), M.chrf_from_statistics),
@@ -206,6 +208,7 @@ class Summarization(SuiteTask):
     version = "1"
     description = "a spoken passage → a one-sentence summary; ROUGE-1/2/L against 3 references (30 test items)"
     file = "summarization"
+    primary = "rouge_l"
     metrics = tuple(Metric(k.replace("rouge", "rouge_").lower(), "item", True,
                            (lambda kind: lambda it, g, c: M.rouge(g.text, it.references, kind))(k))
                     for k in ("rouge1", "rouge2", "rougeL"))

@@ -14,6 +14,8 @@ can copy and edit; `SUITES` maps each name to its dict. A suite's keys are `RunC
     limit = 24                              # items per task; absent: every item
     baselines = ["cascade", "text"]         # paired differences of every other system against these
     bucket_systems = ["cascade"]            # whose transcripts define the WER buckets (first present)
+    toplines = ["text"]                     # in the headline, not ranked (it reads the gold text)
+    verdict_systems = ["audiochatllama"]    # who gets verdicts (default: all but baselines and toplines)
 
 `suite_from_file(path)` reads and checks one such file (a user's own, for `run --suite FILE.toml`);
 `load_suite(path_or_name)` takes either a built-in suite's name or a path to a file.

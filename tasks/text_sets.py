@@ -156,7 +156,7 @@ class SciTLDRTask(TextSetTask):
     References are the target summaries (`read_scitldr`); ROUGE-1/2/L."""
 
     prefix, about = "scitldr", "spoken abstracts → one-sentence summaries"
-    metrics = Summarization.metrics
+    metrics, primary = Summarization.metrics, Summarization.primary
 
     def read(self, path, split):
         return read_scitldr(path, split_voice=split)

@@ -69,7 +69,7 @@ def test_a_system_from_a_test_file_runs_scores_reports_and_compares(tmp_path, ca
     assert meta["config"]["system_args"] == {"suffixer": {"checkpoint": str(ck)}}
     assert meta["counts"]["generated"] == 12
     assert main(["compare", str(base), str(new)]) == 1
-    assert "REGRESSED suffixer/fake-qa/clean/agree_echo" in capsys.readouterr().out
+    assert "| REGRESSED | suffixer | fake-qa | clean | agree_echo |" in capsys.readouterr().out
 
 
 def test_an_unknown_system_argument_names_the_allowed_ones(tmp_path, capsys, suffixer):
