@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow model repos to run their own code (off unless you pass this)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--data-dir", help="folder of local copies of public benchmarks (voicebench:..., librispeech:..., "
+                   "...; `list` shows which it holds); default: the Hugging Face cache")
+    r.add_argument("--judge", metavar="SYSTEM", help="a system that scores open-ended answers (summarize, open "
+                   "manifests) against the references and the topline's answer, e.g. text (off unless named)")
     full_help = ("also print every metric of every task and condition, with the differences (always written "
                  "to the run's table.md and table.csv); without it the headline and verdicts only")
     r.add_argument("--full", action="store_true", help=full_help)
@@ -66,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="rebuild headline.md, table.md and table.csv of a run from rows.jsonl")
     rp.add_argument("run_dir")
     rp.add_argument("--full", action="store_true", help=full_help)
-    sub.add_parser("list", help="show systems, tasks, suites and conditions")
+    ls = sub.add_parser("list", help="show systems, tasks, benchmarks (and which are available locally), suites "
+                        "and conditions")
+    ls.add_argument("--data-dir", help="folder of local benchmark copies to look in (as run --data-dir)")
     tr = sub.add_parser("train", help="train a model: `train asr --help` shows a recipe's options", add_help=False)
     tr.add_argument("recipe", nargs="?", help="what to train (asr)")
     tr.add_argument("args", nargs=argparse.REMAINDER)
@@ -76,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     add_chat_parser(sub)
     from bench.compare import add_parser as add_compare_parser
     add_compare_parser(sub)
+    from bench.serve import add_parser as add_serve_parser
+    add_serve_parser(sub)
     pf = sub.add_parser("perf", help="speed: ChatLLM tokens/s against a bare model.generate loop, or, with "
                         "--systems, each system's items/s, RTFx, tokens/s, peak RSS and harness overhead")
     pf.add_argument("--llm", default=None)
@@ -110,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.chat import cmd_chat
         from bench.compare import cmd_compare
         from bench.datacmd import cmd_data
+        from bench.serve import cmd_serve
 
         return {"run": cmd_run, "score": cmd_score, "report": cmd_report, "list": cmd_list,
                 "perf": cmd_perf, "data": cmd_data, "train": cmd_train, "chat": cmd_chat,
-                "compare": cmd_compare}[args.command](args)
+                "compare": cmd_compare, "serve": cmd_serve}[args.command](args)
     except BrokenPipeError:  # the reader left (`audiochat-bench list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
         return 0
@@ -191,7 +200,7 @@ def _suite_config(args, all_suites: dict):
         "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
         "output_dir": args.output_dir, "cache": args.cache, "trust_remote_code": args.trust_remote_code,
-        "system_args": system_args_of(args)})
+        "data_dir": args.data_dir, "judge": args.judge, "system_args": system_args_of(args)})
 
 
 def cmd_run(args) -> int:
@@ -226,11 +235,14 @@ def cmd_list(args) -> int:
     from bench.conditions import CONDITIONS
     from bench.plugins import build_task, suites, systems, tasks
 
-    from bench.plugins import system_arg_specs
+    from bench.plugins import family_arg, system_arg_specs
 
     print("systems:  (each one's own options: --system-args 'SYSTEM:key=value,...')")
     for n in systems().names():
-        print(f"  {n:<24} {systems().target(n)}")
+        about = family_arg(n)  # a family: NAME:ARG builds one member per ARG
+        print(f"  {n + (':ARG' if about else ''):<24} {systems().target(n)}")
+        if about:
+            print(f"  {'':<26}ARG = {about}")
         for key, about in system_arg_specs(n).items():
             print(f"  {'':<26}{key}=…  {about}")
     print("tasks:")
@@ -241,6 +253,7 @@ def cmd_list(args) -> int:
         except TypeError:  # a task that needs an argument (manifest:PATH)
             cls = tasks().get(n)
             print(f"  {n + ':ARG':<24} {((cls.__doc__ or '').strip().splitlines() or [''])[0]}")
+    _list_benchmarks(getattr(args, "data_dir", None))
     print("suites:")
     for n, s in suites().items():
         print(f"  {n:<24} {s.get('about', '')}")
@@ -249,6 +262,18 @@ def cmd_list(args) -> int:
         print(f"  {n:<24} {about}")
     print("  (numbers are parameters: white-snr5, speed0.9, wer10, ...)")
     return 0
+
+
+def _list_benchmarks(data_dir: str | None) -> None:
+    from bench.plugins import benchmarks
+
+    print("benchmarks:  (public sets by name: a local copy under --data-dir / $AUDIOCHAT_BENCH_DATA_DIR, "
+          "or the Hugging Face cache; README: Benchmarks)")
+    for _, b, where in benchmarks(data_dir):
+        print(f"  {b.names:<24} {b.repo}  [{b.licence}]  {b.about}")
+        print(f"  {'':<26}" + (f"available: {where}" if where else
+                               f"not found locally: huggingface-cli download --repo-type dataset {b.repo} "
+                               f"--local-dir DIR/{b.repo}, then --data-dir DIR"))
 
 
 def cmd_train(args) -> int:

@@ -45,6 +45,11 @@ class RunConfig:
     # not ranked), and the systems that get a line of verdicts (default: all but baselines and toplines)
     toplines: list[str] = field(default_factory=list)
     verdict_systems: list[str] = field(default_factory=list)
+    # where local copies of public benchmarks live (`voicebench:sd-qa`, ...): a location, not in `identity`
+    # (the items' content is in each task's version)
+    data_dir: str | None = None
+    # a system that judges open-ended answers (summarize, open) after generation; None: no judge
+    judge: str | None = None
 
     def conditions_for(self, task: str) -> list[str]:
         extra = self.sweep_conditions if task in self.sweep_tasks else []
@@ -64,6 +69,9 @@ class RunConfig:
         d = asdict(self)
         for k in ("output_dir", "cache", "batch_size", "optional_systems", "toplines", "verdict_systems"):
             d.pop(k)
+        d.pop("data_dir")
+        if d["judge"] is None:  # runs without a judge keep the identity they had before judges existed
+            d.pop("judge")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
@@ -89,10 +97,14 @@ def resolve(suite: dict | None, overrides: dict) -> RunConfig:
 
 def parse_system_args(specs: list[str] | None) -> dict[str, dict[str, str]]:
     """`['cascade:asr=DIR,decoder=beam', 'audiochatllama:checkpoint=DIR']` → {system: {key: value}}
-    (the convention of lm-evaluation-harness's `--model_args`, one string per system)."""
+    (the convention of lm-evaluation-harness's `--model_args`, one string per system). The system is
+    what precedes the last `:` before the first `=`, so a family member's name may hold colons of its
+    own (`hf-audio:ID:key=value`) and a value may too (`base_url=http://host:8000`)."""
     out: dict[str, dict[str, str]] = {}
     for spec in specs or []:
-        name, sep, rest = spec.partition(":")
+        eq = spec.find("=")
+        cut = spec.rfind(":", 0, eq if eq >= 0 else len(spec))
+        name, sep, rest = (spec[:cut], ":", spec[cut + 1:]) if cut >= 0 else (spec, "", "")
         if not sep or not name.strip():
             raise ValueError(f"--system-args {spec!r}: write SYSTEM:key=value[,key=value...]")
         args = out.setdefault(name.strip(), {})

@@ -23,8 +23,10 @@ def add_parser(sub) -> None:
         p.add_argument("--tasks", default=None, help="comma-separated tasks (default: every built-in task)")
         p.add_argument("--split", default="test", choices=["train", "dev", "test"])
         p.add_argument("--limit", type=int, default=None)
+        p.add_argument("--data-dir", default=None, help="local copies of public benchmarks (see `list`)")
         if name == "export":
-            p.add_argument("--out", required=True, help="folder to write <task>/<item>.wav and manifest.jsonl into")
+            p.add_argument("--out", required=True, help="folder to write <task>/<item>.wav and manifest.jsonl into "
+                           "(several tasks: <task>/manifest.jsonl each, one kind per manifest)")
     from bench.plugins import data_tools
 
     for name in data_tools().names():  # plug-in data tools
@@ -33,13 +35,13 @@ def add_parser(sub) -> None:
 
 
 def _tasks(args):
-    from bench.plugins import build_task, suites
+    from bench.plugins import build_task, suites, task_data_kwargs
 
     # default: the default suite's tasks (those over optional public data or a file are named explicitly)
     names = parse_list(args.tasks) or suites()["default"]["tasks"]
     out = []
     for n in names:
-        t = build_task(n, split=args.split)
+        t = build_task(n, split=args.split, **task_data_kwargs(n, getattr(args, "data_dir", None)))
         out.append((n, t, t.items(args.limit)))
     return out
 
@@ -76,8 +78,8 @@ def synth(args) -> int:
 
 
 def inspect(args) -> int:
-    print("| task | split | items | spoken turns | typed turns | audio (s) total | mean | max | voices |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| task | split | items | spoken turns | typed turns | audio (s) total | mean | max | voices | kind |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, task, items in _tasks(args):
         durations, voices, typed, spoken = [], set(), 0, 0
         for it in items:
@@ -94,8 +96,15 @@ def inspect(args) -> int:
                 durations.append(a.seconds)
         tot = sum(durations)
         print(f"| {name} | {args.split} | {len(items)} | {spoken} | {typed} | {tot:.1f} | "
-              f"{tot / max(len(durations), 1):.1f} | {max(durations, default=0):.1f} | {len(voices)} |")
+              f"{tot / max(len(durations), 1):.1f} | {max(durations, default=0):.1f} | {len(voices)} | {_kind(task)} |")
     return 0
+
+
+def _kind(task) -> str:
+    from bench.plugins import task_kind
+
+    kind, target = task_kind(task)
+    return f"{kind} → {target}" if target else kind
 
 
 def _turn_json(t: Turn, audio_path: str | None) -> dict:
@@ -105,20 +114,29 @@ def _turn_json(t: Turn, audio_path: str | None) -> dict:
 
 
 def export(args) -> int:
+    """One manifest per task (its header line names the task's kind, so `manifest:PATH` scores it
+    with the same metrics); with one task it is <out>/manifest.jsonl, else <out>/<task>/manifest.jsonl."""
+    from bench.plugins import task_kind
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with open(out / "manifest.jsonl", "w") as f:
-        for name, task, items in _tasks(args):
-            (out / name).mkdir(exist_ok=True)
+    tasks = _tasks(args)
+    n, written = 0, []
+    for name, task, items in tasks:
+        folder = out / _safe(name)
+        folder.mkdir(exist_ok=True)
+        path = out / "manifest.jsonl" if len(tasks) == 1 else folder / "manifest.jsonl"
+        kind, target = task_kind(task)
+        with open(path, "w") as f:
+            f.write(json.dumps({"kind": kind, **({"target": target} if target else {})}) + "\n")
             for it in tqdm(items, desc=name, unit="item", file=sys.stderr, leave=False):
                 it = it.materialized()
                 paths = []
                 for k, t in enumerate((*it.history, it.turn)):
                     if t.audio is not None:
-                        rel = f"{name}/{it.id}-{k}.wav"
-                        write_audio(out / rel, t.audio)
-                        paths.append(rel)
+                        wav = folder / f"{_safe(it.id)}-{k}.wav"
+                        write_audio(wav, t.audio)
+                        paths.append(str(wav.relative_to(path.parent)))
                     else:
                         paths.append(None)
                 turn = _turn_json(it.turn, paths[-1])
@@ -128,6 +146,12 @@ def export(args) -> int:
                                     "instruction": it.instruction, "references": list(it.references),
                                     "meta": {"task": name, **dict(it.meta)}}) + "\n")
                 n += 1
-    print(f"{n} items → {out / 'manifest.jsonl'}")
+        written.append(path)
+    print(f"{n} items → " + ", ".join(map(str, written)))
     print(out)
     return 0
+
+
+def _safe(name: str) -> str:
+    """A task or item name as one file name (`manifest:dir/x.jsonl`, `voicebench:sd-qa`)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

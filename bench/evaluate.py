@@ -59,7 +59,7 @@ def validate(plan: Plan) -> None:
 
     if not plan.systems or not plan.tasks:
         raise ValueError("nothing to run: give --systems and --tasks, or a --suite")
-    for n in plan.systems:
+    for n in plan.systems + ([plan.judge] if plan.judge else []):
         systems().target(n)
     for n in plan.tasks:
         tasks().target(n.partition(":")[0])
@@ -71,9 +71,10 @@ def validate(plan: Plan) -> None:
 
 def build_tasks(plan: Plan) -> dict[str, tuple[Task, list[Item]]]:
     """The plan's tasks with their items (manifests are read here: a malformed one fails first)."""
-    from bench.plugins import build_task
+    from bench.plugins import build_task, task_data_kwargs
 
-    return {name: (t := build_task(name), t.items(plan.limit)) for name in plan.tasks}
+    return {name: (t := build_task(name, **task_data_kwargs(name, plan.data_dir)), t.items(plan.limit))
+            for name in plan.tasks}
 
 
 def load_plan(run_dir: str | Path) -> tuple[Plan, dict]:
@@ -195,6 +196,17 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
     save_meta()
     log(f"outputs: {counts['generated']} generated, {counts['cached']} from cache, {counts['failed']} failed "
         f"({meta['seconds']:.1f} s)")
+    if plan.judge:  # one extra stage: the judge reads the stored answers of every system (resumable)
+        from bench.judge import run_judge
+
+        jcache = OutputCache(plan.cache_path())
+        try:
+            meta["judge"] = run_judge(system(plan.judge), plan, tasks, fingerprints, jcache, gconf, progress)
+        finally:
+            jcache.close()
+        save_meta()
+        log(f"judge {plan.judge}: {meta['judge']['generated']} generated, {meta['judge']['cached']} from cache, "
+            f"{meta['judge']['failed']} failed")
     result = _score(run_dir, plan, meta, fingerprints, tasks, write)
     result.counts = counts
     result.failures = [f for s in every for f in s.failures]
@@ -223,6 +235,10 @@ def _score(run_dir: Path, plan: Plan, meta: dict, fingerprints: dict, tasks: dic
     try:
         rows, records = score_all(tasks, plan.conditions_for, fingerprints, cache, gen_config(plan.max_new_tokens),
                                   meta.get("reference_fingerprints"), plan.baselines, plan.bucket_systems)
+        if plan.judge and meta.get("judge"):  # the judge's verdicts, from the cache alone
+            from bench.judge import judge_rows
+
+            rows.extend(judge_rows(plan, tasks, records, cache, meta["judge"]["fingerprint"]))
     finally:
         cache.close()
     for r in rows:

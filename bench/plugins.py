@@ -5,14 +5,63 @@
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 from typing import Any, Callable
 
-from bench.registry import Registry
+from bench.registry import Registry, RegistryError
 
 
 def systems() -> Registry:
-    return importlib.import_module("systems").REGISTRY
+    """The systems registry, where a family entry also answers `FAMILY:ARG` names (see `family`)."""
+    return _Families(importlib.import_module("systems").REGISTRY)
+
+
+def family(about: str):
+    """Declare a system family: `NAME:ARG` (e.g. `hf-audio:Qwen/Qwen2-Audio-7B-Instruct`) builds
+    `factory(ctx, arg=ARG)`, and the system's name is the whole string, so rows and cache keys keep
+    the members apart. `about` says what ARG is, for `list` and errors."""
+    def mark(factory):
+        factory.family_arg = about
+        return factory
+    return mark
+
+
+def family_arg(name: str) -> str | None:
+    """What ARG means for the family registered as `name` (None: not a family)."""
+    return getattr(systems().get(name), "family_arg", None)
+
+
+class _Families:
+    """A view of a Registry in which `FAMILY:ARG` resolves to the family's factory with ARG bound
+    (exact names still win); everything else is the registry's own."""
+
+    def __init__(self, registry: Registry):
+        self._registry = registry
+
+    def __getattr__(self, attr):
+        return getattr(self._registry, attr)
+
+    def _split(self, name: str) -> tuple[str, str | None]:
+        base, sep, arg = name.partition(":")
+        if not sep or name in self._registry.names():
+            return name, None
+        if not getattr(self._registry.get(base), "family_arg", None):  # unknown base: "did you mean"
+            raise RegistryError(f"system {base!r} takes no ':ARG' (in {name!r}); only families do: "
+                                + ", ".join(n + ":ARG" for n in self._registry.names()
+                                            if getattr(self._registry.get(n), "family_arg", None)))
+        if not arg:
+            raise RegistryError(f"system {name!r}: write {base}:ARG ({self._registry.get(base).family_arg})")
+        return base, arg
+
+    def target(self, name: str) -> str:
+        base, arg = self._split(name)
+        return self._registry.target(base) + (f"[{arg}]" if arg is not None else "")
+
+    def get(self, name: str):
+        base, arg = self._split(name)
+        factory = self._registry.get(base)
+        return factory if arg is None else functools.partial(factory, arg=arg)
 
 
 def tasks() -> Registry:
@@ -94,7 +143,10 @@ def check_system_args(name: str, args: dict[str, str]) -> None:
 
 def build_system(name: str, ctx: Context, args: dict[str, str] | None = None):
     check_system_args(name, args or {})
-    system = systems().get(name)(ctx.for_system(args or {}))
+    factory = systems().get(name)
+    if getattr(factory, "family_arg", None):  # the family's bare name, without its ARG
+        raise ValueError(f"system {name!r} is a family: write {name}:ARG ({factory.family_arg})")
+    system = factory(ctx.for_system(args or {}))
     system.name = name
     return system
 
@@ -128,3 +180,26 @@ def build_task(name: str, **kwargs):
     """A task by name; `name:ARG` passes ARG to the task's constructor (e.g. `manifest:data/my.jsonl`)."""
     base, _, arg = name.partition(":")
     return tasks().get(base)(*([arg] if arg else []), **kwargs)
+
+
+def task_kind(task) -> tuple[str, str | None]:
+    """(kind, target language) that a task's items are scored as (`qa`, `asr`, `translate`, ...): what
+    `data export` writes in a manifest's header, so that `manifest:PATH` scores it the same way."""
+    return importlib.import_module("tasks.manifest").kind_of(task)
+
+
+def task_data_kwargs(name: str, data_dir: str | None) -> dict:
+    """{"data_dir": data_dir} for a task whose constructor takes one (the public benchmarks, which
+    read local copies from it), else {}: other tasks never see the option."""
+    import inspect
+
+    if not data_dir:
+        return {}
+    params = inspect.signature(tasks().get(name.partition(":")[0])).parameters
+    return {"data_dir": data_dir} if "data_dir" in params else {}
+
+
+def benchmarks(data_dir: str | None = None) -> list[tuple[str, Any, str | None]]:
+    """The public benchmarks the tasks package reads by name: (name, its description, where it is
+    available without the hub, or None)."""
+    return importlib.import_module("tasks.benchmarks").availability(data_dir)

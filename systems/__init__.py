@@ -10,6 +10,8 @@ REGISTRY = Registry("system", {
     "audiochatllama-lora": "systems.audiochatllama.system:build_lora",
     "audiochatllama-tokens": "systems.audiochatllama.system:build_tokens",
     "cascade-tokens": "systems.cascade:build_tokens",
+    "openai": "systems.endpoint:build",
+    "hf-audio": "systems.hf_audio:build",  # hf-audio:MODEL[+text|+asr=SYSTEM], a family
 }, entry_point_group="audiochat_bench.systems")
 
 # Flags of `run` and `chat` from before `--system-args`, kept as documented aliases of it: each sets

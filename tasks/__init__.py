@@ -21,11 +21,19 @@ REGISTRY = Registry("task", {
     "fleurs-translate-en-fr": ("tasks.builtin:FleursTranslation", {"target": "fr"}),
     "fleurs-translate-en-de": ("tasks.builtin:FleursTranslation", {"target": "de"}),
     "fleurs-translate-en-es": ("tasks.builtin:FleursTranslation", {"target": "es"}),
-    "manifest": "tasks.builtin:ManifestTask",  # manifest:PATH
+    "manifest": "tasks.manifest:ManifestTask",  # manifest:PATH (any kind: qa, asr, translate, ...)
     "squad": "tasks.text_sets:SquadTask",  # squad:PATH (SQuAD-1.1 or HeySQuAD JSON)
     "nq-open": "tasks.text_sets:NQOpenTask",  # nq-open:PATH
     "scitldr": "tasks.text_sets:SciTLDRTask",  # scitldr:PATH
     "hf": "tasks.hf:HFASRTask",  # hf:DATASET_ID[:key=value...]
+    # public benchmarks by name (tasks/benchmarks.py; the `hub` extra, a local copy or the HF cache)
+    "voicebench": "tasks.benchmarks:VoiceBench",  # voicebench:sd-qa|openbookqa|mmsu|ifeval|alpacaeval|commoneval
+    "heysquad": "tasks.benchmarks:HeySQuAD",  # heysquad:human
+    "librispeech": "tasks.benchmarks:LibriSpeech",  # librispeech:test-clean|test-other
+    "covost2": "tasks.benchmarks:CoVoST2",  # covost2:en-de, ...
+    "fleurs": "tasks.benchmarks:Fleurs",  # fleurs:en, ...
+    "heysquad-human-transcribed": ("tasks.benchmarks:HeySQuADText", {"form": "human-transcribed"}),
+    "heysquad-machine-transcribed": ("tasks.benchmarks:HeySQuADText", {"form": "machine-transcribed"}),
 }, entry_point_group="audiochat_bench.tasks")
 
 

@@ -208,6 +208,7 @@ class Summarization(SuiteTask):
     version = "1"
     description = "a spoken passage → a one-sentence summary; ROUGE-1/2/L against 3 references (30 test items)"
     file = "summarization"
+    judged = True  # open-ended: a judge (`run --judge SYSTEM`) scores its answers too
     primary = "rouge_l"
     metrics = tuple(Metric(k.replace("rouge", "rouge_").lower(), "item", True,
                            (lambda kind: lambda it, g, c: M.rouge(g.text, it.references, kind))(k))
@@ -240,29 +241,12 @@ class MultiTurn(SuiteTask):
                     references=tuple(r["answers"]), meta={"kind": r.get("kind")})
 
 
-class ManifestTask(Task):
-    """Your own data: `--tasks manifest:path/to/items.jsonl` (format: tasks/loaders.py). Scored with
-    the short-answer metrics (gold accuracy, EM, F1, agreement with the topline)."""
+def __getattr__(name: str):
+    if name == "ManifestTask":  # moved to tasks/manifest.py (it imports this module's metric sets)
+        from tasks.manifest import ManifestTask
 
-    version = "1"
-    metrics = answer_metrics()
-
-    def __init__(self, path: str, split: str = "test"):
-        import hashlib
-
-        from tasks.loaders import read_manifest
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"manifest {path!r} not found")
-        self.name = f"manifest:{path}"
-        self.description = f"items from {path}"
-        # the file's content is part of the version, so an edited manifest never reuses old outputs
-        self.version = "1-" + hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
-        self._items = read_manifest(self.path, split_voice=split)
-
-    def items(self, limit: int | None = None) -> list[Item]:
-        return first_n(self._items, limit)
+        return ManifestTask
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def items_version(items: list[Item]) -> str:

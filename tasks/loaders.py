@@ -25,6 +25,20 @@ so that a typo such as "refrences" does not silently drop your references):
   "instruction"  string or null: the system prompt every system receives. Default null
   "references"   list of strings: gold answers (any one may match). Default [] (scoring decides)
   "meta"         object, passed through untouched. Default {}
+  "kind"         optional, what the items are scored as (see below); the same on every line that has it
+  "target"       the target language code of a "translate" manifest ("de", "fr", ...; see LANGUAGE_NAMES)
+
+Kinds (`KINDS`): the first non-blank line may instead be a header naming the kind of every item,
+`{"kind": "asr"}` or `{"kind": "translate", "target": "de"}` (no "id"). A manifest without a kind is
+"qa" (its items are used exactly as written, as before kinds existed). With an explicit kind, a line
+without "instruction" gets that kind's default instruction (`KIND_INSTRUCTIONS`; `"instruction": null`
+means none), and:
+  qa         short answers: "references" are the gold answers (accuracy, EM, F1, agreement)
+  asr        a spoken turn ("audio"/"tts"); "references" default to ["<transcript>"]: corpus WER/CER
+  translate  a spoken turn and reference translation(s): corpus BLEU/chrF (sacrebleu)
+  summarize  reference summaries: ROUGE-1/2/L (and a judge, when one is named)
+  open       open-ended requests; "references" optional: agreement with the topline (and a judge)
+A manifest with no items is an error.
 
 Example lines:
   {"id": "q1", "audio": "clips/q1.wav", "transcript": "who wrote hamlet", "references": ["Shakespeare"]}
@@ -39,7 +53,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
@@ -55,6 +69,16 @@ SUMMARY_INSTRUCTION = "Summarize this in one sentence."
 FLORES = {"en": ("eng_Latn", "English"), "fr": ("fra_Latn", "French"),
           "de": ("deu_Latn", "German"), "es": ("spa_Latn", "Spanish")}
 JFK_PHRASES = ("my fellow americans", "your country", "do for you")
+# target languages a manifest or benchmark may name: FLORES/the built-in suites' and CoVoST 2's en→x ones
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
+                  "pt": "Portuguese", "nl": "Dutch", "ru": "Russian", "ca": "Catalan", "zh": "Chinese",
+                  "fa": "Persian", "et": "Estonian", "mn": "Mongolian", "tr": "Turkish", "ar": "Arabic",
+                  "sv": "Swedish", "lv": "Latvian", "sl": "Slovenian", "ta": "Tamil", "ja": "Japanese",
+                  "id": "Indonesian", "cy": "Welsh"}
+KINDS = ("qa", "asr", "translate", "summarize", "open")
+# the instruction every system gets when a line of a manifest with an explicit kind names none
+KIND_INSTRUCTIONS = {"qa": QA_INSTRUCTION, "asr": ASR_INSTRUCTION, "translate": TRANSLATE_INSTRUCTION,
+                     "summarize": SUMMARY_INSTRUCTION, "open": None}
 SQUAD_FORMS = ("original", "human-transcribed", "machine-transcribed")
 
 
@@ -91,7 +115,19 @@ def _lines(path: Path, encoding: str = "utf-8") -> list[str]:
 
 # ---------------------------------------------------------------- manifest
 _TURN_KEYS = {"audio", "tts", "text", "transcript", "voice", "rate", "pitch"}
-_LINE_KEYS = _TURN_KEYS | {"id", "history", "instruction", "references", "meta"}
+_LINE_KEYS = _TURN_KEYS | {"id", "history", "instruction", "references", "meta", "kind", "target"}
+_HEADER_KEYS = {"kind", "target"}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed manifest: its items and what they are scored as (`kind`, and `target` for translate).
+    `explicit`: the file named its kind (a manifest without one is "qa", read as before kinds)."""
+
+    items: list[Item]
+    kind: str = "qa"
+    target: str | None = None
+    explicit: bool = False
 
 
 class _Line:
@@ -164,11 +200,35 @@ class _Line:
 
 def read_manifest(path: str | Path, root: str | Path | None = None, allow_outside_root: bool = False,
                   split_voice: str = "test") -> list[Item]:
-    """Read a JSONL manifest (format in the module docstring) into items, without reading audio.
+    """The items of a JSONL manifest (see `parse_manifest`, which also says their kind)."""
+    return parse_manifest(path, root, allow_outside_root, split_voice).items
+
+
+def _kind_of(obj: dict, where: str) -> tuple[str | None, str | None]:
+    kind, target = obj.get("kind"), obj.get("target")
+    if kind is None:
+        if target is not None:
+            raise ManifestError(f"{where}: \"target\" needs \"kind\": \"translate\"")
+        return None, None
+    if kind not in KINDS:
+        raise ManifestError(f"{where}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if kind == "translate" and target not in LANGUAGE_NAMES:
+        raise ManifestError(f"{where}: kind \"translate\" needs \"target\", a language code: one of "
+                            f"{', '.join(LANGUAGE_NAMES)} (got {target!r})")
+    if kind != "translate" and target is not None:
+        raise ManifestError(f"{where}: \"target\" is only for kind \"translate\"")
+    return kind, target
+
+
+def parse_manifest(path: str | Path, root: str | Path | None = None, allow_outside_root: bool = False,
+                   split_voice: str = "test") -> Manifest:
+    """Read a JSONL manifest (format in the module docstring) into items and their kind, without
+    reading audio.
 
     Audio paths resolve against `root` (default: the manifest's folder) and must stay inside it
     unless `allow_outside_root`. TTS turns without a voice get one of `split_voice`'s held-out
-    voices, drawn from the item id. Raises `ManifestError` naming the line for any malformed line.
+    voices, drawn from the item id. Raises `ManifestError` naming the line for any malformed line,
+    for lines of different kinds, and for a manifest without items.
     """
     path = Path(path)
     try:
@@ -176,8 +236,9 @@ def read_manifest(path: str | Path, root: str | Path | None = None, allow_outsid
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(f"{path}: cannot read manifest ({e})") from None
     base = (Path(root) if root is not None else path.parent).resolve()
-    items: list[Item] = []
+    parsed: list[tuple[str, _Line, dict, Item]] = []
     seen: dict[str, int] = {}
+    kind: tuple[str | None, str | None, int] = (None, None, 0)  # kind, target, line that named it
     for n, raw in enumerate(lines, 1):
         where = f"{path}:{n}"
         if not raw.strip():
@@ -189,6 +250,22 @@ def read_manifest(path: str | Path, root: str | Path | None = None, allow_outsid
                                 "each line must be one complete JSON object") from None
         if not isinstance(obj, dict):
             raise ManifestError(f"{where}: each line must be a JSON object, got {type(obj).__name__}")
+        header = "id" not in obj and "kind" in obj
+        if header and (parsed or kind[2]):
+            raise ManifestError(f"{where}: a header line ({{\"kind\": ...}} without \"id\") may only be the "
+                                "first line; give this line an \"id\"")
+        if header and set(obj) - _HEADER_KEYS:
+            raise ManifestError(f"{where}: the header line has unknown key(s) {sorted(set(obj) - _HEADER_KEYS)}; "
+                                f"allowed: {sorted(_HEADER_KEYS)}")
+        line_kind = _kind_of(obj, where)
+        if line_kind[0] is not None:
+            if kind[2] and line_kind != kind[:2]:
+                raise ManifestError(f"{where}: kind {line_kind[0]!r}{f' ({line_kind[1]})' if line_kind[1] else ''} "
+                                    f"differs from {kind[0]!r} on line {kind[2]}; a manifest has one kind: "
+                                    "split it into one file per kind")
+            kind = (*line_kind, kind[2] or n)
+        if header:
+            continue
         item_id = obj.get("id")
         if not isinstance(item_id, str) or not item_id.strip():
             raise ManifestError(f"{where}: \"id\" is missing or not a non-empty string; "
@@ -198,28 +275,58 @@ def read_manifest(path: str | Path, root: str | Path | None = None, allow_outsid
                                 "ids must be unique")
         seen[item_id] = n
         line = _Line(where, base, allow_outside_root, item_id, split_voice)
-        turn = line.turn(obj, "user", "the line")
-        history = [] if obj.get("history") is None else obj["history"]
-        if not isinstance(history, list):
-            raise line.fail("\"history\" must be a list of turn objects")
-        turns = []
-        for i, h in enumerate(history):
-            role = h.get("role") if isinstance(h, dict) else "user"  # a non-object fails in line.turn
-            if role not in ("user", "assistant"):
-                raise line.fail(f"history[{i}] has role {role!r}; use \"user\" or \"assistant\" "
-                                "(put a system prompt in \"instruction\")")
-            turns.append(line.turn(h, role, f"history[{i}]"))
-        instruction = obj.get("instruction")
-        if instruction is not None and not isinstance(instruction, str):
-            raise line.fail("\"instruction\" must be a string or null")
-        refs = [] if obj.get("references") is None else obj["references"]
-        if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-            raise line.fail(f"\"references\" must be a list of strings, e.g. [\"Paris\"], got {refs!r}")
-        meta = {} if obj.get("meta") is None else obj["meta"]
-        if not isinstance(meta, dict):
-            raise line.fail("\"meta\" must be a JSON object")
-        items.append(Item(item_id, turn, tuple(turns), instruction, tuple(refs), dict(meta)))
-    return items
+        parsed.append((where, line, obj, _item(line, obj, item_id)))
+    if not parsed:
+        raise ManifestError(f"{path}: the manifest has no items; add one JSON object per line "
+                            "(format: tasks/loaders.py)")
+    if kind[0] is None:  # no kind: "qa", every item exactly as written (as before kinds existed)
+        return Manifest([it for *_, it in parsed])
+    return Manifest([_with_kind(line, obj, it, kind[0], kind[1]) for _, line, obj, it in parsed],
+                    kind[0], kind[1], explicit=True)
+
+
+def _item(line: _Line, obj: dict, item_id: str) -> Item:
+    turn = line.turn(obj, "user", "the line")
+    history = [] if obj.get("history") is None else obj["history"]
+    if not isinstance(history, list):
+        raise line.fail("\"history\" must be a list of turn objects")
+    turns = []
+    for i, h in enumerate(history):
+        role = h.get("role") if isinstance(h, dict) else "user"  # a non-object fails in line.turn
+        if role not in ("user", "assistant"):
+            raise line.fail(f"history[{i}] has role {role!r}; use \"user\" or \"assistant\" "
+                            "(put a system prompt in \"instruction\")")
+        turns.append(line.turn(h, role, f"history[{i}]"))
+    instruction = obj.get("instruction")
+    if instruction is not None and not isinstance(instruction, str):
+        raise line.fail("\"instruction\" must be a string or null")
+    refs = [] if obj.get("references") is None else obj["references"]
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise line.fail(f"\"references\" must be a list of strings, e.g. [\"Paris\"], got {refs!r}")
+    meta = {} if obj.get("meta") is None else obj["meta"]
+    if not isinstance(meta, dict):
+        raise line.fail("\"meta\" must be a JSON object")
+    return Item(item_id, turn, tuple(turns), instruction, tuple(refs), dict(meta))
+
+
+def _with_kind(line: _Line, obj: dict, item: Item, kind: str, target: str | None) -> Item:
+    """`item` checked against its manifest's kind, with the kind's default instruction and references."""
+    instruction = item.instruction
+    if "instruction" not in obj:
+        default = KIND_INSTRUCTIONS[kind]
+        instruction = default.format(language=LANGUAGE_NAMES[target]) if kind == "translate" else default
+    refs = item.references
+    if kind in ("asr", "translate") and not item.turn.spoken:
+        raise line.fail(f"kind {kind!r} needs a spoken turn (\"audio\" or \"tts\"), not \"text\"")
+    if kind == "asr" and not refs:
+        if not item.turn.transcript:
+            raise line.fail("kind \"asr\" needs the reference transcript: give \"transcript\" or \"references\"")
+        refs = (item.turn.transcript,)
+    if kind in ("asr", "translate", "summarize") and not refs:
+        raise line.fail(f"kind {kind!r} needs \"references\" (a non-empty list of strings)")
+    if kind == "asr" and len(refs) != 1:
+        raise line.fail("kind \"asr\" takes exactly one reference transcript")
+    return replace(item, instruction=instruction, references=refs)
 
 
 # ---------------------------------------------------------------- public speech sets

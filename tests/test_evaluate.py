@@ -141,6 +141,9 @@ def test_parse_system_args_merges_and_aliases_yield_to_explicit_keys():
 
     assert parse_system_args(["cascade:asr=A,decoder=beam", "text:", "cascade:asr=B"]) == \
         {"cascade": {"asr": "B", "decoder": "beam"}, "text": {}}
+    # a family member's name holds a colon, a value may hold more
+    assert parse_system_args(["hf-audio:org/model:dtype=bfloat16", "openai:base_url=http://127.0.0.1:8000/v1"]) == \
+        {"hf-audio:org/model": {"dtype": "bfloat16"}, "openai": {"base_url": "http://127.0.0.1:8000/v1"}}
     ap = argparse.ArgumentParser()
     add_model_options(ap)
     args = ap.parse_args(["--asr", "old", "--system-args", "cascade:asr=new", "--no-transcript-warning"])

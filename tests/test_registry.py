@@ -104,4 +104,4 @@ def test_builtin_task_names_are_their_tasks_names():
     assert tasks.REGISTRY.target("translate-en-de") == "tasks.builtin:Translation(target='de')"
     assert tasks.REGISTRY.target("asr-ljspeech") == "tasks.builtin:RealASR(dataset='ljspeech')"
     assert [n for n in tasks.REGISTRY.names() if tasks.needs_argument(n)] == [
-        "hf", "manifest", "nq-open", "scitldr", "squad"]
+        "covost2", "fleurs", "heysquad", "hf", "librispeech", "manifest", "nq-open", "scitldr", "squad", "voicebench"]
