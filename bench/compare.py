@@ -8,9 +8,13 @@ beyond the baseline's interval.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from bench.report import read_rows, section
+
+
+SAME = 1e-4  # relative change below which a value has not moved (summation order, BLAS differences)
 
 
 def _key(r: dict) -> tuple:
@@ -35,8 +39,8 @@ def changes(base_rows: list[dict], new_rows: list[dict], tolerance: float = 0.0,
         if b.get("task_version") != n.get("task_version"):
             out.append({"status": "note", "key": k, "base": b, "new": n})
         bv, nv = b["value"], n["value"]
-        if bv != bv or nv != nv or nv == bv:  # NaN on either side, or unchanged: nothing to say
-            continue
+        if bv != bv or nv != nv or math.isclose(nv, bv, rel_tol=SAME, abs_tol=1e-12):
+            continue  # NaN on either side, or unchanged (float noise of another machine's arithmetic)
         worse = nv < bv if b["higher_is_better"] else nv > bv
         outside = nv < b["ci_low"] if b["higher_is_better"] else nv > b["ci_high"]
         status = ("REGRESSED" if worse and outside and abs(nv - bv) > tolerance
