@@ -49,7 +49,8 @@ class Verdict:
     better: list[dict] = field(default_factory=list)  # difference rows, main condition
     worse: list[dict] = field(default_factory=list)
     unclear: list[dict] = field(default_factory=list)
-    elsewhere: list[dict] = field(default_factory=list)  # significant, other conditions and WER buckets
+    # significant elsewhere (other conditions, WER buckets) and unlike the task's main-condition verdict
+    elsewhere: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -103,17 +104,21 @@ def build(rows: list[dict], toplines=(), verdict_systems=None, baselines=None) -
         verdict_systems = [s for s in systems if s not in baselines and s not in toplines]
     verdicts = []
     for s in verdict_systems:
-        for b in baselines:
+        for k, b in enumerate(baselines):
             mine = [r for r in diffs if r["system"] == s and r["baseline"] == b]
             if not mine:
                 continue
             v = Verdict(s, b)
+            later = []
             for r in mine:
                 good = (r["value"] > 0) == bool(r["higher_is_better"])
                 if r["condition"] == main and not r.get("bucket"):
                     (v.better if r.get("significant") and good else v.worse if r.get("significant") else v.unclear).append(r)
-                elif r.get("significant"):
-                    v.elsewhere.append(r)
+                elif r.get("significant") and k == 0:  # where else: against the first baseline only
+                    later.append((r, good))
+            # elsewhere: only where the verdict differs from the task's verdict on the main condition
+            at_main = {r["task"]: "better" for r in v.better} | {r["task"]: "worse" for r in v.worse}
+            v.elsewhere = [r for r, good in later if at_main.get(r["task"]) != ("better" if good else "worse")]
             verdicts.append(v)
     return Headline(main, columns, systems, cells, best, list(toplines), verdicts, failed)
 
@@ -129,7 +134,7 @@ def half_width(r: dict) -> float:
 
 
 def cell_text(r: dict | None) -> str:
-    return "–" if r is None else f"{fmt(r['value'])} ±{fmt(half_width(r))}"
+    return "–" if r is None else f"{fmt(r['value'])} ±{fmt(half_width(r), 2)}"
 
 
 def diff_text(r: dict) -> str:
@@ -151,7 +156,7 @@ def verdict_parts(v: Verdict, main: str) -> list[str]:
     if v.worse:
         parts.append("worse on " + ", ".join(f"{where(r, main)} ({_signed(r['value'])})" for r in v.worse))
     if v.unclear:
-        parts.append("n.s. on " + ", ".join(f"{r['task']} (±{fmt(half_width(r), 2)})" for r in v.unclear))
+        parts.append("n.s. on " + ", ".join(r["task"] for r in v.unclear))
     good = [r for r in v.elsewhere if (r["value"] > 0) == bool(r["higher_is_better"])]
     bad = [r for r in v.elsewhere if r not in good]
     if good:
@@ -163,6 +168,12 @@ def verdict_parts(v: Verdict, main: str) -> list[str]:
 
 def _signed(x: float) -> str:
     return ("+" if x > 0 else "") + fmt(x, 2)
+
+
+def _fraction(h: Headline, task: str) -> bool:
+    """Whether a column's values are all fractions (0-1), where a difference of STEP is 5 points."""
+    vals = [r["value"] for (s, t), r in h.cells.items() if t == task and _finite(r["value"])]
+    return bool(vals) and all(0 <= v <= 1 for v in vals)
 
 
 def _grid(h: Headline, columns: list) -> list[str]:
@@ -188,7 +199,7 @@ def render(h: Headline, width: int = 120) -> str:
            + (" other than the topline" if h.toplines else "") + ")"]
     blocks, cur = [], []
     for col in h.columns:  # greedy column blocks that fit the width
-        if cur and len("\n".join(_grid(h, cur + [col])).splitlines()[0]) > width:
+        if cur and max(map(len, _grid(h, cur + [col]))) > width:
             blocks.append(cur)
             cur = []
         cur.append(col)
@@ -204,14 +215,14 @@ def render(h: Headline, width: int = 120) -> str:
         out += wrap("failed items (left out of the scores; see outputs.jsonl): "
                     + ", ".join(f"{s} {n}" for s, n in failed.items()))
     if h.verdicts:
-        out += ["", "## Verdicts (paired bootstrap, system − baseline; 95% CI where better; n.s.: the CI holds 0)"]
+        out += ["## Verdicts (paired bootstrap, system − baseline; 95% CI where better; n.s.: the CI holds 0)"]
         for v in h.verdicts:
             parts = verdict_parts(v, h.condition)
             out += wrap(f"{v.system} vs {v.baseline}: " + ("; ".join(parts) if parts else "nothing to compare"))
-        need = {}
+        need, fractions = {}, {t for t, *_ in h.columns if _fraction(h, t)}
         for v in h.verdicts:
             for r in v.unclear:
-                n = items_needed(r)
+                n = items_needed(r) if r["task"] in fractions else None
                 if n is not None and n > r["n"]:
                     need[r["task"]] = max(need.get(r["task"], 0), n)
         if need:

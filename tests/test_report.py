@@ -86,20 +86,23 @@ def test_best_per_column_passes_over_the_topline_and_follows_the_direction():
     assert "| text (topline) | 0.9 ±0.1" in text and "**0.7 ±0.1**" in text and "**0.2 ±0.1**" in text
 
 
-def test_verdicts_say_better_worse_unclear_and_where_else():
+def test_verdicts_say_better_worse_unclear_and_where_the_verdict_changes():
     diff = lambda task, v, lo, hi, hib=True, **kw: {**_row("e2e", v, task=task, hib=hib, **kw), "baseline": "cascade",
                                                     "ci_low": lo, "ci_high": hi, "significant": lo > 0 or hi < 0}
     rows = [_row(s, 0.5, task=t, primary=True) for s in ("cascade", "e2e") for t in ("qa", "mt", "mtt")] + [
         diff("qa", 0.10, 0.04, 0.15), diff("mt", -0.2, -0.3, -0.1), diff("mtt", 0.02, -0.18, 0.22),
-        {**diff("qa", 0.2, 0.1, 0.3), "condition": "white-snr0"},
-        {**diff("qa", 0.3, 0.2, 0.4), "bucket": ">30", "bucket_by": "cascade"},
-        {**diff("qa", 0.01, -0.2, 0.2), "condition": "white-snr10"}]  # n.s. elsewhere: not listed
+        {**diff("mtt", 0.2, 0.1, 0.3), "condition": "white-snr0"},  # n.s. clean, better in noise: listed
+        {**diff("mtt", 0.3, 0.2, 0.4), "bucket": ">30", "bucket_by": "cascade"},
+        {**diff("mt", 0.2, 0.1, 0.3), "condition": "white-snr0"},  # worse clean, better in noise: listed
+        {**diff("qa", 0.3, 0.2, 0.4), "condition": "white-snr10"},  # better as on clean: nothing new
+        {**diff("qa", 0.01, -0.2, 0.2), "condition": "white-snr5"}]  # n.s. elsewhere: not listed
     h = H.build(rows)
     assert [(v.system, v.baseline) for v in h.verdicts] == [("e2e", "cascade")]
     line = " ".join(H.render(h, width=400).splitlines())
-    assert ("e2e vs cascade: better on qa (+0.1 [0.04, 0.15]); worse on mt (-0.2); n.s. on mtt (±0.2); "
-            "better at qa @ white-snr0 (+0.2 [0.1, 0.3]), qa @ cascade WER >30 (+0.3 [0.2, 0.4])") in line
-    assert "white-snr10" not in line
+    assert ("e2e vs cascade: better on qa (+0.1 [0.04, 0.15]); worse on mt (-0.2); n.s. on mtt; better at "
+            "mtt @ white-snr0 (+0.2 [0.1, 0.3]), mtt @ cascade WER >30 (+0.3 [0.2, 0.4]), mt @ white-snr0 (+0.2 [0.1, 0.3])"
+            ) in line
+    assert "white-snr10" not in line and "white-snr5" not in line
     # a ±0.2 interval at n 24 resolves a 0.05 difference at about 24 * (0.2 / 0.05)^2 = 384 items
     assert H.items_needed({"n": 24, "ci_low": -0.18, "ci_high": 0.22}) == 384
     assert "needs about 380 items on mtt" in line
