@@ -234,9 +234,12 @@ def render(h: Headline, width: int = 120) -> str:
     return "\n".join(out)
 
 
-def headline(rows: list[dict], config: dict | None = None, width: int = 120) -> str:
-    """`render(build(...))` with the run's own choices (`toplines`, `verdict_systems`, `baselines`
-    from its config, where it has them)."""
+def from_config(rows: list[dict], config: dict | None = None) -> Headline:
+    """`build` with the run's own choices: its `toplines`, `verdict_systems` and `baselines`."""
     cfg = config or {}
-    return render(build(rows, cfg.get("toplines") or (), cfg.get("verdict_systems") or None,
-                        cfg.get("baselines") or None), width)
+    return build(rows, cfg.get("toplines") or (), cfg.get("verdict_systems") or None, cfg.get("baselines") or None)
+
+
+def headline(rows: list[dict], config: dict | None = None, width: int = 120) -> str:
+    """The headline of a run's rows as text (`config`: the run's, see `from_config`)."""
+    return render(from_config(rows, config), width)

@@ -166,7 +166,7 @@ def write_report(run_dir: Path, rows: list[dict], tasks: dict, per_item: dict, m
     curves = plots.robustness(rows, run_dir) + plots.wer_buckets(rows, run_dir)
     latency_pngs = plots.quality_latency(rows, latency, run_dir)
     cfg = meta.get("config", {})
-    h = H.build(rows, cfg.get("toplines") or (), cfg.get("verdict_systems") or None, cfg.get("baselines") or None)
+    h = H.from_config(rows, cfg)
     out = [f"<!doctype html><html><head><meta charset=utf-8><title>audiochat-bench {run_dir.name}</title>"
            f"<style>{CSS}</style></head><body><h1>Does the end-to-end system beat the cascade, and where?</h1>",
            f"<p class=meta>run {_esc(run_dir.name)} · systems: {_esc(', '.join(cfg.get('systems', [])))} · tasks: "
