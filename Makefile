@@ -24,7 +24,7 @@ gate: $(BIN)/.installed  ## the smoke suite, compared with the committed baselin
 	$(BIN)/audiochat-bench run --suite smoke --output-dir results/runs/gate --no-progress > results/runs/gate.log
 	$(BIN)/audiochat-bench compare results/baselines/smoke "$$(tail -n 1 results/runs/gate.log)"
 
-perf: $(BIN)/.installed  ## ChatLLM tokens/s against a bare model.generate loop
+perf: $(BIN)/.installed  ## harness decoding against a bare model.generate loop and a one-at-a-time loop
 	$(BIN)/audiochat-bench perf
 
 clean:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -70,6 +71,36 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def weights_identity(path: Path) -> str:
+    """sha256 over a model directory's weight and tokenizer files, memoised by (size, mtime): a
+    directory whose files are unchanged is not read again (a cached rerun hashes nothing)."""
+    memo_file = cache_dir() / "weights-identity.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in
+                   (".safetensors", ".bin", ".json", ".model", ".jinja", ".txt", ".gguf", ".gz"))
+    stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    key = str(path.resolve())
+    if memo.get(key, {}).get("stamp") == stamp:
+        return memo[key]["sha"]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        h.update(sha256_file(p).encode())
+    sha = h.hexdigest()[:16]
+    memo[key] = {"stamp": stamp, "sha": sha}
+    try:
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_file)
+    except OSError:
+        pass
+    return sha
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """The output store: SQLite in WAL mode, one row per (system fingerprint, task, item, condition,
 generation config), committed per batch. A run that is killed loses at most the batch in flight;
-rerunning skips every key already stored as `ok`.
+rerunning skips every key already stored as `ok`. A `failed` record never replaces an `ok` one (a
+late or merged failure cannot undo an answer); anything else replaces what the key held.
 
 Every row stores all of its key fields, so nothing is ever parsed back out of a key or file name.
 """
@@ -29,6 +30,14 @@ CREATE TABLE IF NOT EXISTS outputs (
     error TEXT, created REAL NOT NULL
 );
 """
+
+
+_COLUMNS = ("key", "system", "fingerprint", "task", "task_version", "item_id", "condition", "gen_config",
+            "status", "text", "transcript", "seconds", "tokens", "nll", "error", "created")
+# INSERT OR REPLACE, except that a failed record leaves an ok one in place
+_UPSERT = (f"INSERT INTO outputs VALUES ({','.join('?' * len(_COLUMNS))}) ON CONFLICT(key) DO UPDATE SET "
+           + ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS[1:])
+           + " WHERE excluded.status='ok' OR outputs.status='failed'")
 
 
 class CacheError(RuntimeError):
@@ -94,7 +103,7 @@ class OutputCache:
         return done
 
     def put_many(self, records: Iterable[Record]) -> None:
-        """Store a batch atomically (one transaction)."""
+        """Store a batch atomically (one transaction); a failed record leaves an ok one in place."""
         rows = []
         for r in records:
             g = r.generation
@@ -104,7 +113,7 @@ class OutputCache:
                          r.error, time.time()))
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany(_UPSERT, rows)
             self.db.execute("COMMIT")
         except sqlite3.OperationalError as e:
             if self.db.in_transaction:
@@ -119,11 +128,25 @@ class OutputCache:
             chunk = keys[i:i + 500]
             q = f"SELECT * FROM outputs WHERE key IN ({','.join('?' * len(chunk))})"
             for row in self.db.execute(q, chunk):
-                (key, system, fp, task, tv, item_id, cond, gc, status, text, transcript, seconds,
-                 tokens, nll, error, _created) = row
-                gen = Generation(text, transcript, json.loads(seconds), tokens, nll) if status == "ok" else None
-                out[key] = Record(key, system, fp, task, tv, item_id, cond, gc, status, gen, error)
+                out[row[0]] = _record(row)
         return out
+
+    def records(self) -> list[Record]:
+        """Every stored record (a torchrun rank's own store, to send to rank 0: bench.dist)."""
+        return [_record(row) for row in self.db.execute("SELECT * FROM outputs ORDER BY created")]
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Forget `keys` (what rank 0 has merged from this rank's store), in one transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany("DELETE FROM outputs WHERE key=?", [(k,) for k in keys])
+        self.db.execute("COMMIT")
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+
+
+def _record(row: tuple) -> Record:
+    (key, system, fp, task, tv, item_id, cond, gc, status, text, transcript, seconds, tokens, nll, error,
+     _created) = row
+    gen = Generation(text, transcript, json.loads(seconds), tokens, nll) if status == "ok" else None
+    return Record(key, system, fp, task, tv, item_id, cond, gc, status, gen, error)

@@ -45,9 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--conditions", help="comma-separated conditions, e.g. clean (default: clean)")
     r.add_argument("--limit", type=int, help="at most N items per task")
     r.add_argument("--llm", help="chat LLM: an embedded name (smollm2), a transformers model id or a local path")
-    r.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="LLM dtype (default float32)")
+    r.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="LLM dtype (default float32; bfloat16 on --device cuda)")
     r.add_argument("--device", help="torch device (default cpu)")
-    r.add_argument("--batch-size", type=int, help="requests per model call (default 8)")
+    r.add_argument("--batch-size", type=int, help="requests per model call (default 8; 64 on --device cuda)")
     r.add_argument("--max-new-tokens", type=int, help="response length cap (default 64)")
     r.add_argument("--output-dir", help="where run directories go (default results/runs)")
     r.add_argument("--cache", help="output cache file (default <output-dir>/cache.sqlite)")
@@ -84,16 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     from bench.serve import add_parser as add_serve_parser
     add_serve_parser(sub)
-    pf = sub.add_parser("perf", help="speed: ChatLLM tokens/s against a bare model.generate loop, or, with "
+    pf = sub.add_parser("perf", help="speed: ChatLLM tokens/s and items/s against a bare model.generate loop "
+                        "and a one-item-at-a-time loop, or, with "
                         "--systems, each system's items/s, RTFx, tokens/s, peak RSS and harness overhead")
     pf.add_argument("--llm", default=None)
     pf.add_argument("--systems", help="benchmark these systems through the runner instead of the bare LLM")
     pf.add_argument("--task", default="spoken-qa", help="task whose items the systems answer (with --systems)")
     pf.add_argument("--limit", type=int, default=24, help="items (with --systems)")
-    pf.add_argument("--prompts", type=int, default=16, help="prompts per measurement (default 16)")
-    pf.add_argument("--max-new-tokens", type=int, default=32)
-    pf.add_argument("--batch-sizes", default="1,8")
-    pf.add_argument("--repeats", type=int, default=2, help="alternating repeats; the best of each is kept")
+    pf.add_argument("--prompts", type=int, default=64, help="prompts per measurement (default 64)")
+    pf.add_argument("--max-new-tokens", type=int, default=48)
+    pf.add_argument("--batch-sizes", default="1,8,32,64")
+    pf.add_argument("--repeats", type=int, default=1, help="alternating repeats; the best of each is kept")
     pf.add_argument("--output", default=None, help="where to write the table (default results/perf_llm.md or "
                     "results/perf_systems.md)")
     return p

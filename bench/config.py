@@ -92,7 +92,17 @@ def resolve(suite: dict | None, overrides: dict) -> RunConfig:
                     cfg.system_args.setdefault(name, {}).update(args)
                 continue
             setattr(cfg, k, parse_list(v) if isinstance(getattr(cfg, k), list) and isinstance(v, str) else v)
+    given = {k for src in (suite or {}, overrides) for k, v in src.items() if v is not None}
+    if cfg.device.startswith("cuda"):  # an accelerator's defaults, where neither suite nor flag chose
+        for k, v in GPU_DEFAULTS.items():
+            if k not in given:
+                setattr(cfg, k, v)
     return cfg
+
+
+# On `--device cuda`: bf16 weights (half the memory traffic, tensor cores) and batches large enough
+# to fill the device; `--dtype float32` / `--batch-size N` still choose.
+GPU_DEFAULTS = {"dtype": "bfloat16", "batch_size": 64}
 
 
 def parse_system_args(specs: list[str] | None) -> dict[str, dict[str, str]]:

@@ -143,7 +143,7 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
     progress = progress and rank == 0
     ctx = Context(**plan.system_options())
     gconf = gen_config(plan.max_new_tokens)
-    cache = OutputCache(plan.cache_path())
+    cache = dist.open_cache(plan.cache_path(), rank, world)  # on ranks > 0, their own store (bench.dist)
     stats = GenStats()
     built = dict(built or {})
 
@@ -154,17 +154,17 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
 
     t0 = time.perf_counter()
     # Scoring tasks first need the reference system's own (clean) answers to score.
-    targets, ref_fps = {}, {}
+    ref_fps = {}
     for task, items in tasks.values():
         if task.mode == "score":
             ref = system(task.reference_system)
             ref_fps[task.reference_system] = ref.fingerprint()
-            generate(ref, task, dist.shard(slots_for(ref_fps[task.reference_system], task, items, ["clean"], gconf),
-                                           rank, world), cache, gconf, plan.batch_size, stats, progress=progress)
-    dist.barrier()  # every rank needs every reference answer
-    for tname, (task, items) in tasks.items():
-        if task.mode == "score":
-            targets[tname] = reference_answers(cache, ref_fps[task.reference_system], task, items, gconf)
+            generate(ref, task, dist.todo(cache, slots_for(ref_fps[task.reference_system], task, items, ["clean"], gconf),
+                                          rank, world), cache, gconf, plan.batch_size, stats, progress=progress)
+            dist.merge(cache, rank, world)
+    # every rank needs every reference answer: rank 0's, from the merged cache
+    targets = dist.broadcast({tname: reference_answers(cache, ref_fps[task.reference_system], task, items, gconf)
+                              for tname, (task, items) in tasks.items() if task.mode == "score"} if rank == 0 else None)
     meta["reference_fingerprints"] = ref_fps
     fingerprints, skipped = {}, {}
     for sname in plan.systems:
@@ -181,12 +181,13 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
         save_meta()
         for tname, (task, items) in tasks.items():
             tg = score_gconf(task, gconf, ref_fps.get(task.reference_system))
-            slots = dist.shard(slots_for(fingerprints[sname], task, items, plan.conditions_for(tname), tg), rank, world)
+            slots = dist.todo(cache, slots_for(fingerprints[sname], task, items, plan.conditions_for(tname), tg), rank, world)
             generate(system(sname), task, slots, cache, tg, plan.batch_size, stats, progress=progress,
                      targets=targets.get(tname))
+            dist.merge(cache, rank, world)  # this system × task's outputs of every rank into rank 0's cache
     meta["skipped"] = skipped
     cache.close()
-    dist.barrier()  # rank 0 scores once every rank's outputs are in the cache
+    dist.barrier()  # rank 0 scores once every rank's outputs are in the cache (merged above)
     every = dist.gather(stats)  # a collective: every rank takes part before rank 0 goes on alone
     dist.finish()
     if rank > 0:
@@ -241,8 +242,9 @@ def _score(run_dir: Path, plan: Plan, meta: dict, fingerprints: dict, tasks: dic
             rows.extend(judge_rows(plan, tasks, records, cache, meta["judge"]["fingerprint"]))
     finally:
         cache.close()
+    ident = plan.identity()
     for r in rows:
-        r.update(run=run_dir.name, git_sha=meta.get("git_sha"), config_hash=plan.identity())
+        r.update(run=run_dir.name, git_sha=meta.get("git_sha"), config_hash=ident)
     report.write_rows(run_dir, rows, asdict(plan))
     if write:
         from bench.html import write_report

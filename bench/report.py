@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -72,41 +73,58 @@ def _hib(rows: list[dict], task: str, metric: str) -> bool:
     return next(r["higher_is_better"] for r in rows if r["task"] == task and r["metric"] == metric)
 
 
+def write_if_changed(path: Path, data: str | bytes) -> bool:
+    """Write `data` (text as UTF-8) to `path` unless the file holds exactly that already, so that
+    rescoring or rerunning into a run directory leaves unchanged files (and their mtimes) alone.
+    Returns whether it wrote."""
+    data = data.encode() if isinstance(data, str) else data
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    path.write_bytes(data)
+    return True
+
+
 def write_rows(run_dir: Path, rows: list[dict], config: dict | None = None) -> None:
     """rows.jsonl, table.csv, table.md (every metric) and headline.md (the answer at a glance;
-    `config`: the run's, for its toplines, verdict systems and baselines)."""
+    `config`: the run's, for its toplines, verdict systems and baselines); each written only where
+    it changed."""
     from bench.headline import headline
 
-    with open(run_dir / "rows.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps({k: r.get(k) for k in ROW_FIELDS}) + "\n")
-    with open(run_dir / "table.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=ROW_FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k) for k in ROW_FIELDS})
-    (run_dir / "table.md").write_text(markdown_table(rows))
-    (run_dir / "headline.md").write_text(headline(rows, config) + "\n")
+    write_if_changed(run_dir / "rows.jsonl", "".join(json.dumps({k: r.get(k) for k in ROW_FIELDS}) + "\n"
+                                                     for r in rows))
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=ROW_FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k) for k in ROW_FIELDS})
+    write_if_changed(run_dir / "table.csv", buf.getvalue())
+    write_if_changed(run_dir / "table.md", markdown_table(rows))
+    write_if_changed(run_dir / "headline.md", headline(rows, config) + "\n")
 
 
 def write_outputs(run_dir: Path, per_item: dict, items_by_task: dict) -> None:
     """Per-item outputs for reading and for the report: one JSON line per (task, condition, item,
     system), with the failure reason where the item failed (and, for scoring tasks, the target's
-    summed negative log-likelihood, so two systems can be compared item by item)."""
-    with open(run_dir / "outputs.jsonl", "w") as f:
-        for (task, cond), by_system in per_item.items():
-            items = {it.id: it for it in items_by_task[task]}
-            for system, recs in by_system.items():
-                for item_id, rec in recs.items():
-                    it, g = items[item_id], (rec.generation if rec else None)
-                    f.write(json.dumps({
-                        "task": task, "condition": cond, "item_id": item_id, "system": system,
-                        "status": rec.status if rec else "missing", "error": rec.error if rec else None,
-                        "prompt": it.turn.shown, "references": list(it.references),
-                        "text": g.text if g else None, "transcript": g.transcript if g else None,
-                        "seconds": g.seconds if g else None, "tokens": g.tokens if g else None,
-                        "nll": g.nll if g else None,  # scoring tasks: the summed NLL, for per-item analyses
-                    }) + "\n")
+    summed negative log-likelihood, so two systems can be compared item by item). Written only
+    where it changed."""
+    lines = []
+    for (task, cond), by_system in per_item.items():
+        items = {it.id: it for it in items_by_task[task]}
+        for system, recs in by_system.items():
+            for item_id, rec in recs.items():
+                it, g = items[item_id], (rec.generation if rec else None)
+                lines.append(json.dumps({
+                    "task": task, "condition": cond, "item_id": item_id, "system": system,
+                    "status": rec.status if rec else "missing", "error": rec.error if rec else None,
+                    "prompt": it.turn.shown, "references": list(it.references),
+                    "text": g.text if g else None, "transcript": g.transcript if g else None,
+                    "seconds": g.seconds if g else None, "tokens": g.tokens if g else None,
+                    "nll": g.nll if g else None,  # scoring tasks: the summed NLL, for per-item analyses
+                }) + "\n")
+    write_if_changed(run_dir / "outputs.jsonl", "".join(lines))
 
 
 def read_rows(run_dir: Path) -> list[dict]:

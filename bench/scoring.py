@@ -3,10 +3,19 @@
 Both metric kinds reduce to a matrix of per-item statistics S (n × k) and a function of its column
 sums (a mean is sum/n), so one vectorised bootstrap serves item means and corpus scores alike:
 each resample is a vector of item counts w, and its score is aggregate(w @ S).
+
+Scoring a run asks for the same numbers many times (every system against each baseline, then again
+per WER bucket), so both the per-item statistics and the bootstrap values are memoised by what they
+are computed from: an item's statistic by (metric, the item, the generations' values), living as
+long as the item does; the resampled values by (aggregate, S, n_boot, seed). An aggregate may carry
+`batched`, a function of the (B × k) resampled totals, so that a corpus metric's thousand resamples
+are one array operation instead of a thousand calls.
 """
 from __future__ import annotations
 
 import math
+import weakref
+from collections import OrderedDict
 from typing import Mapping
 
 import numpy as np
@@ -15,6 +24,38 @@ from bench.stats import ALPHA, N_BOOT, resample_counts
 from bench.types import Generation, Item, Metric, Task
 
 Outputs = Mapping[str, Generation | None]  # item id → generation (None: the item failed)
+
+
+_ITEM_MEMO: dict[int, dict] = {}  # id(item) → {(metric, generation, context): statistic}; dropped with the item
+_BOOT_MEMO: OrderedDict = OrderedDict()  # (aggregate, S, n_boot, seed) → resampled values (most recent last)
+_BOOT_MEMO_SIZE = 4096
+
+
+def _gen_key(g: Generation | None) -> tuple | None:
+    """Everything of a generation a metric can read, as a hashable value."""
+    if g is None:
+        return None
+    return g.text, g.transcript, tuple(sorted(g.seconds.items())), g.tokens, g.nll
+
+
+def item_statistic(metric: Metric, it: Item, g: Generation, ctx: dict):
+    """metric.fn(it, g, ctx) as a 1-d float array (None: not applicable), memoised per item (the
+    item's entry goes when the item does): the report's per-item values reuse the scoring's."""
+    try:
+        key = (metric, _gen_key(g), tuple((k, _gen_key(v)) for k, v in ctx.items()))
+        memo = _ITEM_MEMO.get(id(it))
+        if memo is None:
+            weakref.finalize(it, _ITEM_MEMO.pop, id(it), None)
+            memo = _ITEM_MEMO[id(it)] = {}
+        if key in memo:
+            return memo[key]
+    except TypeError:  # an item without weak references, or a value that cannot be hashed: not memoised
+        memo = None
+    v = metric.fn(it, g, ctx)
+    v = None if v is None else np.atleast_1d(np.asarray(v, dtype=float))
+    if memo is not None:
+        memo[key] = v
+    return v
 
 
 def item_statistics(metric: Metric, items: list[Item], outputs: Outputs,
@@ -26,10 +67,9 @@ def item_statistics(metric: Metric, items: list[Item], outputs: Outputs,
         if g is None:
             n_failed += 1
             continue
-        v = metric.fn(it, g, {k: out.get(it.id) for k, out in context.items()})
+        v = item_statistic(metric, it, g, {k: out.get(it.id) for k, out in context.items()})
         if v is None:
             continue
-        v = np.atleast_1d(np.asarray(v, dtype=float))
         if metric.kind == "item" and not math.isfinite(float(v[0])):
             continue
         ids.append(it.id)
@@ -47,7 +87,26 @@ def metric_value(metric: Metric, S: np.ndarray, weights: np.ndarray | None = Non
     totals = weights @ S
     if agg is None:
         return totals[:, 0] / len(S)
+    batched = getattr(agg, "batched", None)
+    if batched is not None:
+        return np.asarray(batched(totals), dtype=float)
     return np.array([agg(t) for t in totals], dtype=float)
+
+
+def _boots(metric: Metric, S: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """metric_value over the (seed's) bootstrap resamples of S's rows, memoised by value: a system's
+    own interval and its paired differences against each baseline resample the same S."""
+    S = np.ascontiguousarray(S, dtype=float)
+    key = (metric.aggregate, S.shape, S.tobytes(), n_boot, seed)
+    if key in _BOOT_MEMO:
+        _BOOT_MEMO.move_to_end(key)
+        return _BOOT_MEMO[key]
+    out = np.asarray(metric_value(metric, S, resample_counts(len(S), n_boot, seed)), dtype=float)
+    out.flags.writeable = False
+    _BOOT_MEMO[key] = out
+    if len(_BOOT_MEMO) > _BOOT_MEMO_SIZE:
+        _BOOT_MEMO.popitem(last=False)
+    return out
 
 
 def score_metric(metric: Metric, items: list[Item], outputs: Outputs, context: Mapping[str, Outputs],
@@ -63,7 +122,7 @@ def score_metric(metric: Metric, items: list[Item], outputs: Outputs, context: M
     n = len(S)
     if n == 0:
         return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0, "n_failed": n_failed}
-    boots = metric_value(metric, S, resample_counts(n, n_boot, seed))
+    boots = _boots(metric, S, n_boot, seed)
     boots = boots[np.isfinite(boots)]
     lo, hi = (np.quantile(boots, [ALPHA / 2, 1 - ALPHA / 2]) if boots.size else (float("nan"),) * 2)
     return {"value": metric_value(metric, S), "ci_low": float(lo), "ci_high": float(hi), "n": n, "n_failed": n_failed}
@@ -82,8 +141,7 @@ def paired_difference(metric: Metric, items: list[Item], outputs: Outputs, basel
         return None
     S = S[[ids_s.index(i) for i in common]]
     B = B[[ids_b.index(i) for i in common]]
-    w = resample_counts(len(common), n_boot, seed)
-    boots = np.asarray(metric_value(metric, S, w)) - np.asarray(metric_value(metric, B, w))
+    boots = _boots(metric, S, n_boot, seed) - _boots(metric, B, n_boot, seed)  # the same resamples for both
     boots = boots[np.isfinite(boots)]
     lo, hi = np.quantile(boots, [ALPHA / 2, 1 - ALPHA / 2]) if boots.size else (float("nan"),) * 2
     return {"value": metric_value(metric, S) - metric_value(metric, B), "ci_low": float(lo), "ci_high": float(hi),

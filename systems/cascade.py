@@ -15,8 +15,7 @@ from typing import Sequence
 
 from bench.plugins import Context, takes
 from bench.types import Audio, Generation, Request, System, TokenLogProbs, Turn
-from systems.common import Lazy, decode_config, shared_llm, to_messages
-from systems.llm import ChatLLM, DecodeConfig
+from systems.common import DecodeConfig, Lazy, decode_config, shared_llm, to_messages
 
 TRANSCRIPT_WARNING = ("The user's messages are automatic speech recognition transcripts of what they said, "
                       "and may contain recognition errors. Interpret them sensibly.")
@@ -28,7 +27,7 @@ DEFAULT_TOKEN_CTC = CHECKPOINTS / "token-ctc-smollm2"
 class Cascade(System):
     name = "cascade"
 
-    def __init__(self, asr, llm: ChatLLM, cfg: DecodeConfig = DecodeConfig(), warn: bool = True):
+    def __init__(self, asr, llm, cfg: DecodeConfig = DecodeConfig(), warn: bool = True):
         self.asr, self.llm, self.cfg, self.warn = asr, llm, cfg, warn
 
     def fingerprint(self) -> str:
@@ -81,7 +80,7 @@ class Cascade(System):
 
 
 def ctc_asr(ctx: Context):
-    from systems.asr.ctc import CTCASR, ctc_identity
+    from systems.asr.ctc import ctc_identity
 
     path = Path(ctx.args.get("asr") or DEFAULT_CTC)
     if not (path / "config.json").exists():
@@ -93,21 +92,31 @@ def ctc_asr(ctx: Context):
         raise ValueError(f"cascade: decoder={decoder!r}; use auto, greedy or beam")
     return ctx.shared(f"ctc:{path}:{decoder}", lambda: Lazy(
         ctc_identity(path, decoder),
-        lambda: CTCASR.from_pretrained(path, device=ctx.options.get("device", "cpu"), decoder=decoder,
-                                       llm=shared_llm(ctx))))
+        lambda: _ctc_load(path, ctx.options.get("device", "cpu"), decoder, shared_llm(ctx))))
+
+
+def _ctc_load(path: Path, device: str, decoder: str, llm):
+    from systems.asr.ctc import CTCASR
+
+    return CTCASR.from_pretrained(path, device=device, decoder=decoder, llm=llm)
 
 
 def whisper_asr(ctx: Context):
-    from systems.asr.whisper import WhisperASR, identity_of
+    from systems.asr.whisper import identity_of
 
     spec = ctx.args.get("whisper") or "whisper-base"
     return ctx.shared(f"whisper:{spec}", lambda: Lazy(
-        identity_of(spec), lambda: WhisperASR.load(spec, device=ctx.options.get("device", "cpu"))))
+        identity_of(spec), lambda: _whisper_load(spec, ctx.options.get("device", "cpu"))))
+
+
+def _whisper_load(spec: str, device: str):
+    from systems.asr.whisper import WhisperASR
+
+    return WhisperASR.load(spec, device=device)
 
 
 def token_asr(ctx: Context):
-    from systems.audiochatllama.bridge import TokenCTCASR
-    from systems.llm import weights_identity
+    from bench.assets import weights_identity
 
     path = Path(ctx.args.get("asr") or DEFAULT_TOKEN_CTC)
     if not (path / "bridge.json").exists():
@@ -115,7 +124,13 @@ def token_asr(ctx: Context):
                                 "(then --export it), or pass --system-args cascade-tokens:asr=PATH")
     return ctx.shared(f"token-ctc:{path}", lambda: Lazy(
         f"token-ctc:{path.name}@{weights_identity(path)};greedy",
-        lambda: TokenCTCASR.load(path, device=ctx.options.get("device", "cpu"))))
+        lambda: _token_ctc_load(path, ctx.options.get("device", "cpu"))))
+
+
+def _token_ctc_load(path: Path, device: str):
+    from systems.audiochatllama.bridge import TokenCTCASR
+
+    return TokenCTCASR.load(path, device=device)
 
 
 def _warn(ctx: Context) -> bool:

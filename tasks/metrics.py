@@ -107,11 +107,101 @@ def ratio(total) -> float:
 
 @lru_cache(maxsize=1)
 def _rouge():
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer, tokenizers
 
-    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    class Memoised:  # rouge-score's own tokenizer (Porter stemmer), each text tokenised once
+        tokenize = staticmethod(lru_cache(maxsize=8192)(tokenizers.DefaultTokenizer(use_stemmer=True).tokenize))
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=Memoised())
+
+
+@lru_cache(maxsize=8192)
+def _rouge_scores(reference: str, prediction: str) -> dict:
+    return _rouge().score(reference, prediction)  # every kind at once: rouge_1, _2 and _l share it
 
 
 def rouge(prediction: str, references: Sequence[str], kind: str) -> float:
     """ROUGE F-measure (rouge-score, Porter stemmer), the best over the references."""
-    return max(_rouge().score(r, prediction)[kind].fmeasure for r in references)
+    return max(_rouge_scores(r, prediction)[kind].fmeasure for r in references)
+
+
+# Batched aggregates (`aggregate.batched`, see bench/scoring.py): the same numbers as the scalar
+# functions above, operation for operation, over a (B × k) matrix of bootstrap-resampled totals at once.
+
+def _chrf_batched(totals) -> "np.ndarray":
+    """chrf_from_statistics of each row: sacrebleu's CHRF._compute_f_score, vectorised."""
+    import numpy as np
+
+    c = _chrf()
+    t = np.asarray(totals, dtype=float)
+    eps, factor = 1e-16, c.beta ** 2
+    score = np.zeros(len(t))
+    avg_prec, avg_rec, effective = np.zeros(len(t)), np.zeros(len(t)), np.zeros(len(t), dtype=int)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in range(c.order):
+            n_hyp, n_ref, n_match = t[:, 3 * i], t[:, 3 * i + 1], t[:, 3 * i + 2]
+            prec = np.where(n_hyp > 0, n_match / n_hyp, eps)
+            rec = np.where(n_ref > 0, n_match / n_ref, eps)
+            denom = factor * prec + rec
+            score = score + np.where(denom > 0, (1 + factor) * prec * rec / denom, eps)
+            both = (n_hyp > 0) & (n_ref > 0)
+            avg_prec = avg_prec + np.where(both, prec, 0.0)
+            avg_rec = avg_rec + np.where(both, rec, 0.0)
+            effective = effective + both
+        if c.eps_smoothing:
+            return 100 * score / c.order
+        avg_prec = np.where(effective > 0, avg_prec / np.maximum(effective, 1), 0.0)
+        avg_rec = np.where(effective > 0, avg_rec / np.maximum(effective, 1), 0.0)
+        f = (1 + factor) * avg_prec * avg_rec
+        f = f / ((factor * avg_prec) + avg_rec)
+        return np.where((avg_prec + avg_rec) != 0, 100 * f, 0.0)
+
+
+def _bleu_batched(totals) -> "np.ndarray":
+    """bleu_from_statistics of each row: sacrebleu's BLEU.compute_bleu (exp smoothing, the corpus
+    default), vectorised; logs and exps per element with `math`, as sacrebleu takes them."""
+    import math
+
+    import numpy as np
+
+    b = _bleu()
+    if b.smooth_method != "exp" or b.effective_order:  # (not this harness's configuration)
+        return np.array([bleu_from_statistics(row) for row in totals], dtype=float)
+    t = np.asarray(totals, dtype=float)
+    order = b.max_ngram_order
+    sys_len, ref_len = t[:, 0].astype(np.int64), t[:, 1].astype(np.int64)
+    correct, total = t[:, 2:2 + order], t[:, 2 + order:2 + 2 * order]
+    precisions = np.zeros((len(t), order))
+    smooth = np.ones(len(t))
+    alive = np.ones(len(t), dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for n in range(order):
+            alive &= total[:, n] != 0
+            zero = alive & (correct[:, n] == 0)
+            smooth = np.where(zero, smooth * 2, smooth)
+            precisions[:, n] = np.where(zero, 100. / (smooth * total[:, n]),
+                                        np.where(alive, 100. * correct[:, n] / total[:, n], 0.0))
+    # sacrebleu: bp · exp(Σ log p / order), log 0 taken as -9999999999; brevity penalty exp(1 - ref/sys)
+    logs = np.array([math.log(x) if x != 0.0 else -9999999999 for x in precisions.ravel().tolist()])
+    logs = logs.reshape(len(t), order)
+    mean_log = logs[:, 0] if order else np.zeros(len(t))
+    for n in range(1, order):
+        mean_log = mean_log + logs[:, n]  # summed in sacrebleu's order
+    mean_log = mean_log / order
+    score = np.array([math.exp(x) for x in mean_log.tolist()])
+    bp = np.array([(math.exp(1 - r / s) if s > 0 else 0.0) if s < r else 1.0
+                   for s, r in zip(sys_len.tolist(), ref_len.tolist())])
+    return np.where(correct.any(axis=1), bp * score, 0.0)
+
+
+def _ratio_batched(totals) -> "np.ndarray":
+    import numpy as np
+
+    t = np.asarray(totals, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(t[:, 1] != 0, t[:, 0] / t[:, 1], float("nan"))
+
+
+chrf_from_statistics.batched = _chrf_batched
+bleu_from_statistics.batched = _bleu_batched
+ratio.batched = _ratio_batched

@@ -149,3 +149,13 @@ def test_parse_system_args_merges_and_aliases_yield_to_explicit_keys():
     args = ap.parse_args(["--asr", "old", "--system-args", "cascade:asr=new", "--no-transcript-warning"])
     got = system_args_of(args)
     assert got["cascade"] == {"asr": "new", "transcript_warning": "false"}
+
+
+def test_cuda_defaults_to_bf16_and_large_batches_unless_chosen():
+    from bench.config import resolve
+
+    assert (resolve({}, {"device": "cpu"}).dtype, resolve({}, {"device": "cpu"}).batch_size) == ("float32", 8)
+    gpu = resolve({}, {"device": "cuda:0"})
+    assert (gpu.dtype, gpu.batch_size) == ("bfloat16", 64)
+    chosen = resolve({"batch_size": 16}, {"device": "cuda", "dtype": "float32"})
+    assert (chosen.dtype, chosen.batch_size) == ("float32", 16)

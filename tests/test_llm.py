@@ -62,6 +62,69 @@ def test_generate_from_embeddings_equals_generate_from_ids(tiny):
     assert from_embeds == from_ids
 
 
+def _early_eos(llm, prompts, cfg):
+    """Make answers end at different lengths: a token that some rows emit mid-way becomes an EOS."""
+    ref = first = llm._hf_generate(prompts, cfg)
+    base = list(llm._eos_ids)
+    for tok in dict.fromkeys(t for r in first for t in r[2:]):  # greedy: keep a token if lengths vary more
+        llm._eos_ids = sorted({*base, tok})
+        got = llm._hf_generate(prompts, cfg)
+        if len({len(r) for r in got}) > len({len(r) for r in ref}):
+            base, ref = list(llm._eos_ids), got
+        if len({len(r) for r in ref}) >= 4:
+            llm._eos_ids = base
+            return ref
+    raise AssertionError(f"could not make answers of different lengths: {[len(r) for r in ref]}")
+
+
+def test_continuous_batching_gives_model_generate_tokens(tiny):
+    """`_greedy` (rows leave when they end, waiting prompts fill the freed rows, the shortest first)
+    gives exactly `model.generate`'s tokens on one left-padded batch, for every pool size, from token
+    ids and from embeddings."""
+    system = "You are a helpful assistant who answers every question briefly and politely."
+    prompts = [tiny.prompt_ids(_msgs(q, system if k % 3 else None)) for k, q in enumerate(PROMPTS * 3)]
+    cfg = DecodeConfig(14)
+    ref = _early_eos(tiny, prompts, cfg)
+    assert tiny._plain_cache()
+    for rows in (1, 2, 5, 64):
+        assert tiny.generate_ids(prompts, cfg, rows) == ref, rows
+    shared = [p for k, p in enumerate(prompts) if k % 3]  # one system turn: its prefix is run once
+    tiny._prefix_memo = None
+    assert tiny.generate_ids(shared, cfg, 4) == [r for k, r in enumerate(ref) if k % 3]
+    assert tiny._prefix_memo is not None and len(tiny._prefix_memo[0]) >= 8
+    with torch.inference_mode():
+        embeds = [tiny.embed(p) for p in prompts]
+    assert tiny.generate_embeds(embeds, cfg, 4) == ref
+    assert tiny.generate_ids(prompts, DecodeConfig(0), 3) == [[]] * len(prompts)
+
+
+def test_models_with_other_caches_take_model_generate(tiny):
+    prompts = [tiny.prompt_ids(_msgs(q)) for q in PROMPTS]
+    cfg = DecodeConfig(10)
+    fast = tiny.generate_ids(prompts, cfg, 4)
+    tiny._plain = False  # as for a sliding-window or recurrent cache
+    assert tiny.generate_ids(prompts, cfg, 4) == fast
+
+
+@pytest.mark.slow
+def test_embedded_default_continuous_batching_gives_model_generate_tokens():
+    """The real SmolLM2 on questions whose answers end anywhere from a few tokens to the limit: the
+    harness's decoding gives `model.generate`'s tokens (one batch of 8 at a time) for every pool size."""
+    from systems.llm import ChatLLM
+
+    llm = ChatLLM.load("smollm2")
+    qs = ["Answer in one word: what colour is the sky?", "Write a long story about a dragon.",
+          "What is 2+2? Reply with a number only.", "Name the capital of France.", "Say yes.",
+          "List three fruits.", "Who wrote Hamlet? One name.", "Reply with OK.",
+          "What is the boiling point of water in Celsius?", "Describe the ocean.", "Explain rain.", "Say no."]
+    prompts = [llm.prompt_ids(_msgs(q)) for q in qs]
+    cfg = DecodeConfig(40)
+    ref = [t for i in range(0, len(prompts), 8) for t in llm._hf_generate(prompts[i:i + 8], cfg)]
+    assert len({len(r) for r in ref}) >= 4
+    for rows in (3, 64):
+        assert llm.generate_ids(prompts, cfg, rows) == ref
+
+
 @pytest.mark.slow
 def test_embedded_default_batched_equals_unbatched():
     """The real embedded SmolLM2 (fetched from PyPI once): batched greedy output equals unbatched."""
@@ -73,3 +136,14 @@ def test_embedded_default_batched_equals_unbatched():
     msgs = [_msgs(q, "Answer in as few words as possible.") for q in qs]
     assert llm.generate(msgs, DecodeConfig(24)) == [llm.generate([m], DecodeConfig(24))[0] for m in msgs]
     assert "paris" in llm.generate(msgs[:1], DecodeConfig(24))[0][0].lower()
+
+
+def test_perf_table_puts_the_three_loops_side_by_side(tiny):
+    """`audiochat-bench perf`: one table, harness against bare generate and one at a time; the three
+    loops must generate the same tokens (it raises otherwise)."""
+    from systems.perf import llm_throughput
+
+    table = llm_throughput(n_prompts=6, max_new_tokens=6, batch_sizes=(1, 4), llm=tiny)
+    rows = [l for l in table.splitlines() if l.startswith("| ") and l[2].isdigit()]
+    assert [r.split("|")[1].strip() for r in rows] == ["1", "4"]
+    assert "One at a time" in table and "Best: harness" in table and "compute bound" in table

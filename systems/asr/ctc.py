@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from bench.types import Audio
+from systems.common import inference_mode
 
 BLANK = "<blank>"
 
@@ -74,6 +74,8 @@ def log_mel(fe, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tenso
     Equal to the extractor's own output (tested); transformers' `device=` argument cannot be used for
     this, since it leaves the waveforms on the CPU. On a GPU this costs ~nothing, where the extractor
     on one CPU core took 0.8 s for 64 utterances."""
+    import torch
+
     dev = waves.device
     lengths = lengths.to(dev)
     valid = torch.arange(waves.shape[1], device=dev)[None] < lengths[:, None]
@@ -92,6 +94,8 @@ def log_mel(fe, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tenso
 
 def featurize(fe, samples: Sequence[np.ndarray], device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """(features (B, frames, 80), mask (B, frames)) of a batch of 16 kHz waveforms, computed on `device`."""
+    import torch
+
     waves = [torch.as_tensor(np.asarray(s, dtype=np.float32)) for s in samples]
     lengths = torch.tensor([w.numel() for w in waves])
     return log_mel(fe, torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).to(device), lengths)
@@ -103,7 +107,8 @@ def ctc_identity(path: Path, decoder: str = "auto") -> str:
     the directory offers are switched off."""
     import json
 
-    from systems.llm import resolve_llm, weights_identity
+    from bench.assets import weights_identity
+    from systems.common import resolve_llm
 
     spec = Path(path) / "decoding.json"
     conf = json.loads(spec.read_text()) if spec.exists() else {}
@@ -205,10 +210,12 @@ class CTCASR:
             return self.decode_beam(logps, self.lm, self.beam, self.rescorer)
         return self.decode_greedy(logps)
 
-    @torch.inference_mode()
+    @inference_mode
     def log_probs(self, audios: Sequence[Audio], batch_size: int = 16) -> list[np.ndarray]:
         """Per utterance, the (frames, vocab) CTC log-probabilities, batched by length to waste
         little padding; returned in input order."""
+        import torch
+
         was_training = self.model.training
         self.model.eval()
         order = sorted(range(len(audios)), key=lambda i: audios[i].samples.size)

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from bench.assets import Asset, Wheel, resolve
 from bench.types import Audio
+from systems.common import inference_mode
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
@@ -63,6 +63,7 @@ def read_ct2(path: Path) -> dict[str, np.ndarray]:
 
 
 def convert(ct2: dict[str, np.ndarray], config: dict):
+    import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     d = ct2["encoder/conv1/weight"].shape[0]
@@ -177,7 +178,7 @@ def identity_of(spec: str) -> str:
     if spec == "whisper-base":
         resolve(WHISPER_BASE)
         return f"whisper-base@{WHISPER_BASE.identity}:{DECODING}"
-    from systems.llm import weights_identity
+    from bench.assets import weights_identity
 
     return f"{Path(spec).name}@{weights_identity(Path(spec))}:{DECODING}"
 
@@ -206,6 +207,8 @@ class WhisperASR:
     def encode(self, audios: Sequence[Audio], min_seconds: float | None = None) -> torch.Tensor:
         """Encoder states (B, T, D) for clips padded to the longest clip (at least `min_seconds`,
         default `pad_seconds`), up to 30 s: the positional embedding is sliced to the real length."""
+        import torch
+
         floor = self.pad_seconds if min_seconds is None else min_seconds
         secs = min(30.0, max(floor, max(a.seconds for a in audios)))
         n = int(round(secs * 100))
@@ -220,8 +223,9 @@ class WhisperASR:
             x = layer(x, attention_mask=None)
         return enc.layer_norm(x)
 
-    @torch.inference_mode()
+    @inference_mode
     def transcribe(self, audios: Sequence[Audio], batch_size: int = 8) -> list[str]:
+        import torch
         from transformers.modeling_outputs import BaseModelOutput
 
         order = sorted(range(len(audios)), key=lambda i: audios[i].samples.size)

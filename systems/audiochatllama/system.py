@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from bench.plugins import Context, takes
 from bench.types import Generation, Request, System, TokenLogProbs
-from systems.common import Lazy, decode_config, load_llm, shared_llm
-from systems.llm import DecodeConfig
+from systems.common import DecodeConfig, Lazy, decode_config, inference_mode, load_llm, shared_llm
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
@@ -24,7 +22,8 @@ class AudioChatLlamaSystem(System):
     def __init__(self, model, cfg: DecodeConfig = DecodeConfig(), identity: str = "unsaved", llm=None):
         self.model, self.cfg, self.identity = model, cfg, identity
         self.llm = llm or model.llm  # (its identity; generation uses the model's own, which may be a copy)
-        if isinstance(model, torch.nn.Module):  # (a Lazy one is put in eval mode when it loads)
+        torch = sys.modules.get("torch")  # (a model that is a torch module has torch imported)
+        if torch is not None and isinstance(model, torch.nn.Module):  # (a Lazy one: in eval mode when it loads)
             model.eval()
 
     def fingerprint(self) -> str:
@@ -51,7 +50,7 @@ class AudioChatLlamaSystem(System):
                         out[i] = o
         return out
 
-    @torch.inference_mode()
+    @inference_mode
     def generate_batch(self, requests: Sequence[Request]) -> list[Generation]:
         return self._lora_split(requests, lambda idx: self._generate([requests[i] for i in idx]))
 
@@ -66,7 +65,7 @@ class AudioChatLlamaSystem(System):
         return [Generation(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=len(ids),
                            seconds={"encoder": (t1 - t0) / n, "llm": (t2 - t1) / n}) for ids in new]
 
-    @torch.inference_mode()
+    @inference_mode
     def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
         def score(idx):
             embeds = self.model.request_embeds([pairs[i][0] for i in idx])
@@ -79,8 +78,7 @@ CHECKPOINT_ARG = "AudioChatLlama checkpoint directory (from `train e2e ... --exp
 
 
 def _load(ctx: Context, default: Path) -> AudioChatLlamaSystem:
-    from systems.audiochatllama.model import AudioChatLlama
-    from systems.llm import weights_identity
+    from bench.assets import weights_identity
 
     path = Path(ctx.args.get("checkpoint") or default)
     if not (path / "trainable.safetensors").exists():
@@ -94,9 +92,14 @@ def _load(ctx: Context, default: Path) -> AudioChatLlamaSystem:
     # peft puts LoRA adapters into the LLM's modules in place: a LoRA checkpoint gets its own copy of the
     # LLM (loaded with it, on first use), so that two of them in one run cannot overwrite each other's adapters
     own = bool(meta["model"].get("lora_r"))
-    model = ctx.shared(f"e2e:{path}", lambda: Lazy(identity, lambda: AudioChatLlama.load(
-        path, llm=load_llm(ctx) if own else llm).eval()))
+    model = ctx.shared(f"e2e:{path}", lambda: Lazy(identity, lambda: _e2e_load(path, load_llm(ctx) if own else llm)))
     return AudioChatLlamaSystem(model, decode_config(ctx), identity, llm)
+
+
+def _e2e_load(path: Path, llm):
+    from systems.audiochatllama.model import AudioChatLlama
+
+    return AudioChatLlama.load(path, llm=llm).eval()
 
 
 @takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-smollm2)")
