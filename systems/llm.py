@@ -100,14 +100,19 @@ class ChatLLM:
             out = out["input_ids"]
         return list(out)
 
-    def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _left_pad(self, seqs: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token-id sequences (→ ids, padded with the pad id) or (T, D) embeddings (→ (B, T, D),
+        zeros) left-padded into one batch, with its attention mask."""
         width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        if isinstance(seqs[0], torch.Tensor):
+            x = torch.zeros((len(seqs), width, seqs[0].shape[1]), dtype=seqs[0].dtype, device=self.device)
+        else:
+            x = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            x[i, width - len(s):] = s if isinstance(s, torch.Tensor) else torch.tensor(s, dtype=torch.long)
             mask[i, width - len(s):] = 1
-        return ids.to(self.device), mask.to(self.device)
+        return x.to(self.device), mask.to(self.device)
 
     def _cut(self, new_tokens: torch.Tensor) -> list[list[int]]:
         """Per row: the generated ids up to (not including) the first end-of-sequence token."""
@@ -233,13 +238,7 @@ class ChatLLM:
             cache = self._prefix_cache(tuple(prompts[0][:shared]), n)
         else:
             cache = DynamicCache(config=self.model.config)
-        if embeds:
-            x = torch.zeros((n, width, prompts[0].shape[1]), dtype=prompts[0].dtype, device=self.device)
-            for i, e in enumerate(prompts):
-                x[i, width - e.shape[0]:] = e
-            inputs = {"inputs_embeds": x}
-        else:
-            inputs = {"input_ids": self._left_pad(rest)[0]}
+        inputs = {"inputs_embeds" if embeds else "input_ids": self._left_pad(rest)[0]}
         logits = self._forward(**inputs, attention_mask=mask, position_ids=pos, cache=cache, last_only=True)
         return cache, mask, logits.logits[:, -1]
 
@@ -286,15 +285,10 @@ class ChatLLM:
     def _hf_generate(self, prompts: list, cfg: DecodeConfig) -> list[list[int]]:
         """`model.generate` on one left-padded batch (ids or embeddings): the reference `_greedy`
         is tested against, and the path of models with other caches."""
-        if isinstance(prompts[0], torch.Tensor):
-            width = max(e.shape[0] for e in prompts)
-            x = torch.zeros((len(prompts), width, prompts[0].shape[1]), dtype=prompts[0].dtype, device=self.device)
-            mask = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
-            for i, e in enumerate(prompts):
-                x[i, width - e.shape[0]:] = e
-                mask[i, width - e.shape[0]:] = 1
+        x, mask = self._left_pad(prompts)
+        if isinstance(prompts[0], torch.Tensor):  # with inputs_embeds only, generate returns just the new tokens
             return self._cut(self.model.generate(inputs_embeds=x, attention_mask=mask, **self._gen_kwargs(cfg)))
-        ids, mask = self._left_pad(prompts)
+        ids = x
         out = self.model.generate(input_ids=ids, attention_mask=mask, **self._gen_kwargs(cfg))
         return self._cut(out[:, ids.shape[1]:])
 
