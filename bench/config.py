@@ -28,7 +28,7 @@ class RunConfig:
     llm: str | None = None  # None: the embedded default
     dtype: str = "float32"
     device: str = "cpu"
-    batch_size: int = 8
+    batch_size: int = 32  # continuous batching decodes up to this many rows at once (measured: results/perf_llm.md)
     max_new_tokens: int = 64
     seed: int = 0
     output_dir: str = "results/runs"

@@ -149,7 +149,8 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
 
     def system(name: str):
         if name not in built:
-            built[name] = build_system(name, ctx, plan.system_args.get(name, {}))
+            with stats.profile.time(name, "build"):
+                built[name] = build_system(name, ctx, plan.system_args.get(name, {}))
         return built[name]
 
     t0 = time.perf_counter()
@@ -193,6 +194,7 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
     if rank > 0:
         return RunResult(run_dir, [], {}, tasks, meta, primary=False)
     counts = {k: sum(getattr(s, k) for s in every) for k in ("generated", "cached", "failed")}
+    profile = every[0].profile.merge(s.profile for s in every[1:])  # every rank's generation time
     meta.update(status="finished", seconds=round(time.perf_counter() - t0, 2), counts=counts)
     save_meta()
     log(f"outputs: {counts['generated']} generated, {counts['cached']} from cache, {counts['failed']} failed "
@@ -202,13 +204,18 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
 
         jcache = OutputCache(plan.cache_path())
         try:
-            meta["judge"] = run_judge(system(plan.judge), plan, tasks, fingerprints, jcache, gconf, progress)
+            with profile.time(plan.judge, "judge"):
+                meta["judge"] = run_judge(system(plan.judge), plan, tasks, fingerprints, jcache, gconf, progress)
         finally:
             jcache.close()
         save_meta()
         log(f"judge {plan.judge}: {meta['judge']['generated']} generated, {meta['judge']['cached']} from cache, "
             f"{meta['judge']['failed']} failed")
-    result = _score(run_dir, plan, meta, fingerprints, tasks, write)
+    result = _score(run_dir, plan, meta, fingerprints, tasks, write, profile)
+    if counts["generated"] or counts["failed"]:  # (a fully cached rerun rewrites nothing)
+        from bench.report import write_if_changed
+
+        write_if_changed(run_dir / "profile.md", profile.markdown(f"Where the time went: run {run_dir.name}"))
     result.counts = counts
     result.failures = [f for s in every for f in s.failures]
     return result
@@ -223,16 +230,22 @@ def score_run(run_dir: str | Path, write: bool = True) -> RunResult:
     return _score(Path(run_dir), plan, meta, meta["fingerprints"], build_tasks(plan), write)
 
 
-def _score(run_dir: Path, plan: Plan, meta: dict, fingerprints: dict, tasks: dict, write: bool) -> RunResult:
+def _score(run_dir: Path, plan: Plan, meta: dict, fingerprints: dict, tasks: dict, write: bool,
+           profile=None) -> RunResult:
+    """Rows from the cache, then the files; `profile` (bench/profile.py) gets scoring and the report added."""
     from bench import report
     from bench.cache import OutputCache
+    from bench.profile import HARNESS, Profile
     from bench.runner import gen_config, score_all
+
+    profile = profile if profile is not None else Profile()
 
     sigs = {n: t.signatures() for n, (t, _) in tasks.items() if hasattr(t, "signatures")}
     if sigs:  # how corpus metrics were computed (sacrebleu signatures), beside the results
         meta["metric_signatures"] = sigs
         (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
     cache = OutputCache(plan.cache_path())
+    t_score = time.perf_counter()
     try:
         rows, records = score_all(tasks, plan.conditions_for, fingerprints, cache, gen_config(plan.max_new_tokens),
                                   meta.get("reference_fingerprints"), plan.baselines, plan.bucket_systems)
@@ -242,15 +255,17 @@ def _score(run_dir: Path, plan: Plan, meta: dict, fingerprints: dict, tasks: dic
             rows.extend(judge_rows(plan, tasks, records, cache, meta["judge"]["fingerprint"]))
     finally:
         cache.close()
+    profile.add(HARNESS, "scoring", time.perf_counter() - t_score)
     ident = plan.identity()
     for r in rows:
         r.update(run=run_dir.name, git_sha=meta.get("git_sha"), config_hash=ident)
-    report.write_rows(run_dir, rows, asdict(plan))
-    if write:
-        from bench.html import write_report
+    with profile.time(HARNESS, "report"):
+        report.write_rows(run_dir, rows, asdict(plan))
+        if write:
+            from bench.html import write_report
 
-        report.write_outputs(run_dir, records, {k: v[1] for k, v in tasks.items()})
-        write_report(run_dir, rows, tasks, records, meta)
+            report.write_outputs(run_dir, records, {k: v[1] for k, v in tasks.items()})
+            write_report(run_dir, rows, tasks, records, meta)
     return RunResult(run_dir, rows, records, tasks, meta)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench import headline as H
 from bench import plots
+from bench.profile import model_seconds
 from bench.report import _abs_cell, _diff_cell, section, write_if_changed
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em}
@@ -170,8 +171,7 @@ def write_report(run_dir: Path, rows: list[dict], tasks: dict, per_item: dict, m
         if cond != "clean":
             continue
         for system, recs in by_system.items():
-            secs = [sum(v for k, v in r.generation.seconds.items() if k != "audio")
-                    for r in recs.values() if r and r.generation]
+            secs = [model_seconds(r.generation.seconds) for r in recs.values() if r and r.generation]
             if secs:
                 latency[(system, tname)] = sum(secs) / len(secs)
     curves = plots.robustness(rows, run_dir) + plots.wer_buckets(rows, run_dir)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from bench import conditions as cond_mod
 from bench.analysis import wer_bucket_rows
 from bench.cache import OutputCache, Record, cache_key
+from bench.profile import Profile
 from bench.scoring import score_task
 from bench.types import Generation, Item, Request, System, Task
 
@@ -39,6 +40,7 @@ class GenStats:
     model_seconds: float = 0.0
     wall_seconds: float = 0.0
     failures: list[tuple[str, str, str, str]] = field(default_factory=list)  # system, task, item, reason
+    profile: Profile = field(default_factory=Profile)  # where the time went (bench/profile.py)
 
 
 def gen_config(max_new_tokens: int) -> dict:
@@ -72,11 +74,13 @@ def _call(system: System, requests: list[Request], targets: list[str] | None) ->
             for t, lp in zip(targets, scored)]
 
 
-def _generate_batch(system: System, batch: list[Slot], task: Task,
-                    targets: dict[str, str | None] | None = None) -> list[tuple[Generation | None, str | None]]:
+def _generate_batch(system: System, batch: list[Slot], task: Task, targets: dict[str, str | None] | None = None,
+                    profile: Profile | None = None) -> list[tuple[Generation | None, str | None]]:
     """Generate (or, for a scoring task, score the `targets`) for a batch; on error, retry one by one
-    so that a bad item fails alone."""
+    so that a bad item fails alone. `profile`: gets the audio stage and the model call's stages."""
+    profile = profile if profile is not None else Profile()
     requests, results, idx, tgts = [], [None] * len(batch), [], []
+    t_audio = time.perf_counter()
     for i, s in enumerate(batch):
         try:
             if targets is not None and targets.get(s.item.id) is None:
@@ -87,7 +91,9 @@ def _generate_batch(system: System, batch: list[Slot], task: Task,
             idx.append(i)
         except Exception as e:  # the condition could not be applied (bad audio...) or no target
             results[i] = (None, _describe(e))
+    profile.add(system.name, "audio", time.perf_counter() - t_audio)
     tg = tgts if targets is not None else None
+    t_call = time.perf_counter()
     try:
         gens = _call(system, requests, tg) if requests else []
         if len(gens) != len(requests):
@@ -103,6 +109,7 @@ def _generate_batch(system: System, batch: list[Slot], task: Task,
                     results[i] = (_call(system, [r], None if tg is None else [tg[k]])[0], None)
                 except Exception as e:
                     results[i] = (None, _describe(e))
+    profile.add_call(system.name, (r[0] for r in results if r is not None), time.perf_counter() - t_call)
     return results
 
 
@@ -124,7 +131,7 @@ def generate(system: System, task: Task, slots: Sequence[Slot], cache: OutputCac
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         t0 = time.perf_counter()
-        results = _generate_batch(system, batch, task, targets)
+        results = _generate_batch(system, batch, task, targets, stats.profile)
         stats.model_seconds += time.perf_counter() - t0
         records = []
         for s, (g, err) in zip(batch, results):
@@ -135,7 +142,8 @@ def generate(system: System, task: Task, slots: Sequence[Slot], cache: OutputCac
                 stats.failures.append((system.name, task.name, s.item.id, err or "unknown error"))
             else:
                 stats.generated += 1
-        cache.put_many(records)
+        with stats.profile.time(system.name, "cache"):
+            cache.put_many(records)
         bar.update(len(batch))
     stats.wall_seconds += time.perf_counter() - t_run
     bar.close()

@@ -11,6 +11,11 @@ Request → harness: leading system (or developer) messages become the instructi
 memory, mixed down and resampled to 16 kHz. Nothing in a request is ever read as a file or fetched
 as a URL: audio that looks like a path or URL is refused.
 
+`POST /v1/completions` with `prompt_embeds` (vLLM's route, `--enable-prompt-embeds`), where the served
+system decodes from embeddings (`text`: its chat LLM): the whole templated prompt as a (tokens, hidden)
+tensor, base64 of `torch.save`; `audiochatllama:server=URL` sends its prompts so (encoder and bridge
+local, the frozen LLM's decode on the server).
+
 Response: a standard `chat.completion` with `system_fingerprint` = the system's fingerprint (its
 weights and decoding), plus one extension, `audiochat: {transcript, seconds, system}`: the system's
 own reading of the spoken turn (the cascade's ASR hypothesis; null where it has none), which the
@@ -141,8 +146,9 @@ def _user_turn(content: Any, where: str, limits: Limits) -> Turn:
     return Turn("user", audio=_audio_of(audio[0], f"{where}[0]", limits))
 
 
-def parse_chat(body: Any, model: str, max_new_tokens: int, limits: Limits) -> Request:
-    """The harness request of an OpenAI chat-completions body (ApiError, with its HTTP status, if not)."""
+def _check_decoding(body: Any, model: str, max_new_tokens: int) -> None:
+    """The checks every completion body passes: a JSON object, for the served model, greedy, one answer
+    of the served length."""
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     if "model" not in body:
@@ -163,6 +169,11 @@ def parse_chat(body: Any, model: str, max_new_tokens: int, limits: Limits) -> Re
             raise ApiError(400, f"{key}={body[key]!r}: this server answers with at most {max_new_tokens} tokens "
                            f"(serve --max-new-tokens); send {max_new_tokens} (run --max-new-tokens {max_new_tokens}) "
                            "or omit it", param=key)
+
+
+def parse_chat(body: Any, model: str, max_new_tokens: int, limits: Limits) -> Request:
+    """The harness request of an OpenAI chat-completions body (ApiError, with its HTTP status, if not)."""
+    _check_decoding(body, model, max_new_tokens)
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise ApiError(400, "messages must be a non-empty list", param="messages")
@@ -183,6 +194,56 @@ def parse_chat(body: Any, model: str, max_new_tokens: int, limits: Limits) -> Re
     if not turns or turns[-1].role != "user":
         raise ApiError(400, "the last message must be a user message (the turn to answer)", param="messages")
     return Request(turns[-1], tuple(turns[:-1]), "\n".join(instruction) or None)
+
+
+def parse_embeds(body: Any, model: str, max_new_tokens: int, limits: Limits):
+    """The (T, hidden) prompt embeddings of a completions body with vLLM's `prompt_embeds` (base64 of
+    `torch.save`; read with `weights_only`, so it can hold tensors and nothing that runs)."""
+    _check_decoding(body, model, max_new_tokens)
+    data = body.get("prompt_embeds")
+    if data is None:
+        raise ApiError(400, "send prompt_embeds (base64 of torch.save of a (tokens, hidden) tensor, the whole "
+                       "templated prompt): this route decodes from embeddings; text goes to /v1/chat/completions",
+                       param="prompt_embeds")
+    if "prompt" in body:
+        raise ApiError(400, "send prompt_embeds or prompt, not both", param="prompt")
+    import io
+
+    import torch
+
+    try:
+        buf = io.BytesIO(base64.b64decode(data, validate=True))
+        embeds = torch.load(buf, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ApiError(400, f"prompt_embeds is not base64 of a torch.save'd tensor: {type(e).__name__}",
+                       param="prompt_embeds") from None
+    if not isinstance(embeds, torch.Tensor) or embeds.dim() != 2 or not embeds.is_floating_point() or not embeds.shape[0]:
+        shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+        raise ApiError(400, f"prompt_embeds must be one non-empty (tokens, hidden) float tensor, not {shape}",
+                       param="prompt_embeds")
+    if not bool(torch.isfinite(embeds).all()):
+        raise ApiError(400, "prompt_embeds holds NaN or Inf", param="prompt_embeds")
+    return embeds
+
+
+def text_completion(gen: Generation, model: str, fingerprint: str, system: str, max_new_tokens: int) -> dict:
+    """A text_completion response for one generation (the /v1/completions route)."""
+    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": model, "system_fingerprint": fingerprint,
+            "choices": [{"index": 0, "text": gen.text, "logprobs": None,
+                         "finish_reason": "length" if gen.tokens >= max_new_tokens else "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": gen.tokens, "total_tokens": gen.tokens}}
+
+
+class FromEmbeds:
+    """The served system's decoding from prompt embeddings (its `generate_from_embeds`), as what a
+    `Batcher` answers with."""
+
+    def __init__(self, system: System):
+        self.system, self.name = system, system.name
+
+    def generate_batch(self, embeds: list) -> list[Generation]:
+        return self.system.generate_from_embeds(embeds)
 
 
 def completion(gen: Generation, model: str, fingerprint: str, system: str, max_new_tokens: int) -> dict:
@@ -284,6 +345,9 @@ class Server(ThreadingHTTPServer):
         self.fingerprint = system.fingerprint()
         self.created = int(time.time())
         self.batcher = Batcher(system, max_batch, batch_wait_ms / 1000, max_queue)
+        # POST /v1/completions with prompt_embeds, where the system decodes from embeddings (an LLM system)
+        self.embeds_batcher = (Batcher(FromEmbeds(system), max_batch, batch_wait_ms / 1000, max_queue)
+                               if hasattr(system, "generate_from_embeds") else None)
         super().__init__((host, port), Handler)
         self._thread: threading.Thread | None = None
 
@@ -300,7 +364,9 @@ class Server(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
-        self.batcher.close()
+        for b in (self.batcher, self.embeds_batcher):
+            if b is not None:
+                b.close()
 
     def models(self) -> dict:
         return {"object": "list", "data": [{
@@ -348,14 +414,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?")[0].rstrip("/")
-        if path != "/v1/chat/completions":
+        routes = {"/v1/chat/completions": (self.server.batcher, parse_chat, completion),
+                  "/v1/completions": (self.server.embeds_batcher, parse_embeds, text_completion)}
+        if path not in routes:
             self._error(ApiError(404, f"no such endpoint POST {path}: try /v1/chat/completions"))
             return
-        batcher = self.server.batcher
+        batcher, parse, respond = routes[path]
+        if batcher is None:
+            self._error(ApiError(404, f"{self.server.system.name} does not decode from prompt embeddings: POST "
+                                 "/v1/completions needs a server of an LLM system (serve --system text)"))
+            return
         batcher.arriving(+1)
         queued = False
         try:
-            request = parse_chat(self._body(), self.server.model, self.server.max_new_tokens, self.server.limits)
+            request = parse(self._body(), self.server.model, self.server.max_new_tokens, self.server.limits)
             fut = batcher.submit(request)
             queued = True
             batcher.arriving(-1)
@@ -366,8 +438,8 @@ class Handler(BaseHTTPRequestHandler):
                                code="unanswerable") from None
             except Exception as e:
                 raise ApiError(500, f"{self.server.system.name} failed: {type(e).__name__}: {e}") from None
-            self._send(200, completion(gen, self.server.model, self.server.fingerprint, self.server.system.name,
-                                       self.server.max_new_tokens))
+            self._send(200, respond(gen, self.server.model, self.server.fingerprint, self.server.system.name,
+                                    self.server.max_new_tokens))
         except ApiError as e:
             self._error(e)
         finally:

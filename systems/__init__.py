@@ -5,10 +5,10 @@ REGISTRY = Registry("system", {
     "text": "systems.text:build",
     "cascade": "systems.cascade:build",
     "cascade-whisper": "systems.cascade:build_whisper",
-    "audiochatllama": "systems.audiochatllama.system:build",
+    "audiochatllama": "systems.audiochatllama.system:build",  # the token bridge (the default since round 2)
+    "audiochatllama-continuous": "systems.audiochatllama.system:build_continuous",  # the paper's projector
     "audiochatllama-whisper": "systems.audiochatllama.system:build_whisper",
     "audiochatllama-lora": "systems.audiochatllama.system:build_lora",
-    "audiochatllama-tokens": "systems.audiochatllama.system:build_tokens",
     "cascade-tokens": "systems.cascade:build_tokens",
     "openai": "systems.endpoint:build",
     "hf-audio": "systems.hf_audio:build",  # hf-audio:MODEL[+text|+asr=SYSTEM], a family

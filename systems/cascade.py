@@ -35,13 +35,16 @@ class Cascade(System):
                            "warning": TRANSCRIPT_WARNING if self.warn else None, **self.cfg.as_dict()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def _transcribe(self, requests: Sequence[Request]) -> tuple[dict[int, str], dict[int, float], float]:
+    def _transcribe(self, requests: Sequence[Request]) -> tuple[dict[int, str], dict[int, float], dict[str, float]]:
         """Hypotheses for every spoken user turn of every request, in one batched ASR call.
-        Returns ({id(turn): text}, {id(turn): seconds of audio}, ASR seconds)."""
+        Returns ({id(turn): text}, {id(turn): seconds of audio}, ASR seconds: {"asr": total, and the
+        ASR's own stages as "asr.encoder", ... where it reports them (`last_seconds`)})."""
         turns = [t for r in requests for t in (*r.history, r.turn) if t.role == "user" and isinstance(t.audio, Audio)]
         t0 = time.perf_counter()
         texts = self.asr.transcribe([t.audio for t in turns]) if turns else []
-        secs = time.perf_counter() - t0
+        secs = {"asr": time.perf_counter() - t0}
+        if turns:
+            secs.update({f"asr.{k}": v for k, v in (getattr(self.asr, "last_seconds", None) or {}).items()})
         return ({id(t): h for t, h in zip(turns, texts)}, {id(t): t.audio.seconds for t in turns}, secs)
 
     def _view(self, hyps: dict[int, str]):
@@ -71,7 +74,8 @@ class Cascade(System):
             hyp = hyps.get(id(r.turn))
             text, n = answers.get(i, (hyp or "", 0))
             out.append(Generation(text=text, transcript=hyp, tokens=n, seconds={
-                "asr": asr_secs * audio / total_audio, "llm": llm_secs if i in answers else 0.0, "audio": audio}))
+                **{k: v * audio / total_audio for k, v in asr_secs.items()}, "llm": llm_secs if i in answers else 0.0,
+                "audio": audio}))
         return out
 
     def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
@@ -159,6 +163,6 @@ def build_whisper(ctx: Context) -> Cascade:
        transcript_warning=WARNING_ARG)
 def build_tokens(ctx: Context) -> Cascade:
     """The token-bridge encoder's own greedy transcript → the LLM: the cascade that shares
-    `audiochatllama-tokens`' acoustic model, so the table separates "better acoustic model" from
+    `audiochatllama`'s acoustic model (the token bridge), so the table separates "better acoustic model" from
     "end-to-end"."""
     return Cascade(token_asr(ctx), shared_llm(ctx), decode_config(ctx), _warn(ctx))

@@ -56,6 +56,15 @@ def wav_base64(turn: Turn) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def embeds_base64(embeds) -> str:
+    """A (T, hidden) tensor of prompt embeddings as vLLM's `prompt_embeds` takes it: `torch.save`, base64."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(embeds.detach().cpu().contiguous(), buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def to_openai_messages(request: Request) -> list[dict]:
     """The request as OpenAI chat messages (spoken user turns as one `input_audio` part each)."""
     msgs = [{"role": "system", "content": request.instruction}] if request.instruction else []
@@ -101,12 +110,12 @@ class OpenAIEndpoint(System):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # -- one request ------------------------------------------------------------------------------
-    def _post(self, body: bytes) -> dict:
+    def _post(self, body: bytes, path: str = "/chat/completions") -> dict:
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers, method="POST")
+        req = urllib.request.Request(f"{self.base_url}{path}", data=body, headers=headers, method="POST")
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             raw = resp.read()
         try:
@@ -115,15 +124,27 @@ class OpenAIEndpoint(System):
             raise EndpointError(f"{req.full_url} answered with something other than JSON: {raw[:200]!r}") from None
 
     def _complete(self, request: Request) -> Generation:
-        """One chat completion, retried with exponential backoff on 429, 5xx and connection errors."""
-        body = json.dumps({"model": self.model, "messages": to_openai_messages(request), "temperature": 0,
-                           "max_tokens": self.max_new_tokens, "n": 1, "stream": False}).encode()
-        url = f"{self.base_url}/chat/completions"
+        """One chat completion."""
+        return self._send({"messages": to_openai_messages(request)}, "/chat/completions")
+
+    def complete_embeds(self, embeds: Sequence) -> list[Generation]:
+        """Completions of whole, already templated prompts given as input embeddings ((T, hidden)
+        tensors): `POST {base_url}/completions` with `prompt_embeds` (base64 of `torch.save`), the
+        route of vLLM's `--enable-prompt-embeds` and of `serve`. Concurrent, like `generate_batch`;
+        raises the first failure."""
+        futures = [self._pool.submit(self._send, {"prompt_embeds": embeds_base64(e)}, "/completions") for e in embeds]
+        return [f.result() for f in futures]
+
+    def _send(self, payload: dict, path: str) -> Generation:
+        """One greedy completion request, retried with exponential backoff on 429, 5xx and connection errors."""
+        body = json.dumps({"model": self.model, **payload, "temperature": 0, "max_tokens": self.max_new_tokens,
+                           "n": 1, "stream": False}).encode()
+        url = f"{self.base_url}{path}"
         t0 = time.perf_counter()
         for attempt in range(self.retries + 1):
             wait = self.backoff * 2 ** attempt * (1 + 0.1 * random.random())  # jitter: retries spread out
             try:
-                reply = self._post(body)
+                reply = self._post(body, path)
                 break
             except urllib.error.HTTPError as e:
                 reason = f"HTTP {e.code} from {url}: {_error_message(e)}"
@@ -142,10 +163,10 @@ class OpenAIEndpoint(System):
 
     def _generation(self, reply: dict, url: str, seconds: float) -> Generation:
         try:
-            message = reply["choices"][0]["message"]
-            text = message.get("content") or ""
+            choice = reply["choices"][0]
+            text = (choice["message"].get("content") if "message" in choice else choice["text"]) or ""
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise EndpointError(f"{url} answered without choices[0].message: {str(reply)[:200]}") from None
+            raise EndpointError(f"{url} answered without choices[0].message or .text: {str(reply)[:200]}") from None
         served = reply.get("system_fingerprint")
         with self._lock:
             self._served = self._served or served

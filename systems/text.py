@@ -33,6 +33,20 @@ class TextTopline(System):
                            transcript=r.turn.gold_text if r.turn.spoken else None,
                            seconds={"llm": per if i in out else 0.0}) for i, r in enumerate(requests)]
 
+    def generate_from_embeds(self, embeds: Sequence) -> list[Generation]:
+        """Greedy answers to whole, templated prompts given as input embeddings ((T, hidden) tensors): what
+        `serve` answers on POST /v1/completions with prompt_embeds."""
+        table = self.llm.model.get_input_embeddings().weight
+        bad = [tuple(e.shape) for e in embeds if e.dim() != 2 or e.shape[1] != table.shape[1]]
+        if bad:
+            raise ValueError(f"prompt embeddings must be (tokens, {table.shape[1]}) for {self.llm.identity}, got {bad[0]}")
+        t0 = time.perf_counter()
+        new = self.llm.generate_embeds([e.to(table.device, table.dtype) for e in embeds], self.cfg)
+        per = (time.perf_counter() - t0) / max(len(embeds), 1)
+        tok = self.llm.tokenizer
+        return [Generation(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=len(ids), seconds={"llm": per})
+                for ids in new]
+
     def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
         return self.llm.logprobs_batch([(to_messages(r, lambda t: t.gold_text), target) for r, target in pairs])
 

@@ -14,8 +14,8 @@ import pytest
 from bench.types import Generation, Request, System
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SYSTEMS = ["text", "cascade", "cascade-tokens", "cascade-whisper", "audiochatllama-tokens", "audiochatllama",
-                   "audiochatllama-whisper"]
+DEFAULT_SYSTEMS = ["text", "cascade", "cascade-tokens", "cascade-whisper", "audiochatllama",
+                   "audiochatllama-continuous", "audiochatllama-whisper"]
 
 
 @pytest.fixture

@@ -154,7 +154,7 @@ def test_parse_system_args_merges_and_aliases_yield_to_explicit_keys():
 def test_cuda_defaults_to_bf16_and_large_batches_unless_chosen():
     from bench.config import resolve
 
-    assert (resolve({}, {"device": "cpu"}).dtype, resolve({}, {"device": "cpu"}).batch_size) == ("float32", 8)
+    assert (resolve({}, {"device": "cpu"}).dtype, resolve({}, {"device": "cpu"}).batch_size) == ("float32", 32)
     gpu = resolve({}, {"device": "cuda:0"})
     assert (gpu.dtype, gpu.batch_size) == ("bfloat16", 64)
     chosen = resolve({"batch_size": 16}, {"device": "cuda", "dtype": "float32"})

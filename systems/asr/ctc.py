@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bench.profile import StageClock
 from bench.types import Audio
 from systems.common import inference_mode
 
@@ -204,11 +205,18 @@ class CTCASR:
 
     def transcribe(self, audios: Sequence[Audio], batch_size: int = 16) -> list[str]:
         """Transcripts in input order: beam search with the directory's LM where it has one
-        (decoding.json + lm.arpa.gz), else greedy CTC (snapped to lexicon.txt where present)."""
-        logps = self.log_probs(audios, batch_size)
+        (decoding.json + lm.arpa.gz), else greedy CTC (snapped to lexicon.txt where present).
+        `last_seconds`: the call's stages (encoder: features and network; decode; rescore)."""
+        clock = StageClock()
+        with clock("encoder"):
+            logps = self.log_probs(audios, batch_size)
         if self.lm is not None:
-            return self.decode_beam(logps, self.lm, self.beam, self.rescorer)
-        return self.decode_greedy(logps)
+            texts = self.decode_beam(logps, self.lm, self.beam, self.rescorer, clock)
+        else:
+            with clock("decode"):
+                texts = self.decode_greedy(logps)
+        self.last_seconds = clock.seconds
+        return texts
 
     @inference_mode
     def log_probs(self, audios: Sequence[Audio], batch_size: int = 16) -> list[np.ndarray]:
@@ -243,12 +251,16 @@ class CTCASR:
             out.append(self.lexicon(text) if self.lexicon else text)
         return out
 
-    def decode_beam(self, logps: Sequence[np.ndarray], lm, cfg, rescorer=None) -> list[str]:
+    def decode_beam(self, logps: Sequence[np.ndarray], lm, cfg, rescorer=None, clock: StageClock | None = None) -> list[str]:
         """CTC prefix beam search fused with a word n-gram LM (systems/asr/lm.py); with `rescorer`,
-        the N best of each utterance rescored by an LLM."""
+        the N best of each utterance rescored by an LLM. `clock`: times the two as decode, rescore."""
         from systems.asr.lm import ctc_beam_search, ctc_pieces
 
+        clock = clock or StageClock()
         pieces = ctc_pieces(self.tokenizer)
-        if rescorer is None:
-            return [ctc_beam_search(lp, pieces, self.blank, lm, cfg) for lp in logps]
-        return rescorer([ctc_beam_search(lp, pieces, self.blank, lm, cfg, nbest=rescorer.cfg.nbest) for lp in logps])
+        with clock("decode"):
+            if rescorer is None:
+                return [ctc_beam_search(lp, pieces, self.blank, lm, cfg) for lp in logps]
+            nbest = [ctc_beam_search(lp, pieces, self.blank, lm, cfg, nbest=rescorer.cfg.nbest) for lp in logps]
+        with clock("rescore"):
+            return rescorer(nbest)

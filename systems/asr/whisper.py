@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from bench.assets import Asset, Wheel, resolve
+from bench.profile import StageClock
 from bench.types import Audio
 from systems.common import inference_mode
 
@@ -230,17 +231,21 @@ class WhisperASR:
 
         order = sorted(range(len(audios)), key=lambda i: audios[i].samples.size)
         out = [""] * len(audios)
+        clock = StageClock()  # `last_seconds`: the call's stages
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            states = self.encode([audios[i] for i in idx])
+            with clock("encoder"):
+                states = self.encode([audios[i] for i in idx])
             prompt = torch.tensor([[SOT, EN, TRANSCRIBE, NO_TIMESTAMPS]] * len(idx), device=self.model.device)
             cap = min(self.max_new_tokens, int(TOKENS_PER_SECOND * max(audios[i].seconds for i in idx)) + 10)
-            gen = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                                      decoder_input_ids=prompt, max_new_tokens=cap,
-                                      decoder_attention_mask=torch.ones_like(prompt))
+            with clock("decode"):
+                gen = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                                          decoder_input_ids=prompt, max_new_tokens=cap,
+                                          decoder_attention_mask=torch.ones_like(prompt))
             # Whisper's generate may or may not echo the prompt: strip it only where it is there
             skip = prompt.shape[1] if gen.shape[1] >= prompt.shape[1] and bool((gen[:, :prompt.shape[1]] == prompt).all()) else 0
             for row, i in enumerate(idx):
                 ids = [t for t in gen[row, skip:].tolist() if t < EOT]  # text tokens only
                 out[i] = cut_loops(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
+        self.last_seconds = clock.seconds
         return out

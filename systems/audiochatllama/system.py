@@ -19,9 +19,10 @@ CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 class AudioChatLlamaSystem(System):
     name = "audiochatllama"
 
-    def __init__(self, model, cfg: DecodeConfig = DecodeConfig(), identity: str = "unsaved", llm=None):
+    def __init__(self, model, cfg: DecodeConfig = DecodeConfig(), identity: str = "unsaved", llm=None, remote=None):
         self.model, self.cfg, self.identity = model, cfg, identity
         self.llm = llm or model.llm  # (its identity; generation uses the model's own, which may be a copy)
+        self.remote = remote  # an OpenAIEndpoint whose server decodes from prompt embeddings (`server=`)
         torch = sys.modules.get("torch")  # (a model that is a torch module has torch imported)
         if torch is not None and isinstance(model, torch.nn.Module):  # (a Lazy one: in eval mode when it loads)
             model.eval()
@@ -29,8 +30,9 @@ class AudioChatLlamaSystem(System):
     def fingerprint(self) -> str:
         # the checkpoint identity hashes its trainable weights and config (which names the encoder
         # it was trained on); the LLM identity covers the frozen part
+        served = {"served": self.remote.fingerprint()} if self.remote is not None else {}
         blob = json.dumps({"class": "AudioChatLlama/1", "checkpoint": self.identity, "llm": self.llm.identity,
-                           **self.cfg.as_dict()}, sort_keys=True)
+                           **self.cfg.as_dict(), **served}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _lora_split(self, requests: Sequence[Request], run) -> list:
@@ -58,12 +60,16 @@ class AudioChatLlamaSystem(System):
         t0 = time.perf_counter()
         embeds = self.model.request_embeds(requests)
         t1 = time.perf_counter()
-        new = self.model.llm.generate_embeds(embeds, self.cfg)
+        if self.remote is not None:  # the frozen LLM's decode on the server, from these embeddings
+            answers = [(g.text.strip(), g.tokens) for g in self.remote.complete_embeds(embeds)]
+        else:
+            tok = self.model.llm.tokenizer
+            answers = [(tok.decode(ids, skip_special_tokens=True).strip(), len(ids))
+                       for ids in self.model.llm.generate_embeds(embeds, self.cfg)]
         t2 = time.perf_counter()
         n = max(len(requests), 1)
-        tok = self.model.llm.tokenizer
-        return [Generation(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=len(ids),
-                           seconds={"encoder": (t1 - t0) / n, "llm": (t2 - t1) / n}) for ids in new]
+        return [Generation(text=text, tokens=k, seconds={"encoder": (t1 - t0) / n, "llm": (t2 - t1) / n})
+                for text, k in answers]
 
     @inference_mode
     def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
@@ -75,6 +81,12 @@ class AudioChatLlamaSystem(System):
 
 
 CHECKPOINT_ARG = "AudioChatLlama checkpoint directory (from `train e2e ... --export DIR`)"
+SERVED_ARGS = {  # the frozen LLM's decoding on a server (vLLM --enable-prompt-embeds, or `serve --system text`)
+    "server": "base URL (up to /v1) of a server that decodes the frozen LLM from prompt embeddings "
+              "(POST /completions with prompt_embeds); encoder and bridge run here, generation there",
+    "served_model": "the model name that server serves (default: the run's LLM id)",
+    "concurrency": "requests in flight at once to `server` (default 8)",
+}
 
 
 def _load(ctx: Context, default: Path) -> AudioChatLlamaSystem:
@@ -93,7 +105,23 @@ def _load(ctx: Context, default: Path) -> AudioChatLlamaSystem:
     # LLM (loaded with it, on first use), so that two of them in one run cannot overwrite each other's adapters
     own = bool(meta["model"].get("lora_r"))
     model = ctx.shared(f"e2e:{path}", lambda: Lazy(identity, lambda: _e2e_load(path, load_llm(ctx) if own else llm)))
-    return AudioChatLlamaSystem(model, decode_config(ctx), identity, llm)
+    return AudioChatLlamaSystem(model, decode_config(ctx), identity, llm, _remote(ctx, meta, own))
+
+
+def _remote(ctx: Context, meta: dict, lora: bool):
+    """The `server=` endpoint, or None."""
+    if not ctx.args.get("server"):
+        return None
+    if lora:
+        raise ValueError("a LoRA checkpoint changes the LLM, so a server of the frozen LLM cannot decode for it")
+    from systems.endpoint import OpenAIEndpoint
+
+    try:
+        concurrency = int(ctx.args.get("concurrency", 8))
+    except ValueError:
+        raise ValueError(f"concurrency={ctx.args['concurrency']!r} is not a number") from None
+    return OpenAIEndpoint(ctx.args.get("served_model") or ctx.options.get("llm") or meta["model"]["llm"],
+                          ctx.args["server"], decode_config(ctx).max_new_tokens, concurrency=concurrency)
 
 
 def _e2e_load(path: Path, llm):
@@ -102,12 +130,22 @@ def _e2e_load(path: Path, llm):
     return AudioChatLlama.load(path, llm=llm).eval()
 
 
-@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-smollm2)")
+@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-tokens-smollm2)", **SERVED_ARGS)
 def build(ctx: Context) -> AudioChatLlamaSystem:
+    """The default: the token bridge (the encoder's CTC posteriors over the LLM's own tokens weighting the
+    LLM's input embeddings, plus a learned residual; `bridge.py`). It replaced the continuous projector
+    when it was better by the paired intervals (see its card)."""
+    return _load(ctx, CHECKPOINTS / "audiochatllama-tokens-smollm2")
+
+
+@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-smollm2)", **SERVED_ARGS)
+def build_continuous(ctx: Context) -> AudioChatLlamaSystem:
+    """The paper's continuous projector (frame stacking + MLP, learned from scratch through the frozen
+    LLM): the ablation row."""
     return _load(ctx, CHECKPOINTS / "audiochatllama-smollm2")
 
 
-@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-whisper-smollm2)")
+@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-whisper-smollm2)", **SERVED_ARGS)
 def build_whisper(ctx: Context) -> AudioChatLlamaSystem:
     return _load(ctx, CHECKPOINTS / "audiochatllama-whisper-smollm2")
 
@@ -118,8 +156,3 @@ def build_lora(ctx: Context) -> AudioChatLlamaSystem:
     return _load(ctx, CHECKPOINTS / "audiochatllama-lora-smollm2")
 
 
-@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-tokens-smollm2)")
-def build_tokens(ctx: Context) -> AudioChatLlamaSystem:
-    """The token bridge: the encoder's CTC posteriors over the LLM's own tokens, weighting the LLM's
-    input embeddings, plus a learned residual (`bridge.py`)."""
-    return _load(ctx, CHECKPOINTS / "audiochatllama-tokens-smollm2")
