@@ -74,11 +74,10 @@ def _call(system: System, requests: list[Request], targets: list[str] | None) ->
             for t, lp in zip(targets, scored)]
 
 
-def _generate_batch(system: System, batch: list[Slot], task: Task, targets: dict[str, str | None] | None = None,
-                    profile: Profile | None = None) -> list[tuple[Generation | None, str | None]]:
+def _generate_batch(system: System, batch: list[Slot], task: Task, targets: dict[str, str | None] | None,
+                    profile: Profile) -> list[tuple[Generation | None, str | None]]:
     """Generate (or, for a scoring task, score the `targets`) for a batch; on error, retry one by one
-    so that a bad item fails alone. `profile`: gets the audio stage and the model call's stages."""
-    profile = profile if profile is not None else Profile()
+    so that a bad item fails alone. `profile` gets the audio stage and the model call's stages."""
     requests, results, idx, tgts = [], [None] * len(batch), [], []
     t_audio = time.perf_counter()
     for i, s in enumerate(batch):

@@ -138,7 +138,10 @@ class ChatLLM:
         """Greedy answers to a batch of conversations: [(text, n_generated_tokens)]."""
         if not batch:
             return []
-        new = self.generate_ids([self.prompt_ids(m) for m in batch], cfg, rows)
+        return self.answers(self.generate_ids([self.prompt_ids(m) for m in batch], cfg, rows))
+
+    def answers(self, new: Sequence[Sequence[int]]) -> list[tuple[str, int]]:
+        """Generated ids as answers: [(text, n_generated_tokens)]."""
         return [(self.tokenizer.decode(t, skip_special_tokens=True).strip(), len(t)) for t in new]
 
     def generate_embeds(self, embeds: Sequence[torch.Tensor], cfg: DecodeConfig = DecodeConfig(),

@@ -41,11 +41,9 @@ class TextTopline(System):
         if bad:
             raise ValueError(f"prompt embeddings must be (tokens, {table.shape[1]}) for {self.llm.identity}, got {bad[0]}")
         t0 = time.perf_counter()
-        new = self.llm.generate_embeds([e.to(table.device, table.dtype) for e in embeds], self.cfg)
+        answers = self.llm.answers(self.llm.generate_embeds([e.to(table.device, table.dtype) for e in embeds], self.cfg))
         per = (time.perf_counter() - t0) / max(len(embeds), 1)
-        tok = self.llm.tokenizer
-        return [Generation(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=len(ids), seconds={"llm": per})
-                for ids in new]
+        return [Generation(text=text, tokens=n, seconds={"llm": per}) for text, n in answers]
 
     def score_batch(self, pairs: Sequence[tuple[Request, str]]) -> list[TokenLogProbs]:
         return self.llm.logprobs_batch([(to_messages(r, lambda t: t.gold_text), target) for r, target in pairs])

@@ -63,9 +63,7 @@ class AudioChatLlamaSystem(System):
         if self.remote is not None:  # the frozen LLM's decode on the server, from these embeddings
             answers = [(g.text.strip(), g.tokens) for g in self.remote.complete_embeds(embeds)]
         else:
-            tok = self.model.llm.tokenizer
-            answers = [(tok.decode(ids, skip_special_tokens=True).strip(), len(ids))
-                       for ids in self.model.llm.generate_embeds(embeds, self.cfg)]
+            answers = self.model.llm.answers(self.model.llm.generate_embeds(embeds, self.cfg))
         t2 = time.perf_counter()
         n = max(len(requests), 1)
         return [Generation(text=text, tokens=k, seconds={"encoder": (t1 - t0) / n, "llm": (t2 - t1) / n})
