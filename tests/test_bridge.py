@@ -196,3 +196,79 @@ def test_token_bridge_refuses_an_encoder_without_a_token_head(llm):
 
     with pytest.raises(ValueError, match="token-CTC encoder"):
         AudioChatLlama(ModelConfig(bridge="tokens"), tiny_model().encoder, llm)
+
+
+def tiny_whisper():
+    """Whisper's encoder behind `encoders.WhisperEncoder`, from a tiny random config (no tokenizer: the
+    token head reads the encoder only)."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from systems.asr.whisper import WhisperASR
+    from systems.audiochatllama.encoders import WhisperEncoder
+
+    torch.manual_seed(0)
+    asr = WhisperASR.__new__(WhisperASR)
+    asr.model = WhisperForConditionalGeneration(WhisperConfig(
+        vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=1, decoder_start_token_id=1, d_model=32,
+        encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64)).eval()
+    asr.fe, asr.identity, asr.pad_seconds = WhisperFeatureExtractor(), "tiny-whisper", 8.0
+    return WhisperEncoder(asr)
+
+
+def test_whisper_token_head_trains_on_frozen_states_and_round_trips(llm, tmp_path):
+    from systems.audiochatllama.bridge import ClassTokenizer, WhisperTokenCTCEncoder
+    from systems.audiochatllama.model import AudioChatLlama, ModelConfig
+
+    whisper = tiny_whisper()
+    enc = WhisperTokenCTCEncoder.from_whisper("whisper-base", llm.tokenizer, TEXTS, "tiny", adapter_layers=1,
+                                              whisper=whisper)
+    assert enc.frame_ms == 40 and enc.dim == 256 and enc.base_parameters() == []
+    assert not any(k.startswith("_whisper") or "encoder.layers" in k for k in enc.state_dict())  # never stored
+    assert all(not p.requires_grad for p in whisper.parameters())
+    audios = [_speech(t) for t in TEXTS]
+    states = enc.base_states([a.samples for a in audios])  # what the cached route computes once
+    # 50 Whisper frames a second, averaged in pairs
+    assert [s.shape[0] for s in states] == [(int(a.seconds * 50) + 1 + 1) // 2 for a in audios]
+    ct = ClassTokenizer(llm.tokenizer, enc.vocab)
+    ids = [ct(t)["input_ids"] for t in TEXTS]
+    labels = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+    for i, s in enumerate(ids):
+        labels[i, :len(s)] = torch.tensor(s)
+    padded = torch.nn.utils.rnn.pad_sequence(states, batch_first=True)
+    lengths = torch.tensor([s.shape[0] for s in states])
+    opt = torch.optim.AdamW(enc.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = enc.ctc_loss_states(*enc.adapt(padded, lengths), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    enc.save(tmp_path / "w")
+    meta = json.loads((tmp_path / "w" / "bridge.json").read_text())
+    assert meta["base"] == "whisper" and meta["whisper"] == "whisper-base" and "encoder_config" not in meta
+    again = WhisperTokenCTCEncoder.load_dir(tmp_path / "w", meta, whisper=whisper)
+    assert again.transcribe_ids(audios) == enc.transcribe_ids(audios)
+    # under AudioChatLlama the head and adapter are tuned with the bridge, Whisper never
+    model = AudioChatLlama(ModelConfig(encoder="token-ctc", bridge="tokens", projector_hidden=32), again, llm)
+    assert all(not p.requires_grad for p in whisper.parameters())
+    assert any(k.startswith("encoder.head") for k in model.trainable_state())
+    assert not any("layers" in k and k.startswith("encoder.") and "adapter" not in k for k in model.trainable_state())
+
+
+def test_whisper_token_head_recipe_takes_the_cached_route_only(llm, tmp_path):
+    from systems.audiochatllama.bridge import WhisperTokenCTCEncoder
+    from systems.audiochatllama.train_bridge import BridgeTrainConfig, train
+
+    def fresh():
+        return WhisperTokenCTCEncoder.from_whisper("whisper-base", llm.tokenizer, TEXTS, "tiny", whisper=tiny_whisper())
+
+    cfg = BridgeTrainConfig(batch_size=2, steps=2, warmup=1, log_every=1, eval_every=2, ckpt_every=2, dev_size=2,
+                            workers=0, noise_prob=0.0, threads=1, cached=True, voices_per_text=1)
+    out = train(cfg, tmp_path / "a", texts=TEXTS, tokenizer=llm.tokenizer, encoder=fresh(), progress=False)
+    assert out["step"] == 2 and "dev_wer" in out and (tmp_path / "a" / "states.pt").exists()
+    cfg.cached = False
+    with pytest.raises(ValueError, match="--cached"):
+        train(cfg, tmp_path / "b", texts=TEXTS, tokenizer=llm.tokenizer, encoder=fresh(), progress=False)

@@ -101,17 +101,20 @@ class TokenCTCEncoder(nn.Module):
 
     def __init__(self, encoder: nn.Module, fe, vocab: TokenVocab, meta: dict, source: str = "unsaved"):
         super().__init__()
-        self.encoder, self.fe, self.vocab, self.meta, self.source = encoder, fe, vocab, meta, source
-        cfg = encoder.config
-        self.frame_ms = 10 * cfg.subsampling_factor
-        self.dim = cfg.hidden_size
+        self.encoder, self.fe = encoder, fe
+        self._heads(vocab, meta, source, encoder.config.hidden_size, 10 * encoder.config.subsampling_factor)
+
+    def _heads(self, vocab: TokenVocab, meta: dict, source: str, dim: int, frame_ms: int) -> None:
+        """The adapter (if any) and the token head on `dim`-wide states of `frame_ms` frames."""
+        self.vocab, self.meta, self.source, self.dim, self.frame_ms = vocab, meta, source, dim, frame_ms
         # Transformer layers between the (character-trained) encoder and the token head: a frame must
         # know its whole word to emit a word-sized token, where the encoder was trained to know a character
         n = int(meta.get("adapter_layers", 0))
         self.adapter = nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(self.dim, max(1, self.dim // 48), 4 * self.dim, dropout=0.1, batch_first=True,
-                                       norm_first=True), n, enable_nested_tensor=False) if n else None
-        self.head = nn.Linear(self.dim, len(vocab))  # (B, T, C) → (B, T, V′)
+            nn.TransformerEncoderLayer(dim, next(h for h in (max(1, dim // 48), 4, 1) if dim % h == 0), 4 * dim,
+                                       dropout=0.1, batch_first=True, norm_first=True),
+            n, enable_nested_tensor=False) if n else None
+        self.head = nn.Linear(dim, len(vocab))  # (B, T, C) → (B, T, V′)
 
     @classmethod
     def from_ctc(cls, ctc_dir: str | Path, tokenizer, texts: Iterable[str], llm: str,
@@ -135,6 +138,20 @@ class TokenCTCEncoder(nn.Module):
     def encode(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.encoder(input_features=feats, attention_mask=mask, output_attention_mask=True)
         return self.adapt(out.last_hidden_state, out.attention_mask.sum(-1))
+
+    @torch.inference_mode()
+    def base_states(self, wavs: Sequence) -> list[torch.Tensor]:
+        """The states the adapter reads, (T_i, C) per clip of float32 16 kHz samples, without the
+        adapter: what the cached route of `train bridge` computes once."""
+        from systems.asr.ctc import featurize
+
+        feats, mask = featurize(self.fe, list(wavs), self.head.weight.device)
+        out = self.encoder(input_features=feats, attention_mask=mask, output_attention_mask=True)
+        return [s[:n] for s, n in zip(out.last_hidden_state, out.attention_mask.sum(-1).tolist())]
+
+    def base_parameters(self) -> list[nn.Parameter]:
+        """The encoder's own parameters (what `--no-cached` tunes besides adapter and head)."""
+        return list(self.encoder.parameters())
 
     def adapt(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states (B, T, C) through the adapter (if any): the states the head and the bridge read."""
@@ -183,9 +200,10 @@ class TokenCTCEncoder(nn.Module):
         if half:
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
-        (path / "bridge.json").write_text(json.dumps({
-            "encoder_config": self.encoder.config.to_dict(), "vocab": self.vocab.ids, **self.meta}, indent=1))
-        self.fe.save_pretrained(path)
+        own = {"encoder_config": self.encoder.config.to_dict()} if self.encoder is not None else {}  # (not Whisper's)
+        (path / "bridge.json").write_text(json.dumps({**own, "vocab": self.vocab.ids, **self.meta}, indent=1))
+        if self.fe is not None:
+            self.fe.save_pretrained(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "TokenCTCEncoder":
@@ -200,9 +218,80 @@ class TokenCTCEncoder(nn.Module):
         if not path.is_absolute() and not path.exists():
             path = Path(__file__).resolve().parents[2] / path
         meta = json.loads((path / "bridge.json").read_text())
+        if meta.get("base") == "whisper":
+            return WhisperTokenCTCEncoder.load_dir(path, meta)
         enc = ParakeetEncoder(ParakeetEncoderConfig(**meta.pop("encoder_config")))
         model = cls(enc, ParakeetFeatureExtractor.from_pretrained(path), TokenVocab(meta.pop("vocab")), meta,
                     source=f"{path.name}@{weights_identity(path)}")
+        model.load_state_dict({k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()})
+        return model.eval()
+
+
+class WhisperTokenCTCEncoder(TokenCTCEncoder):
+    """The token head on Whisper's encoder, which has heard real speech and stays frozen (it is neither
+    trained nor stored here: the pinned wheel brings it). Its 20 ms states are averaged over `pool`
+    frames, layer-normalised and mapped down to `width`, then the adapter and the head as above.
+
+    A directory holds `model.safetensors` (down-projection, adapter, head) and `bridge.json` (`base`
+    "whisper", the Whisper spec, pool, width, the vocabulary's LLM token ids, the LLM)."""
+
+    def __init__(self, whisper: nn.Module, vocab: TokenVocab, meta: dict, source: str = "unsaved"):
+        nn.Module.__init__(self)
+        whisper.requires_grad_(False)
+        self._whisper = [whisper]  # in a list, not a submodule: out of parameters() and the state dict
+        self.encoder, self.fe = None, None
+        meta = {"base": "whisper", "pool": 2, "width": 256, **meta}
+        self.pool = int(meta["pool"])
+        self.down = nn.Sequential(nn.LayerNorm(whisper.dim), nn.Linear(whisper.dim, int(meta["width"])))
+        self._heads(vocab, meta, source, int(meta["width"]), whisper.frame_ms * self.pool)
+
+    @classmethod
+    def from_whisper(cls, spec: str, tokenizer, texts: Iterable[str], llm: str, adapter_layers: int = 0,
+                     whisper: nn.Module | None = None) -> "WhisperTokenCTCEncoder":
+        """A fresh head (and adapter) on Whisper's encoder (`spec`: "whisper-base" or a local model
+        directory; `whisper`: an already built `encoders.WhisperEncoder`, for tests)."""
+        from systems.audiochatllama.encoders import WhisperEncoder
+
+        whisper = whisper or WhisperEncoder.load(spec)
+        return cls(whisper, TokenVocab.from_texts(tokenizer, texts),
+                   {"llm": llm, "whisper": spec, "init_encoder": whisper.source, "adapter_layers": adapter_layers})
+
+    def _apply(self, fn, *args, **kwargs):  # .to(device) and friends move the frozen Whisper along
+        self._whisper[0]._apply(fn, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
+
+    def _pooled(self, audios: Sequence[Audio]) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            states, lengths = self._whisper[0](audios)  # (B, T, 512), (B,)
+        k = self.pool
+        B, T, C = states.shape
+        states = nn.functional.pad(states, (0, 0, 0, (-T) % k))
+        return states.reshape(B, -1, k, C).mean(2), (lengths + k - 1) // k
+
+    def forward(self, audios: Sequence[Audio]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.adapt(*self._pooled(audios))
+
+    def adapt(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().adapt(self.down(states), lengths)
+
+    @torch.inference_mode()
+    def base_states(self, wavs: Sequence) -> list[torch.Tensor]:
+        states, lengths = self._pooled([Audio(w) for w in wavs])
+        return [s[:n] for s, n in zip(states, lengths.tolist())]
+
+    def base_parameters(self) -> list[nn.Parameter]:
+        return []  # Whisper's encoder stays frozen
+
+    @classmethod
+    def load_dir(cls, path: Path, meta: dict, whisper: nn.Module | None = None) -> "WhisperTokenCTCEncoder":
+        from safetensors.torch import load_file
+
+        from systems.audiochatllama.encoders import WhisperEncoder
+        from systems.llm import weights_identity
+
+        whisper = whisper or WhisperEncoder.load(meta["whisper"])
+        model = cls(whisper, TokenVocab(meta.pop("vocab")), meta,
+                    source=f"{path.name}@{weights_identity(path)}+{whisper.source}")
         model.load_state_dict({k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()})
         return model.eval()
 

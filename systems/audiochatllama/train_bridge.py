@@ -31,7 +31,9 @@ from systems.training import StepFitter, add_dataclass_options, apply_options, r
 class BridgeTrainConfig(ASRTrainConfig):
     """The ASR recipe's speech and augmentation options (its architecture options are unused: the
     encoder comes from `init`), plus the head's."""
-    init: str = "systems/checkpoints/ctc-conformer"  # character CTC model whose encoder starts the bridge
+    # the encoder under the head: a character CTC model's directory (its encoder starts the bridge), or
+    # "whisper-base", the embedded Whisper's encoder (frozen: the cached route only)
+    init: str = "systems/checkpoints/ctc-conformer"
     llm: str = "smollm2"  # whose tokens the head predicts
     batch_size: int = 16
     lr: float = 2e-3  # the new head
@@ -59,7 +61,6 @@ def cached_states(encoder, tokenizer, texts: list[str], cfg: BridgeTrainConfig, 
     the frozen encoder (not the adapter); stored in `path` so a resumed run need not redo them."""
     from bench.conditions import mix_at_snr
     from bench.tts import Voice, synthesize
-    from systems.asr.ctc import featurize
     from systems.audiochatllama.bridge import ClassTokenizer
 
     if path.exists():
@@ -76,22 +77,20 @@ def cached_states(encoder, tokenizer, texts: list[str], cfg: BridgeTrainConfig, 
     encoder.eval()
     bar = tqdm(total=len(jobs), desc="bridge: encoding training speech", unit="clip", disable=not progress,
                file=sys.stderr)
-    with torch.inference_mode():
-        for i in range(0, len(jobs), 32):
-            chunk = jobs[i:i + 32]
-            wavs = []
-            for t, _ in chunk:
-                x = synthesize(t, Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
-                x *= 10 ** (rng.uniform(*cfg.gain_db_range) / 20)
-                if rng.random() < cfg.noise_prob:
-                    x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
-                wavs.append(np.clip(x, -1, 1).astype(np.float32))
-            feats, mask = featurize(encoder.fe, wavs)
-            enc = encoder.encoder(input_features=feats, attention_mask=mask, output_attention_mask=True)
-            lengths = enc.attention_mask.sum(-1)
-            for row, (t, _) in enumerate(chunk):
-                out.append((enc.last_hidden_state[row, : int(lengths[row])].half().clone(), labels(t)["input_ids"]))
-            bar.update(len(chunk))
+    for i in range(0, len(jobs), 32):
+        chunk = jobs[i:i + 32]
+        wavs = []
+        for t, _ in chunk:
+            x = synthesize(t, Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
+            x *= 10 ** (rng.uniform(*cfg.gain_db_range) / 20)
+            if rng.random() < cfg.noise_prob:
+                x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
+            wavs.append(np.clip(x, -1, 1).astype(np.float32))
+        order = sorted(range(len(wavs)), key=lambda k: wavs[k].size)  # like lengths together: little padding
+        states = encoder.base_states([wavs[k] for k in order])
+        for k, s in sorted(zip(order, states), key=lambda e: e[0]):
+            out.append((s.half().clone(), labels(chunk[k][0])["input_ids"]))
+        bar.update(len(chunk))
     bar.close()
     tmp = path.with_suffix(".tmp")
     torch.save(out, tmp)
@@ -138,7 +137,7 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
     stand-ins for tests (default: the training transcripts, the LLM's tokenizer, `cfg.init`'s encoder)."""
     from transformers import AutoTokenizer
 
-    from systems.audiochatllama.bridge import ClassTokenizer, TokenCTCEncoder
+    from systems.audiochatllama.bridge import ClassTokenizer, TokenCTCEncoder, WhisperTokenCTCEncoder
     from systems.llm import resolve_llm
 
     torch.set_num_threads(cfg.threads)
@@ -158,15 +157,20 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
         step, opt_state, start = int(state["step"]), state["optimizer"], int(saved.get("start_step", 0))
         print(f"resuming from step {step}", file=sys.stderr)
+    elif encoder is None and cfg.init.startswith("whisper"):
+        encoder = WhisperTokenCTCEncoder.from_whisper(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers)
     elif encoder is None:
         encoder = TokenCTCEncoder.from_ctc(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers)
     encoder.to(cfg.device).train()
-    new = [p for m in (encoder.adapter, encoder.head) if m is not None for p in m.parameters()]
-    groups = [{"params": new, "lr": cfg.lr}]
-    if cfg.cached:  # the encoder is frozen: its states were computed once
-        encoder.encoder.requires_grad_(False)
-    else:
-        groups.append({"params": list(encoder.encoder.parameters()), "lr": cfg.encoder_lr})
+    base = encoder.base_parameters()  # the encoder under the adapter (Whisper's: none, it stays frozen)
+    if not cfg.cached and not base:
+        raise ValueError("this encoder stays frozen (Whisper's): train its head with the cached route, --cached")
+    for q in base:  # cached: frozen, its states computed once
+        q.requires_grad_(not cfg.cached)
+    own = {id(q) for q in base}
+    groups = [{"params": [p for p in encoder.parameters() if id(p) not in own], "lr": cfg.lr}]
+    if not cfg.cached:
+        groups.append({"params": base, "lr": cfg.encoder_lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
