@@ -7,9 +7,11 @@ REGISTRY = Registry("system", {
     "cascade-whisper": "systems.cascade:build_whisper",
     "audiochatllama": "systems.audiochatllama.system:build",  # the token bridge (the default since round 2)
     "audiochatllama-continuous": "systems.audiochatllama.system:build_continuous",  # the paper's projector
-    "audiochatllama-whisper": "systems.audiochatllama.system:build_whisper",
+    "audiochatllama-whisper": "systems.audiochatllama.system:build_whisper",  # the token bridge on Whisper
+    "audiochatllama-whisper-continuous": "systems.audiochatllama.system:build_whisper_continuous",
     "audiochatllama-lora": "systems.audiochatllama.system:build_lora",
     "cascade-tokens": "systems.cascade:build_tokens",
+    "cascade-whisper-tokens": "systems.cascade:build_whisper_tokens",  # the token head on Whisper's encoder
     "openai": "systems.endpoint:build",
     "hf-audio": "systems.hf_audio:build",  # hf-audio:MODEL[+text|+asr=SYSTEM], a family
 }, entry_point_group="audiochat_bench.systems")
@@ -28,9 +30,10 @@ ARG_ALIASES = {
     "e2e_lora": {"help": "= --system-args audiochatllama-lora:checkpoint=DIR",
                  "targets": [("audiochatllama-lora", "checkpoint")]},
     "no_transcript_warning": {"help": "= --system-args cascade:transcript_warning=false (and for cascade-whisper, "
-                                      "cascade-tokens)", "value": "false",
+                                      "cascade-tokens, cascade-whisper-tokens)", "value": "false",
                               "targets": [("cascade", "transcript_warning"), ("cascade-whisper", "transcript_warning"),
-                                          ("cascade-tokens", "transcript_warning")],
+                                          ("cascade-tokens", "transcript_warning"),
+                                          ("cascade-whisper-tokens", "transcript_warning")],
                               "legacy": "transcript_warning", "legacy_when": False},
 }
 

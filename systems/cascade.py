@@ -22,6 +22,7 @@ TRANSCRIPT_WARNING = ("The user's messages are automatic speech recognition tran
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 DEFAULT_CTC = CHECKPOINTS / "ctc-conformer"
 DEFAULT_TOKEN_CTC = CHECKPOINTS / "token-ctc-smollm2"
+DEFAULT_WHISPER_TOKEN_CTC = CHECKPOINTS / "token-ctc-whisper-smollm2"
 
 
 class Cascade(System):
@@ -119,13 +120,13 @@ def _whisper_load(spec: str, device: str):
     return WhisperASR.load(spec, device=device)
 
 
-def token_asr(ctx: Context):
+def token_asr(ctx: Context, default: Path = DEFAULT_TOKEN_CTC):
     from bench.assets import weights_identity
 
-    path = Path(ctx.args.get("asr") or DEFAULT_TOKEN_CTC)
+    path = Path(ctx.args.get("asr") or default)
     if not (path / "bridge.json").exists():
         raise FileNotFoundError(f"no token-CTC encoder at {path}. Train one with `audiochat-bench train bridge` "
-                                "(then --export it), or pass --system-args cascade-tokens:asr=PATH")
+                                "(then --export it), or pass the system asr=PATH in --system-args")
     return ctx.shared(f"token-ctc:{path}", lambda: Lazy(
         f"token-ctc:{path.name}@{weights_identity(path)};greedy",
         lambda: _token_ctc_load(path, ctx.options.get("device", "cpu"))))
@@ -166,3 +167,11 @@ def build_tokens(ctx: Context) -> Cascade:
     `audiochatllama`'s acoustic model (the token bridge), so the table separates "better acoustic model" from
     "end-to-end"."""
     return Cascade(token_asr(ctx), shared_llm(ctx), decode_config(ctx), _warn(ctx))
+
+
+@takes(asr="token-CTC encoder directory from `train bridge --init whisper-base` (default: the embedded one); "
+           "decoded greedily", transcript_warning=WARNING_ARG)
+def build_whisper_tokens(ctx: Context) -> Cascade:
+    """The same for the token head on Whisper's frozen encoder: the cascade that shares
+    `audiochatllama-whisper`'s acoustic model."""
+    return Cascade(token_asr(ctx, DEFAULT_WHISPER_TOKEN_CTC), shared_llm(ctx), decode_config(ctx), _warn(ctx))

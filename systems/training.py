@@ -69,16 +69,26 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 class StepFitter:
     """`--fit-steps` with `--max-minutes`: 50 steps after `first` (the loaders warmed up) it starts a
-    clock, and 250 steps later it returns the step count that the measured speed fits in the time left
-    (95 %), no more than `planned`, so a schedule decaying to `steps` ends when the time does."""
+    clock, and 250 steps later, or as soon as 20 measured steps and a fifth of the time are gone (slow
+    steps), it returns the step count that the measured speed fits in the time left (95 %), no more than
+    `planned`, so a schedule decaying to `steps` ends when the time does."""
 
     def __init__(self, first: int, max_minutes: float | None, t_start: float, enabled: bool = True):
-        self.first, self.t_start, self.t_rate = first, t_start, None
+        self.first, self.t_start, self.t_rate, self.fitted = first, t_start, None, False
         self.budget = 60 * max_minutes if (enabled and max_minutes) else None
 
     def __call__(self, step: int, planned: int) -> int:
-        if self.budget is None:
+        if self.budget is None or self.fitted:
             return planned
+        now, measured = time.time(), step - self.first - 50
+        if measured == 0:
+            self.t_rate = now
+        elif self.t_rate is not None and (measured == 250 or (measured >= 20 and now - self.t_start > 0.2 * self.budget)):
+            left = self.budget - (now - self.t_start)
+            planned = min(planned, step + int(0.95 * left * measured / (now - self.t_rate)))
+            self.fitted = True
+            print(f"fitted the schedule to the time left: {planned} steps", file=sys.stderr, flush=True)
+        return planned
         if step == self.first + 50:
             self.t_rate = time.time()
         elif step == self.first + 300 and self.t_rate is not None:

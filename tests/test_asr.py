@@ -262,14 +262,30 @@ def test_training_text_is_the_committed_sentences_whatever_the_python():
 
 
 def test_step_fitter_ends_the_schedule_with_the_time(monkeypatch):
-    """50 steps after the start the clock starts; 250 steps later the measured speed (here 10
-    steps/s) sets the step count that fits 95 % of the time left; never more than planned."""
+    """50 steps after the start the clock starts; 250 steps later (or, when steps are slow, once 20 steps
+    are measured and a fifth of the time is gone) the measured speed sets the step count that fits 95 %
+    of the time left; never more than planned, and fitted once."""
     from systems import training
 
-    clock = iter([10.0, 35.0, 35.0])  # step first+50; step first+300 (read twice)
-    monkeypatch.setattr(training.time, "time", lambda: next(clock))
+    now = [0.0]
+    monkeypatch.setattr(training.time, "time", lambda: now[0])
     fit = training.StepFitter(first=1000, max_minutes=1.0, t_start=0.0)
-    assert fit(1001, 5000) == 5000 and fit(1050, 5000) == 5000
+    now[0] = 1.0
+    assert fit(1001, 5000) == 5000
+    now[0] = 10.0
+    assert fit(1050, 5000) == 5000  # the clock starts
+    now[0] = 11.0
+    assert fit(1060, 5000) == 5000  # 10 steps measured: too few, and a fifth of the minute is not gone
+    now[0] = 35.0
     assert fit(1300, 5000) == 1300 + int(0.95 * 25 * 10)  # 25 s left at 10 steps/s
+    slow = training.StepFitter(first=0, max_minutes=10.0, t_start=0.0)  # 1.5 s a step
+    now[0] = 100.0
+    assert slow(50, 5000) == 5000
+    now[0] = 119.5
+    assert slow(63, 5000) == 5000  # 13 measured steps
+    now[0] = 130.0
+    assert slow(70, 5000) == 70 + int(0.95 * 470 / 1.5)  # 20 measured, 130 s > a fifth of 600 s
+    now[0] = 200.0
+    assert slow(80, 380) == 380  # fitted once: the caller's count from then on
     assert training.StepFitter(0, None, 0.0)(300, 5000) == 5000  # no time budget: unchanged
     assert training.StepFitter(0, 1.0, 0.0, enabled=False)(300, 5000) == 5000

@@ -143,8 +143,16 @@ def build_continuous(ctx: Context) -> AudioChatLlamaSystem:
     return _load(ctx, CHECKPOINTS / "audiochatllama-smollm2")
 
 
-@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-whisper-smollm2)", **SERVED_ARGS)
+@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-whisper-tokens-smollm2)", **SERVED_ARGS)
 def build_whisper(ctx: Context) -> AudioChatLlamaSystem:
+    """The token bridge on Whisper's frozen encoder (which has heard real speech): the end-to-end system for
+    real recordings. It replaced the continuous projector on the same encoder by the paired intervals (its card)."""
+    return _load(ctx, CHECKPOINTS / "audiochatllama-whisper-tokens-smollm2")
+
+
+@takes(checkpoint=CHECKPOINT_ARG + " (default: the embedded audiochatllama-whisper-smollm2)", **SERVED_ARGS)
+def build_whisper_continuous(ctx: Context) -> AudioChatLlamaSystem:
+    """The paper's continuous projector on Whisper's frozen encoder: the ablation row."""
     return _load(ctx, CHECKPOINTS / "audiochatllama-whisper-smollm2")
 
 

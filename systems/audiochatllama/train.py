@@ -266,6 +266,10 @@ PRESETS = {
                          "bridge": "tokens", "stack": 1}},
     "tokens-continuous": {"model": {"encoder": "token-ctc", "encoder_path": "systems/checkpoints/token-ctc-smollm2",
                                     "bridge": "continuous", "stack": 0}},
+    # the token bridge on the token head over Whisper's frozen encoder (`train bridge --init whisper-base`):
+    # adapter, head and residual train, Whisper does not
+    "tokens-whisper": {"model": {"encoder": "token-ctc", "encoder_path": "systems/checkpoints/token-ctc-whisper-smollm2",
+                                 "bridge": "tokens", "stack": 1}},
 }
 
 

@@ -72,7 +72,8 @@ def cached_states(encoder, tokenizer, texts: list[str], cfg: BridgeTrainConfig, 
     rng = random.Random(f"{cfg.seed}-bridge-cache")
     nprng = np.random.default_rng(cfg.seed)
     labels = ClassTokenizer(tokenizer, encoder.vocab)
-    jobs = [(t, k) for t in texts for k in range(cfg.voices_per_text)]
+    # shortest text first: a chunk's clips are of like length, so little padding is encoded
+    jobs = sorted(((t, k) for t in texts for k in range(cfg.voices_per_text)), key=lambda j: len(j[0]))
     out = []
     encoder.eval()
     bar = tqdm(total=len(jobs), desc="bridge: encoding training speech", unit="clip", disable=not progress,
