@@ -66,26 +66,39 @@ def test_collapse_drops_blanks_and_averages_each_run():
     assert p.shape == (1, 9) and s[0, 0] == 1  # the least-blank frame, never an empty turn
 
 
-def test_stage_one_ctc_loss_falls_and_the_encoder_round_trips(llm, tmp_path):
-    from systems.asr.ctc import featurize
+def _labels(tokenizer, enc) -> torch.Tensor:
+    """The head's classes of TEXTS, BLANK-padded (B, L)."""
     from systems.audiochatllama.bridge import ClassTokenizer
 
-    enc = tiny_token_encoder(llm.tokenizer)
-    audios = [_speech(t) for t in TEXTS]
-    feats, mask = featurize(enc.fe, [a.samples for a in audios])
-    ct = ClassTokenizer(llm.tokenizer, enc.vocab)
+    ct = ClassTokenizer(tokenizer, enc.vocab)
     ids = [ct(t)["input_ids"] for t in TEXTS]
     labels = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
     for i, s in enumerate(ids):
         labels[i, :len(s)] = torch.tensor(s)
+    return labels
+
+
+def _steps(enc, loss_of, n: int = 25) -> list[float]:
+    """`n` AdamW steps on `loss_of()`; the losses."""
     opt = torch.optim.AdamW(enc.parameters(), lr=3e-3)
     losses = []
-    for _ in range(25):
-        loss = enc.ctc_loss(feats, mask, labels)
+    for _ in range(n):
+        loss = loss_of()
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    return losses
+
+
+def test_stage_one_ctc_loss_falls_and_the_encoder_round_trips(llm, tmp_path):
+    from systems.asr.ctc import featurize
+
+    enc = tiny_token_encoder(llm.tokenizer)
+    audios = [_speech(t) for t in TEXTS]
+    feats, mask = featurize(enc.fe, [a.samples for a in audios])
+    labels = _labels(llm.tokenizer, enc)
+    losses = _steps(enc, lambda: enc.ctc_loss(feats, mask, labels))
     assert losses[-1] < 0.8 * losses[0], losses
     enc.save(tmp_path / "enc")
     again = TokenCTCEncoder.load(tmp_path / "enc")
@@ -217,7 +230,7 @@ def tiny_whisper():
 
 
 def test_whisper_token_head_trains_on_frozen_states_and_round_trips(llm, tmp_path):
-    from systems.audiochatllama.bridge import ClassTokenizer, WhisperTokenCTCEncoder
+    from systems.audiochatllama.bridge import WhisperTokenCTCEncoder
     from systems.audiochatllama.model import AudioChatLlama, ModelConfig
 
     whisper = tiny_whisper()
@@ -230,21 +243,10 @@ def test_whisper_token_head_trains_on_frozen_states_and_round_trips(llm, tmp_pat
     states = enc.base_states([a.samples for a in audios])  # what the cached route computes once
     # 50 Whisper frames a second, averaged in pairs
     assert [s.shape[0] for s in states] == [(int(a.seconds * 50) + 1 + 1) // 2 for a in audios]
-    ct = ClassTokenizer(llm.tokenizer, enc.vocab)
-    ids = [ct(t)["input_ids"] for t in TEXTS]
-    labels = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
-    for i, s in enumerate(ids):
-        labels[i, :len(s)] = torch.tensor(s)
+    labels = _labels(llm.tokenizer, enc)
     padded = torch.nn.utils.rnn.pad_sequence(states, batch_first=True)
     lengths = torch.tensor([s.shape[0] for s in states])
-    opt = torch.optim.AdamW(enc.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(25):
-        loss = enc.ctc_loss_states(*enc.adapt(padded, lengths), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = _steps(enc, lambda: enc.ctc_loss_states(*enc.adapt(padded, lengths), labels))
     assert losses[-1] < 0.8 * losses[0], losses
     enc.save(tmp_path / "w")
     meta = json.loads((tmp_path / "w" / "bridge.json").read_text())
