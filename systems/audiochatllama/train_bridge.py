@@ -87,10 +87,8 @@ def cached_states(encoder, tokenizer, texts: list[str], cfg: BridgeTrainConfig, 
             if rng.random() < cfg.noise_prob:
                 x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
             wavs.append(np.clip(x, -1, 1).astype(np.float32))
-        order = sorted(range(len(wavs)), key=lambda k: wavs[k].size)  # like lengths together: little padding
-        states = encoder.base_states([wavs[k] for k in order])
-        for k, s in sorted(zip(order, states), key=lambda e: e[0]):
-            out.append((s.half().clone(), labels(chunk[k][0])["input_ids"]))
+        for (t, _), s in zip(chunk, encoder.base_states(wavs)):
+            out.append((s.half().clone(), labels(t)["input_ids"]))
         bar.update(len(chunk))
     bar.close()
     tmp = path.with_suffix(".tmp")
