@@ -227,7 +227,7 @@ class ChatLLM:
         from transformers import DynamicCache
 
         n, embeds = len(prompts), isinstance(prompts[0], torch.Tensor)
-        shared = 0 if embeds or n < 2 else _common_prefix(prompts)
+        shared = 0 if embeds or n < 2 else common_prefix(prompts)
         if shared < 8:  # (one prompt alone: where a shared part ends is unknown)
             shared = 0
         rest = [p[shared:] for p in prompts]
@@ -329,7 +329,7 @@ class ChatLLM:
         return out
 
 
-def _common_prefix(prompts: list) -> int:
+def common_prefix(prompts: list) -> int:
     """Length of the token prefix every prompt shares, leaving each at least one token of its own."""
     first, n = prompts[0], min(len(p) for p in prompts) - 1
     for other in prompts[1:]:

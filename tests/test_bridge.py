@@ -36,6 +36,45 @@ def llm():
     return tiny_llm()
 
 
+def _bpe_tokenizer(texts):
+    """A byte-level BPE tokenizer with merges learned from `texts` (word-sized tokens, as SmolLM2's)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tk)
+
+
+def test_spelling_vocab_keeps_frequent_tokens_and_spells_every_other_word(tmp_path):
+    from collections import Counter
+
+    from systems.audiochatllama.bridge import ClassTokenizer
+
+    texts = TEXTS + ["the cat ran to the park", "the dog sat in the river", "a cat walked on the mat",
+                     "what is the river of paris", "we sat in the park by the river"]
+    tok = _bpe_tokenizer([" " + t for t in texts] * 3)
+    counts = Counter(t for s in texts for t in speech_ids(tok, s))
+    full, spelled = TokenVocab.from_texts(tok, texts), TokenVocab.from_texts(tok, texts, min_count=2)
+    assert not full.spell and spelled.spell
+    rare = [t for t, n in counts.items() if n < 2 and len(tok.convert_ids_to_tokens(t)) > 2]
+    assert rare and not set(rare) & set(spelled.ids)  # rare word-sized tokens left out...
+    assert {t for t, n in counts.items() if n >= 2} <= set(spelled.ids)  # ...the frequent ones all kept
+    labels = ClassTokenizer(tok, spelled)
+    for text in texts + ["hotdog pancake"]:  # ...and every word still written out, unseen ones too (of its letters)
+        classes = labels(text)["input_ids"]
+        assert FALLBACK not in classes and tok.decode(spelled.decode(classes)).strip() == text
+    frequent = next(t for t, n in counts.most_common() if len(tok.convert_ids_to_tokens(t)) > 2)
+    assert labels(tok.decode([frequent]).strip())["input_ids"] == spelled.encode([frequent])  # canonical where it can
+    assert ClassTokenizer(tok, full)("hotdog pancake")["input_ids"].count(FALLBACK) > 0  # without spelling: lost
+    enc = tiny_token_encoder(tok)
+    TokenCTCEncoder(enc.encoder, enc.fe, spelled, {"llm": "tiny"}).save(tmp_path / "enc")
+    again = TokenCTCEncoder.load(tmp_path / "enc").vocab
+    assert again.spell and again.ids == spelled.ids
+
+
 def test_vocab_maps_training_tokens_and_falls_back_for_the_rest(llm):
     tok = llm.tokenizer
     vocab = TokenVocab.from_texts(tok, TEXTS)

@@ -155,10 +155,12 @@ def test_llm_rescoring_of_the_n_best(tmp_path):
 
     llm = tiny_llm()
     rescorer = LLMRescorer(RescoreConfig(llm="unused"), llm=llm)
-    texts = ["the cat", "the cat sat on the mat", ""]
-    together, alone = rescorer.log_probs(texts, batch=3), {t: rescorer.log_probs([t])[t] for t in texts}
-    assert all(v < 0 for v in together.values())
-    assert together == pytest.approx(alone, abs=1e-4)
+    texts = ["the cat", "the cat sat on the mat", "", "the cat sat on a mat", "the cat sat on the hat", "a dog"]
+    groups = [texts[:3], texts[3:5], texts[5:], texts[:2]]  # N-best lists: texts that open alike (one twice)
+    together, alone = rescorer.log_probs(groups, batch=3), {t: rescorer.log_probs([[t]])[t] for t in texts}
+    assert set(together) == set(texts) and all(v < 0 for v in together.values())
+    assert together == pytest.approx(alone, abs=1e-4)  # a shared prefix run once scores as the text alone
+    assert rescorer.log_probs([texts], batch=64) == pytest.approx(alone, abs=1e-4)  # one group, one chunk
     # the cached template prefix gives what scoring the whole user turn from scratch gives
     text = llm.tokenizer.apply_chat_template([{"role": "user", "content": "\x00"}], tokenize=False)
     prefix = llm.embed(llm.tokenizer(text[: text.index("\x00")], add_special_tokens=False)["input_ids"])
@@ -188,6 +190,6 @@ def test_llm_rescoring_of_the_n_best(tmp_path):
     audio = [synthesize(s, Voice("en-us", 170, 50), cache=False) for s in ("the cat ran", "a dog sat")]
     logps = auto.log_probs(audio)
     lists = [ctc_beam_search(lp, ctc_pieces(auto.tokenizer), auto.blank, auto.lm, auto.beam, nbest=4) for lp in logps]
-    lm_logp = auto.rescorer.log_probs([t for n in lists for t, _ in n])
+    lm_logp = auto.rescorer.log_probs([[t for t, _ in n] for n in lists])
     assert auto.transcribe(audio) == LLMRescorer.pick(lists, lm_logp, auto.rescorer.cfg.weight)
     assert beam.transcribe(audio) == [n[0][0] for n in lists]

@@ -340,30 +340,83 @@ class LLMRescorer:
         return self._prefix_state
 
     @torch.inference_mode()
-    def log_probs(self, texts: Sequence[str], batch: int = 32) -> dict[str, float]:
-        """{text: LLM log-probability} for the distinct texts, in length-sorted batches that continue
-        the template's cached prefix (computed once)."""
-        import copy
+    def log_probs(self, groups: Sequence[Sequence[str]], batch: int = 32, columns: int = 8192) -> dict[str, float]:
+        """{text: LLM log-probability} for the texts of every group (an utterance's N best: texts that
+        mostly open alike), after the template's cached prefix (computed once).
+
+        A group's texts are scored in token order, one per forward, each continuing the keys and values
+        of the text before it up to where the two part (a trie walked depth first): only each text's
+        own rest is run (and the one token before it, whose logits predict the rest's first). Groups
+        run side by side, one row each (at most `batch` rows and `columns` cached positions in all);
+        a row's cache keeps what earlier texts computed, and its mask shows it only its own path."""
+        from systems.llm import common_prefix
 
         cache, first = self._prefix()
-        todo = sorted(set(texts), key=len)
-        out = {}
-        for i in range(0, len(todo), batch):
-            chunk = todo[i:i + batch]
-            targets = [self.llm.target_ids(t or " ") for t in chunk]
-            width = max(map(len, targets))
-            ids = torch.full((len(chunk), width), self.llm.pad_id, dtype=torch.long, device=self.llm.device)
-            mask = torch.zeros((len(chunk), cache.get_seq_length() + width), dtype=torch.long, device=ids.device)
-            mask[:, : cache.get_seq_length()] = 1
-            for k, tgt in enumerate(targets):
-                ids[k, : len(tgt)] = torch.tensor(tgt)
-                mask[k, cache.get_seq_length(): cache.get_seq_length() + len(tgt)] = 1
-            past = copy.deepcopy(cache)
-            past.batch_repeat_interleave(len(chunk))
-            logp = torch.log_softmax(self.llm.model(input_ids=ids, attention_mask=mask, cache=past).logits.float(), -1)
-            for k, (t, tgt) in enumerate(zip(chunk, targets)):  # token j is predicted at position j - 1
-                rest = logp[k, : len(tgt) - 1].gather(1, ids[k, 1: len(tgt), None]).sum()
-                out[t] = float(first[tgt[0]] + rest)
+        jobs = []  # per group: [(text, its token ids, how many tokens it shares with the text before)]
+        for g in groups:
+            if isinstance(g, str):
+                raise TypeError("log_probs takes groups of texts (lists of str), not texts")
+            order = sorted((self.llm.target_ids(t or " "), t) for t in dict.fromkeys(g))
+            jobs.append([(t, ids, common_prefix([ids, prev]) if k else 0)
+                         for k, ((ids, t), (prev, _)) in enumerate(zip(order, [order[0]] + order))])
+        width = lambda job: sum(len(ids) - max(0, l - 1) for _, ids, l in job)
+        jobs = sorted((j for j in jobs if j), key=width)
+        out: dict[str, float] = {}
+        i = 0
+        while i < len(jobs):
+            k = i + 1
+            while k < len(jobs) and k - i < batch and (k + 1 - i) * width(jobs[k]) <= columns:
+                k += 1
+            out.update(self._walk(jobs[i:k], cache, first))
+            i = k
+        return out
+
+    def _walk(self, jobs, cache, first: torch.Tensor) -> dict[str, float]:
+        import copy
+
+        dev, pad = self.llm.device, self.llm.pad_id
+        T = cache.get_seq_length()
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(len(jobs))
+        rows = list(range(len(jobs)))  # the groups still walking, one cache row each
+        cols = [[] for _ in jobs]  # per group: the cache column of each token of its current path
+        sums = [[0.0] for _ in jobs]  # per group: log-prob of its current path's first p tokens, p = 0, 1, ...
+        out, C, step = {}, T, 0
+        while rows:
+            segs = []
+            for r in rows:
+                t, ids, l = jobs[r][step]  # l: tokens shared with the text before (0: none; else >= 1)
+                start = max(0, l - 1)  # the shared token before the rest is run again: its logits predict the rest
+                segs.append((t, ids, l, start, ids[start:]))
+            W = max(len(sg) for *_, sg in segs)
+            ids_t = torch.full((len(rows), W), pad, dtype=torch.long, device=dev)
+            mask = torch.zeros((len(rows), C + W), dtype=torch.long, device=dev)
+            mask[:, :T] = 1
+            pos = torch.zeros((len(rows), W), dtype=torch.long, device=dev)
+            for j, (r, (_, _, _, start, sg)) in enumerate(zip(rows, segs)):
+                ids_t[j, : len(sg)] = torch.tensor(sg)
+                mask[j, cols[r][:start]] = 1
+                mask[j, C: C + len(sg)] = 1
+                pos[j] = torch.arange(start, start + W, device=dev) + T
+            logp = torch.log_softmax(self.llm.model(input_ids=ids_t, attention_mask=mask, position_ids=pos,
+                                                    cache=past).logits.float(), -1)
+            for j, (r, (t, ids, l, start, sg)) in enumerate(zip(rows, segs)):
+                if l == 0:  # the whole text: its first token from the template's last logits
+                    gained = [float(first[ids[0]])] + logp[j, : len(sg) - 1].gather(1, ids_t[j, 1: len(sg), None])[:, 0].tolist()
+                    sums[r] = [0.0]
+                else:  # logits at the re-run token predict the rest
+                    gained = logp[j, : len(sg) - 1].gather(1, ids_t[j, 1: len(sg), None])[:, 0].tolist()
+                    sums[r] = sums[r][: l + 1]
+                for g in gained:
+                    sums[r].append(sums[r][-1] + g)
+                cols[r] = cols[r][:start] + list(range(C, C + len(sg)))
+                out[t] = sums[r][-1]
+            C, step = C + W, step + 1
+            going = [j for j, r in enumerate(rows) if step < len(jobs[r])]
+            if len(going) < len(rows):
+                if going:
+                    past.batch_select_indices(torch.tensor(going, device=dev))
+                rows = [rows[j] for j in going]
         return out
 
     @staticmethod
@@ -371,7 +424,7 @@ class LLMRescorer:
         return [max(n, key=lambda h: h[1] + weight * lm_logp[h[0]])[0] for n in nbest]
 
     def __call__(self, nbest: Sequence[Sequence[tuple[str, float]]]) -> list[str]:
-        return self.pick(nbest, self.log_probs([t for n in nbest for t, _ in n]), self.cfg.weight)
+        return self.pick(nbest, self.log_probs([[t for t, _ in n] for n in nbest]), self.cfg.weight)
 
 
 def _extend(text: str, piece: str) -> str:
@@ -526,7 +579,7 @@ def tune_rescore(model: Path, llm: str, threads: int, nbest: int = 16,
     lists = [ctc_beam_search(lp, pieces, asr.blank, asr.lm, asr.beam, nbest=nbest)
              for lp in asr.log_probs([synthesize(t, v) for t, v in dev])]
     rescorer = LLMRescorer(RescoreConfig(llm=llm, nbest=nbest))
-    lm_logp = rescorer.log_probs([t for n in lists for t, _ in n])
+    lm_logp = rescorer.log_probs([[t for t, _ in n] for n in lists])
     wer = lambda hyps: corpus_wer(refs, hyps)
     rows = {w: wer(LLMRescorer.pick(lists, lm_logp, w)) for w in (0.0, *weights)}
     oracle = wer([min(n, key=lambda h: item_wer(h[0], r))[0] for r, n in zip(refs, lists)])

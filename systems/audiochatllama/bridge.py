@@ -16,6 +16,7 @@ are the designs this follows.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -35,18 +36,31 @@ def speech_ids(tokenizer, text: str) -> list[int]:
 
 class TokenVocab:
     """The head's classes: blank, a fallback for LLM tokens the training text lacks, then the LLM
-    token ids of the training text (sorted)."""
+    token ids of the training text (sorted).
 
-    def __init__(self, ids: Iterable[int]):
+    With `spell` (`from_texts(..., min_count=N)`, N > 1) the vocabulary keeps only the tokens the
+    training text has at least N times, plus every one-character token of its alphabet (with and
+    without the leading space), and a token outside it is spelled with the longest vocabulary pieces
+    of its text (`ClassTokenizer`): every class then has examples to learn from, and a word the
+    training text never had is still written out, where without spelling its tokens fall back."""
+
+    def __init__(self, ids: Iterable[int], spell: bool = False):
         self.ids = sorted(set(int(i) for i in ids))
         self.index = {t: k + 2 for k, t in enumerate(self.ids)}
+        self.spell = spell
 
     def __len__(self) -> int:
         return len(self.ids) + 2
 
     @classmethod
-    def from_texts(cls, tokenizer, texts: Iterable[str]) -> "TokenVocab":
-        return cls(t for s in texts for t in speech_ids(tokenizer, s))
+    def from_texts(cls, tokenizer, texts: Iterable[str], min_count: int = 1) -> "TokenVocab":
+        counts = Counter(t for s in texts for t in speech_ids(tokenizer, s))
+        if min_count <= 1:
+            return cls(counts)
+        chars = {c for t in counts for c in tokenizer.convert_ids_to_tokens(t)}  # the space among them
+        singles = {tokenizer.convert_tokens_to_ids(p) for c in chars for p in (c, SPACE + c)
+                   if p in tokenizer.get_vocab()}
+        return cls({t for t, n in counts.items() if n >= min_count} | singles, spell=True)
 
     def encode(self, llm_ids: Sequence[int]) -> list[int]:
         return [self.index.get(t, FALLBACK) for t in llm_ids]
@@ -56,14 +70,31 @@ class TokenVocab:
         return [self.ids[c - 2] for c in classes if c >= 2]
 
 
+SPACE = "\u0120"  # how byte-level BPE tokenizers (GPT-2's, SmolLM2's) write a leading space in a token
+
+
 class ClassTokenizer:
     """A transcript → head classes, in the tokenizer interface the ASR recipe's speech stream uses."""
 
     def __init__(self, tokenizer, vocab: TokenVocab):
         self.tokenizer, self.vocab, self.pad_token_id = tokenizer, vocab, BLANK
+        self.pieces = {tokenizer.convert_ids_to_tokens(t): c for t, c in vocab.index.items()} if vocab.spell else {}
 
     def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
-        return {"input_ids": self.vocab.encode(speech_ids(self.tokenizer, text))}
+        out = []
+        for t, c in zip(ids := speech_ids(self.tokenizer, text), self.vocab.encode(ids)):
+            out += self._spelled(self.tokenizer.convert_ids_to_tokens(t)) if c == FALLBACK and self.pieces else [c]
+        return {"input_ids": out}
+
+    def _spelled(self, token: str) -> list[int]:
+        """A token's text as the longest vocabulary pieces, left to right (a character no piece has
+        falls back)."""
+        out, i = [], 0
+        while i < len(token):
+            j = next((j for j in range(len(token), i, -1) if token[i:j] in self.pieces), None)
+            out.append(FALLBACK if j is None else self.pieces[token[i:j]])
+            i = i + 1 if j is None else j
+        return out
 
 
 def segments(best: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,12 +149,12 @@ class TokenCTCEncoder(nn.Module):
 
     @classmethod
     def from_ctc(cls, ctc_dir: str | Path, tokenizer, texts: Iterable[str], llm: str,
-                 adapter_layers: int = 0) -> "TokenCTCEncoder":
+                 adapter_layers: int = 0, min_count: int = 1) -> "TokenCTCEncoder":
         """A fresh head (and adapter) on the encoder of a trained character CTC model."""
         from systems.asr.ctc import CTCASR
 
         asr = CTCASR.from_pretrained(ctc_dir, decoder="greedy")
-        vocab = TokenVocab.from_texts(tokenizer, texts)
+        vocab = TokenVocab.from_texts(tokenizer, texts, min_count)
         return cls(asr.model.encoder, asr.fe, vocab, {"llm": llm, "init_encoder": asr.identity,
                                                       "adapter_layers": adapter_layers})
 
@@ -201,7 +232,8 @@ class TokenCTCEncoder(nn.Module):
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
         own = {"encoder_config": self.encoder.config.to_dict()} if self.encoder is not None else {}  # (not Whisper's)
-        (path / "bridge.json").write_text(json.dumps({**own, "vocab": self.vocab.ids, **self.meta}, indent=1))
+        (path / "bridge.json").write_text(json.dumps({**own, "vocab": self.vocab.ids,
+                                                          **({"spell": True} if self.vocab.spell else {}), **self.meta}, indent=1))
         if self.fe is not None:
             self.fe.save_pretrained(path)
 
@@ -221,7 +253,8 @@ class TokenCTCEncoder(nn.Module):
         if meta.get("base") == "whisper":
             return WhisperTokenCTCEncoder.load_dir(path, meta)
         enc = ParakeetEncoder(ParakeetEncoderConfig(**meta.pop("encoder_config")))
-        model = cls(enc, ParakeetFeatureExtractor.from_pretrained(path), TokenVocab(meta.pop("vocab")), meta,
+        vocab = TokenVocab(meta.pop("vocab"), meta.pop("spell", False))
+        model = cls(enc, ParakeetFeatureExtractor.from_pretrained(path), vocab, meta,
                     source=f"{path.name}@{weights_identity(path)}")
         model.load_state_dict({k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()})
         return model.eval()
@@ -247,13 +280,13 @@ class WhisperTokenCTCEncoder(TokenCTCEncoder):
 
     @classmethod
     def from_whisper(cls, spec: str, tokenizer, texts: Iterable[str], llm: str, adapter_layers: int = 0,
-                     whisper: nn.Module | None = None) -> "WhisperTokenCTCEncoder":
+                     whisper: nn.Module | None = None, min_count: int = 1) -> "WhisperTokenCTCEncoder":
         """A fresh head (and adapter) on Whisper's encoder (`spec`: "whisper-base" or a local model
         directory; `whisper`: an already built `encoders.WhisperEncoder`, for tests)."""
         from systems.audiochatllama.encoders import WhisperEncoder
 
         whisper = whisper or WhisperEncoder.load(spec)
-        return cls(whisper, TokenVocab.from_texts(tokenizer, texts),
+        return cls(whisper, TokenVocab.from_texts(tokenizer, texts, min_count),
                    {"llm": llm, "whisper": spec, "init_encoder": whisper.source, "adapter_layers": adapter_layers})
 
     def _apply(self, fn, *args, **kwargs):  # .to(device) and friends move the frozen Whisper along
@@ -290,7 +323,7 @@ class WhisperTokenCTCEncoder(TokenCTCEncoder):
         from systems.llm import weights_identity
 
         whisper = whisper or WhisperEncoder.load(meta["whisper"])
-        model = cls(whisper, TokenVocab(meta.pop("vocab")), meta,
+        model = cls(whisper, TokenVocab(meta.pop("vocab"), meta.pop("spell", False)), meta,
                     source=f"{path.name}@{weights_identity(path)}+{whisper.source}")
         model.load_state_dict({k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()})
         return model.eval()

@@ -51,27 +51,32 @@ class BridgeTrainConfig(ASRTrainConfig):
     # batch synthesised afresh and the encoder trained too (`encoder_lr`), as the ASR recipe does.
     cached: bool = True
     voices_per_text: int = 2
+    # the head's vocabulary: the training text's LLM tokens; with N > 1 only those it has at least N times,
+    # plus the one-character tokens, and every other token spelled with those (bridge.TokenVocab)
+    min_count: int = 1
 
 
 RUN_OPTIONS = ("threads", "workers", "bf16", "device", "steps")
 
 
-def cached_states(encoder, tokenizer, texts: list[str], cfg: BridgeTrainConfig, path: Path, progress: bool = True):
-    """[(states (T, C) float16, class labels)] of `voices_per_text` synthetic clips of every text, through
-    the frozen encoder (not the adapter); stored in `path` so a resumed run need not redo them."""
+def cached_states(encoder, texts: list[str], cfg: BridgeTrainConfig, path: Path, progress: bool = True):
+    """[(states (T, C) float16, text)] of `voices_per_text` synthetic clips of every text, through the
+    frozen encoder (not the adapter); stored in `path` so a resumed run (or another head's, another
+    vocabulary's) need not redo them."""
     from bench.conditions import mix_at_snr
     from bench.tts import Voice, synthesize
-    from systems.audiochatllama.bridge import ClassTokenizer
 
     if path.exists():
-        return torch.load(path, weights_only=True)
+        data = torch.load(path, weights_only=True)
+        if data and not isinstance(data[0][1], str):
+            raise ValueError(f"{path} holds class labels, not texts (an older format): delete it to re-encode")
+        return data
     import random
 
     from tqdm import tqdm
 
     rng = random.Random(f"{cfg.seed}-bridge-cache")
     nprng = np.random.default_rng(cfg.seed)
-    labels = ClassTokenizer(tokenizer, encoder.vocab)
     # shortest text first: a chunk's clips are of like length, so little padding is encoded
     jobs = sorted(((t, k) for t in texts for k in range(cfg.voices_per_text)), key=lambda j: len(j[0]))
     out = []
@@ -88,7 +93,7 @@ def cached_states(encoder, tokenizer, texts: list[str], cfg: BridgeTrainConfig, 
                 x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
             wavs.append(np.clip(x, -1, 1).astype(np.float32))
         for (t, _), s in zip(chunk, encoder.base_states(wavs)):
-            out.append((s.half().clone(), labels(t)["input_ids"]))
+            out.append((s.half().clone(), t))
         bar.update(len(chunk))
     bar.close()
     tmp = path.with_suffix(".tmp")
@@ -157,9 +162,10 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
         step, opt_state, start = int(state["step"]), state["optimizer"], int(saved.get("start_step", 0))
         print(f"resuming from step {step}", file=sys.stderr)
     elif encoder is None and cfg.init.startswith("whisper"):
-        encoder = WhisperTokenCTCEncoder.from_whisper(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers)
+        encoder = WhisperTokenCTCEncoder.from_whisper(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers,
+                                                      min_count=cfg.min_count)
     elif encoder is None:
-        encoder = TokenCTCEncoder.from_ctc(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers)
+        encoder = TokenCTCEncoder.from_ctc(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers, cfg.min_count)
     encoder.to(cfg.device).train()
     base = encoder.base_parameters()  # the encoder under the adapter (Whisper's: none, it stays frozen)
     if not cfg.cached and not base:
@@ -175,7 +181,8 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
         opt.load_state_dict(opt_state)
     base_lrs = [g["lr"] for g in groups]
     if cfg.cached:
-        data = cached_states(encoder, tokenizer, texts, cfg, out / "states.pt", progress)
+        labels = ClassTokenizer(tokenizer, encoder.vocab)
+        data = [(s, labels(t)["input_ids"]) for s, t in cached_states(encoder, texts, cfg, out / "states.pt", progress)]
         encoder.train()
         loader = cached_batches(data, cfg, cfg.seed + step)
     else:
