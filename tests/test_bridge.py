@@ -153,7 +153,8 @@ def test_stage_one_recipe_trains_checkpoints_and_resumes(llm, tmp_path, cached):
     from systems.audiochatllama.train_bridge import BridgeTrainConfig, train
 
     cfg = BridgeTrainConfig(batch_size=2, steps=3, warmup=1, log_every=1, eval_every=3, ckpt_every=2, dev_size=2,
-                            workers=0, noise_prob=0.0, threads=1, cached=cached, voices_per_text=1)
+                            workers=0, noise_prob=0.0, threads=1, cached=cached, voices_per_text=1,
+                            mask_states=cached)
     train(cfg, tmp_path, texts=TEXTS, tokenizer=llm.tokenizer, encoder=tiny_token_encoder(llm.tokenizer),
           progress=False)
     log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
@@ -162,7 +163,22 @@ def test_stage_one_recipe_trains_checkpoints_and_resumes(llm, tmp_path, cached):
     out = train(cfg, tmp_path, texts=TEXTS, tokenizer=llm.tokenizer, progress=False)  # from the checkpoint
     assert out["step"] == 5
     assert json.loads((tmp_path / "ckpt" / "train_config.json").read_text())["step"] == 5
-    assert (tmp_path / "states.pt").exists() == cached  # the cached route encodes its clips once
+    assert (tmp_path / "states-v0.pt").exists() == cached  # the cached route encodes its clips once
+
+
+def test_cached_states_add_only_the_voice_passes_they_lack(llm, tmp_path):
+    from systems.audiochatllama.train_bridge import BridgeTrainConfig, cached_states
+
+    enc = tiny_token_encoder(llm.tokenizer)
+    one = cached_states(enc, TEXTS, BridgeTrainConfig(voices_per_text=1), tmp_path, progress=False)
+    first = (tmp_path / "states-v0.pt").stat().st_mtime_ns
+    two = cached_states(enc, TEXTS, BridgeTrainConfig(voices_per_text=2), tmp_path, progress=False)
+    assert (tmp_path / "states-v0.pt").stat().st_mtime_ns == first  # pass 0 read back, not redone
+    assert len(one) == len(TEXTS) and len(two) == 2 * len(TEXTS)
+    assert [t for _, t in two] == [t for _, t in one] * 2
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(one, two))
+    # pass 1 is other voices: the same texts, other speech
+    assert any(a.shape != b.shape or not torch.equal(a, b) for (a, _), (b, _) in zip(two, two[len(TEXTS):]))
 
 
 def test_adapter_sits_between_encoder_and_head_and_round_trips(llm, tmp_path):
@@ -309,7 +325,7 @@ def test_whisper_token_head_recipe_takes_the_cached_route_only(llm, tmp_path):
     cfg = BridgeTrainConfig(batch_size=2, steps=2, warmup=1, log_every=1, eval_every=2, ckpt_every=2, dev_size=2,
                             workers=0, noise_prob=0.0, threads=1, cached=True, voices_per_text=1)
     out = train(cfg, tmp_path / "a", texts=TEXTS, tokenizer=llm.tokenizer, encoder=fresh(), progress=False)
-    assert out["step"] == 2 and "dev_wer" in out and (tmp_path / "a" / "states.pt").exists()
+    assert out["step"] == 2 and "dev_wer" in out and (tmp_path / "a" / "states-v0.pt").exists()
     cfg.cached = False
     with pytest.raises(ValueError, match="--cached"):
         train(cfg, tmp_path / "b", texts=TEXTS, tokenizer=llm.tokenizer, encoder=fresh(), progress=False)

@@ -156,8 +156,8 @@ def test_responses_drop_degenerate_outputs():
 
 def test_two_process_gloo_training_completes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                           "--master-port", "29517", str(ROOT / "tests" / "e2e_tiny.py"), str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(ROOT / "tests" / "e2e_tiny.py"), str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     shas = [(tmp_path / f"rank{r}.sha").read_text() for r in (0, 1)]

@@ -178,8 +178,8 @@ def test_torchrun_two_processes_give_the_single_process_table(tmp_path):
     script = str(ROOT / "tests" / "cli_with_fakes.py")
     args = ["run", "--systems", "fake,echo", "--tasks", "fake-qa,spoken-qa", "--limit", "10",
             "--conditions", "clean,white-snr5", "--batch-size", "2", "--no-progress"]
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                            "--master-port", "29531", script, *args, "--output-dir", str(tmp_path / "multi")],
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            script, *args, "--output-dir", str(tmp_path / "multi")],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert multi.returncode == 0, multi.stderr[-3000:]
     single = subprocess.run([sys.executable, script, *args, "--output-dir", str(tmp_path / "single")],

@@ -4,9 +4,10 @@ The encoder of the trained character CTC ASR gets a small Transformer adapter an
 LLM's own tokens (those of the training text, plus a fallback; `bridge.py`), trained like an ASR: the
 CTC loss on the transcript's LLM tokens, no LLM in the loop. By default (`--cached`, the CPU route) the
 encoder stays frozen, every training text is spoken `voices_per_text` times once (espeak in training
-voices, gain, noise) and encoded once, and adapter + head train on those states; `--no-cached` trains
-the encoder too on the ASR recipe's fresh speech every step (`systems/asr/train.py`: SpecAugment too). Dev WER (greedy, decoded by the LLM's
-tokenizer) on the ASR dev sentences in dev voices. Checkpoints (weights, optimiser, config) every
+voices, gain, noise) and encoded once, and adapter + head train on those states (`--mask-states`:
+SpecAugment on them each step); `--no-cached` trains the encoder too on the ASR recipe's fresh speech
+every step (`systems/asr/train.py`: SpecAugment too). Dev WER (greedy, decoded by the LLM's tokenizer)
+on the ASR dev sentences in dev voices. Checkpoints (weights, optimiser, config) every
 `ckpt_every` steps; a killed run resumes where it stopped; `--export DIR` writes the encoder
 directory that `train e2e --preset tokens` starts from.
 """
@@ -51,6 +52,9 @@ class BridgeTrainConfig(ASRTrainConfig):
     # batch synthesised afresh and the encoder trained too (`encoder_lr`), as the ASR recipe does.
     cached: bool = True
     voices_per_text: int = 2
+    # cached route: SpecAugment on the cached states every step (`time_masks` spans of up to `time_mask_frac`
+    # of a clip, `freq_masks` bands of up to `freq_mask_width` channels), so that fixed clips vary by epoch
+    mask_states: bool = False
     # the head's vocabulary: the training text's LLM tokens; with N > 1 only those it has at least N times,
     # plus the one-character tokens, and every other token spelled with those (bridge.TokenVocab)
     min_count: int = 1
@@ -59,46 +63,53 @@ class BridgeTrainConfig(ASRTrainConfig):
 RUN_OPTIONS = ("threads", "workers", "bf16", "device", "steps")
 
 
-def cached_states(encoder, texts: list[str], cfg: BridgeTrainConfig, path: Path, progress: bool = True):
+def cached_states(encoder, texts: list[str], cfg: BridgeTrainConfig, out: Path, progress: bool = True):
     """[(states (T, C) float16, text)] of `voices_per_text` synthetic clips of every text, through the
-    frozen encoder (not the adapter); stored in `path` so a resumed run (or another head's, another
-    vocabulary's) need not redo them."""
-    from bench.conditions import mix_at_snr
-    from bench.tts import Voice, synthesize
+    frozen encoder (not the adapter). Each voice pass k (its own random voices, gains and noise) is
+    stored in `out/states-v{k}.pt`, so a resumed run, another head or another vocabulary reuses it,
+    and a run with more voices a text computes only the passes it lacks."""
+    data = []
+    for k in range(cfg.voices_per_text):
+        path = out / f"states-v{k}.pt"
+        if not path.exists():
+            states = _encode_pass(encoder, texts, cfg, k, progress)
+            tmp = path.with_suffix(".tmp")
+            torch.save(states, tmp)
+            tmp.replace(path)
+        data += torch.load(path, weights_only=True)
+    return data
 
-    if path.exists():
-        data = torch.load(path, weights_only=True)
-        if data and not isinstance(data[0][1], str):
-            raise ValueError(f"{path} holds class labels, not texts (an older format): delete it to re-encode")
-        return data
+
+def _encode_pass(encoder, texts: list[str], cfg: BridgeTrainConfig, k: int, progress: bool) -> list:
+    """Voice pass `k` of `cached_states`: every text once, shortest first (a chunk's clips are of like
+    length, so little padding is encoded), in random training voices, gains and noise."""
     import random
 
     from tqdm import tqdm
 
-    rng = random.Random(f"{cfg.seed}-bridge-cache")
-    nprng = np.random.default_rng(cfg.seed)
-    # shortest text first: a chunk's clips are of like length, so little padding is encoded
-    jobs = sorted(((t, k) for t in texts for k in range(cfg.voices_per_text)), key=lambda j: len(j[0]))
+    from bench.conditions import mix_at_snr
+    from bench.tts import Voice, synthesize
+
+    rng = random.Random(f"{cfg.seed}-bridge-cache-{k}")
+    nprng = np.random.default_rng([cfg.seed, k])
+    jobs = sorted(texts, key=len)
     out = []
     encoder.eval()
-    bar = tqdm(total=len(jobs), desc="bridge: encoding training speech", unit="clip", disable=not progress,
-               file=sys.stderr)
+    bar = tqdm(total=len(jobs), desc=f"bridge: encoding training speech (voice pass {k})", unit="clip",
+               disable=not progress, file=sys.stderr)
     for i in range(0, len(jobs), 32):
         chunk = jobs[i:i + 32]
         wavs = []
-        for t, _ in chunk:
+        for t in chunk:
             x = synthesize(t, Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
             x *= 10 ** (rng.uniform(*cfg.gain_db_range) / 20)
             if rng.random() < cfg.noise_prob:
                 x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
             wavs.append(np.clip(x, -1, 1).astype(np.float32))
-        for (t, _), s in zip(chunk, encoder.base_states(wavs)):
+        for t, s in zip(chunk, encoder.base_states(wavs)):
             out.append((s.half().clone(), t))
         bar.update(len(chunk))
     bar.close()
-    tmp = path.with_suffix(".tmp")
-    torch.save(out, tmp)
-    tmp.replace(path)
     return out
 
 
@@ -182,7 +193,7 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
     base_lrs = [g["lr"] for g in groups]
     if cfg.cached:
         labels = ClassTokenizer(tokenizer, encoder.vocab)
-        data = [(s, labels(t)["input_ids"]) for s, t in cached_states(encoder, texts, cfg, out / "states.pt", progress)]
+        data = [(s, labels(t)["input_ids"]) for s, t in cached_states(encoder, texts, cfg, out, progress)]
         encoder.train()
         loader = cached_batches(data, cfg, cfg.seed + step)
     else:
@@ -219,6 +230,8 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
             if cfg.cached:
                 states, lengths, labels = batch
                 secs = 0.0
+                if cfg.mask_states:
+                    states = spec_augment(states, torch.arange(states.shape[1])[None] < lengths[:, None], cfg, g)
                 loss = encoder.ctc_loss_states(*encoder.adapt(states.to(cfg.device), lengths), labels.to(cfg.device))
             else:
                 (feats, mask), labels, secs = batch
