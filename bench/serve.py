@@ -19,7 +19,9 @@ local, the frozen LLM's decode on the server).
 Response: a standard `chat.completion` with `system_fingerprint` = the system's fingerprint (its
 weights and decoding), plus one extension, `audiochat: {transcript, seconds, system}`: the system's
 own reading of the spoken turn (the cascade's ASR hypothesis; null where it has none), which the
-`openai` client puts in `Generation.transcript`.
+`openai` client puts in `Generation.transcript`. A request may carry `audiochat: {transcript_only:
+true}` (the `asr` task's requests, from the `openai` client once `GET /v1/models` lists the extension):
+only that reading is wanted, so a cascade skips its LLM, as it does in a local run.
 
 Decoding is what the harness does everywhere: greedy, `--max-new-tokens` per answer. A request may
 omit `temperature`, `top_p` and `max_tokens` or send the served values (0, 1, `--max-new-tokens`);
@@ -193,7 +195,12 @@ def parse_chat(body: Any, model: str, max_new_tokens: int, limits: Limits) -> Re
             turns.append(Turn("system" if role == "developer" else role, text=_text_of(m.get("content"), where)))
     if not turns or turns[-1].role != "user":
         raise ApiError(400, "the last message must be a user message (the turn to answer)", param="messages")
-    return Request(turns[-1], tuple(turns[:-1]), "\n".join(instruction) or None)
+    ext = body.get("audiochat") or {}
+    only = ext.get("transcript_only", False) if isinstance(ext, dict) else None
+    if not isinstance(only, bool):
+        raise ApiError(400, "audiochat must be an object and audiochat.transcript_only true or false",
+                       param="audiochat")
+    return Request(turns[-1], tuple(turns[:-1]), "\n".join(instruction) or None, transcript_only=only)
 
 
 def parse_embeds(body: Any, model: str, max_new_tokens: int, limits: Limits):
@@ -373,7 +380,8 @@ class Server(ThreadingHTTPServer):
             "id": self.model, "object": "model", "created": self.created, "owned_by": "audiochat-bench",
             "audiochat": {"system": self.system.name, "fingerprint": self.fingerprint,
                           "max_new_tokens": self.max_new_tokens, "max_audio_seconds": self.limits.max_audio_seconds,
-                          "max_body_bytes": self.limits.max_body_bytes, "audio_formats": list(AUDIO_FORMATS)}}]}
+                          "max_body_bytes": self.limits.max_body_bytes, "audio_formats": list(AUDIO_FORMATS),
+                          "extensions": ["transcript_only"]}}]}
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -7,7 +7,9 @@ Each request is one `POST {base_url}/chat/completions`: the instruction as the s
 turns as text, spoken turns as an `input_audio` part (wav, 32-bit float at the clip's own rate, so the
 server hears exactly the samples a local system would), greedy (`temperature` 0) with the run's
 `max_tokens`. The system's own reading of the spoken turn comes back, where the server gives one, in
-the response's `audiochat.transcript` (what `serve` sends; see bench/serve.py).
+the response's `audiochat.transcript` (what `serve` sends; see bench/serve.py). An ASR request
+(`transcript_only`) says so in the request's `audiochat` extension where `GET {base_url}/models` lists
+it (`serve` does; other servers get standard requests only).
 
 Only the standard library (urllib, json, base64, concurrent.futures): no dependency added for what is
 one JSON POST per request, and the same client runs on any machine the harness runs on.
@@ -99,6 +101,7 @@ class OpenAIEndpoint(System):
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="openai")
         self._served: str | None = None  # the server's system_fingerprint, first seen
         self._lock = threading.Lock()
+        self._ext: frozenset | None = None  # the server's `audiochat` request extensions, once asked
         # The last batch's outcome per request object: the runner retries a batch that raised one
         # request at a time, and each of those was already sent (and retried) once; see generate_batch.
         self._last: list[tuple[Request, Generation | BaseException]] = []
@@ -110,12 +113,12 @@ class OpenAIEndpoint(System):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # -- one request ------------------------------------------------------------------------------
-    def _post(self, body: bytes, path: str = "/chat/completions") -> dict:
-        headers = {"Content-Type": "application/json"}
+    def _headers(self) -> dict:
         key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        req = urllib.request.Request(f"{self.base_url}{path}", data=body, headers=headers, method="POST")
+        return {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+
+    def _post(self, body: bytes, path: str = "/chat/completions") -> dict:
+        req = urllib.request.Request(f"{self.base_url}{path}", data=body, headers=self._headers(), method="POST")
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             raw = resp.read()
         try:
@@ -124,8 +127,27 @@ class OpenAIEndpoint(System):
             raise EndpointError(f"{req.full_url} answered with something other than JSON: {raw[:200]!r}") from None
 
     def _complete(self, request: Request) -> Generation:
-        """One chat completion."""
-        return self._send({"messages": to_openai_messages(request)}, "/chat/completions")
+        """One chat completion; an ASR request (`transcript_only`) says so where the server takes the
+        `audiochat` extension (`serve`: a cascade then skips its LLM), and is sent plain elsewhere."""
+        payload: dict = {"messages": to_openai_messages(request)}
+        if request.transcript_only and "transcript_only" in self._extensions():
+            payload["audiochat"] = {"transcript_only": True}
+        return self._send(payload, "/chat/completions")
+
+    def _extensions(self) -> frozenset:
+        """The `audiochat` request extensions the served model lists in `GET {base_url}/models`, asked
+        once (none where the server is not `serve` or does not answer: plain requests then)."""
+        with self._lock:
+            if self._ext is None:
+                try:
+                    req = urllib.request.Request(f"{self.base_url}/models", headers=self._headers(), method="GET")
+                    with urllib.request.urlopen(req, timeout=min(self.timeout, 30)) as resp:
+                        models = json.loads(resp.read()).get("data") or []
+                    ext = next(m.get("audiochat", {}).get("extensions", []) for m in models if m.get("id") == self.model)
+                    self._ext = frozenset(ext)
+                except Exception:  # noqa: BLE001 - a foreign or silent server: it gets standard requests
+                    self._ext = frozenset()
+        return self._ext
 
     def complete_embeds(self, embeds: Sequence) -> list[Generation]:
         """Completions of whole, already templated prompts given as input embeddings ((T, hidden)

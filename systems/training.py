@@ -1,9 +1,11 @@
 """Small pieces shared by the training recipes: config dataclasses as command-line options,
-checkpoints that replace the previous one atomically, half-size exports, the warm-up + cosine
-learning-rate schedule, and a schedule fitted to a machine lent for a fixed time."""
+checkpoints that replace the previous one atomically, logs that a resumed run continues without
+repeats, half-size exports, the warm-up + cosine learning-rate schedule, and a schedule fitted to a
+machine lent for a fixed time."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -65,6 +67,19 @@ def replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
     os.replace(tmp, final)
+
+
+def resume_log(path: Path, step: int) -> None:
+    """Before a run resumes from its checkpoint at `step`: drop the log entries past that step (what the
+    stopped run logged after its last checkpoint, and will log again), so the log holds each step once."""
+    if not path.exists():
+        return
+    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    keep = [l for l in lines if json.loads(l).get("step", 0) <= step]
+    if len(keep) < len(lines):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(l + "\n" for l in keep))
+        os.replace(tmp, path)
 
 
 class StepFitter:

@@ -159,9 +159,13 @@ def test_stage_one_recipe_trains_checkpoints_and_resumes(llm, tmp_path, cached):
           progress=False)
     log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3] and "dev_wer" in log[-1]
+    with open(tmp_path / "train_log.jsonl", "a") as f:  # as if killed after logging a step past its checkpoint
+        f.write(json.dumps({"step": 4, "loss": 9.9}) + "\n")
     cfg.steps = 5
     out = train(cfg, tmp_path, texts=TEXTS, tokenizer=llm.tokenizer, progress=False)  # from the checkpoint
     assert out["step"] == 5
+    log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3, 4, 5] and log[3]["loss"] != 9.9  # each step logged once
     assert json.loads((tmp_path / "ckpt" / "train_config.json").read_text())["step"] == 5
     assert (tmp_path / "states-v0.pt").exists() == cached  # the cached route encodes its clips once
 

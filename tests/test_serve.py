@@ -52,7 +52,9 @@ class Hear(System):
     def generate_batch(self, requests):
         out = []
         for r in requests:
-            if r.turn.spoken:
+            if r.transcript_only:  # the ASR task's request: only the reading is wanted
+                out.append(Generation("", transcript="transcript only", tokens=0))
+            elif r.turn.spoken:
                 out.append(Generation(hashlib.sha256(r.turn.audio.samples.tobytes()).hexdigest(),
                                       transcript=f"{r.turn.audio.samples.size} samples", tokens=3))
             else:
@@ -113,6 +115,23 @@ def test_client_gets_what_a_direct_call_gets(hear_server):
     assert [g.transcript for g in served] == [g.transcript for g in direct]  # the `audiochat` extension
     assert [g.tokens for g in served] == [g.tokens for g in direct]
     assert all(g.seconds["endpoint"] > 0 for g in served)
+
+
+def test_asr_requests_say_transcript_only_to_a_server_that_lists_the_extension(hear_server, flaky):
+    asr = [Request(Turn("user", audio=_tone()), transcript_only=True), Request(Turn("user", text="ab"))]
+    served = _client(hear_server.url).generate_batch(asr)
+    assert [(g.text, g.transcript) for g in served] == [("", "transcript only"), ("ba|0|None", None)]
+    assert parse_chat({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "m", 64,
+                      Limits()).transcript_only is False
+    from bench.serve import ApiError
+
+    with pytest.raises(ApiError, match="transcript_only"):
+        parse_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], "audiochat": {"transcript_only": 1}},
+                   "m", 64, Limits())
+    # a server without the extension (no GET /models here) gets the standard request only
+    url = f"http://127.0.0.1:{flaky.server_address[1]}/v1"
+    assert _client(url, "m").generate_batch([Request(Turn("user", text="hi"), transcript_only=True)])[0].text == "ok"
+    assert flaky.bodies[-1]["messages"] and "audiochat" not in flaky.bodies[-1]
 
 
 def test_concurrent_requests_are_batched(hear_server):
@@ -198,7 +217,7 @@ class _Flaky(BaseHTTPRequestHandler):
 
     def do_POST(self):
         srv = self.server
-        self.rfile.read(int(self.headers["Content-Length"]))
+        srv.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         srv.seen.append(self.headers.get("Authorization"))
         status = srv.script.pop(0) if srv.script else 200
         body = ({"choices": [{"message": {"role": "assistant", "content": "ok"}}], "usage": {"completion_tokens": 1}}
@@ -215,7 +234,7 @@ class _Flaky(BaseHTTPRequestHandler):
 @pytest.fixture
 def flaky():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
-    srv.script, srv.seen = [], []
+    srv.script, srv.seen, srv.bodies = [], [], []
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield srv
     srv.shutdown()

@@ -27,7 +27,8 @@ import torch
 
 from bench.conditions import mix_at_snr
 from systems.asr.ctc import log_mel
-from systems.training import StepFitter, add_dataclass_options, apply_options, replace_dir, warmup_cosine
+from systems.training import (StepFitter, add_dataclass_options, apply_options, replace_dir, resume_log,
+                              warmup_cosine)
 
 
 @dataclass
@@ -269,6 +270,7 @@ def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, prog
         step = int(state["step"])
         cfg, saved = saved_config(ckpt, typed)
         start = int(saved.get("start_step", 0))
+        resume_log(out / "train_log.jsonl", step)
         print(f"resuming from step {step}", file=sys.stderr)
     elif init_from is not None:
         asr = CTCASR.from_pretrained(init_from, decoder="greedy")

@@ -28,7 +28,7 @@ import torch
 from bench.conditions import mix_at_snr
 from systems.audiochatllama.model import AudioChatLlama, ModelConfig
 from systems.training import (StepFitter, add_dataclass_options, apply_options, halve_safetensors, replace_dir,
-                              warmup_cosine)
+                              resume_log, warmup_cosine)
 
 
 @dataclass
@@ -176,6 +176,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
         step, opt_state = int(state["step"]), state["optimizer"]
         start = int(saved.get("start_step", 0))
         if rank == 0:
+            resume_log(out / "train_log.jsonl", step)
             print(f"resuming from step {step}", file=sys.stderr)
     elif init_from is not None:
         saved = json.loads((Path(init_from) / "config.json").read_text())

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from systems.asr.train import ASRTrainConfig, SpeechStream, dev_set, spec_augment
-from systems.training import StepFitter, add_dataclass_options, apply_options, replace_dir, warmup_cosine
+from systems.training import (StepFitter, add_dataclass_options, apply_options, replace_dir, resume_log,
+                              warmup_cosine)
 
 
 @dataclass
@@ -171,6 +172,7 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
         encoder = TokenCTCEncoder.load(ckpt)
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
         step, opt_state, start = int(state["step"]), state["optimizer"], int(saved.get("start_step", 0))
+        resume_log(out / "train_log.jsonl", step)
         print(f"resuming from step {step}", file=sys.stderr)
     elif encoder is None and cfg.init.startswith("whisper"):
         encoder = WhisperTokenCTCEncoder.from_whisper(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers,
