@@ -1,6 +1,7 @@
 """AudioChatLlama with a tiny encoder and a tiny LLM: splicing, text-only equivalence, mixed
 modalities, a few training steps whose loss falls, checkpoints of trainable weights only, and a
 2-process DDP run on gloo."""
+import json
 import math
 import os
 import subprocess
@@ -368,3 +369,20 @@ def test_two_lora_checkpoints_in_one_run_keep_their_own_adapters(tmp_path, monke
     b = S.build_lora(ctx.for_system({"checkpoint": str(tmp_path / "b")}))
     got = [s.generate_batch(spoken)[0].text for s in (a, b, a)]  # (each loads on first use)
     assert got == [alone["a"], alone["b"], alone["a"]]
+
+
+def test_committed_checkpoints_name_no_machine_paths():
+    """A committed checkpoint's configs say where its inputs were relative to the repository (what a
+    reproduction on another machine passes), never this machine's absolute paths."""
+    from systems.audiochatllama.system import CHECKPOINTS
+
+    def strings(x):
+        if isinstance(x, dict):
+            return [s for v in x.values() for s in strings(v)]
+        if isinstance(x, list):
+            return [s for v in x for s in strings(v)]
+        return [x] if isinstance(x, str) else []
+
+    found = {str(p.relative_to(CHECKPOINTS)): s for p in sorted(CHECKPOINTS.glob("*/*.json"))
+             for s in strings(json.loads(p.read_text())) if s.startswith(("/", "~")) or ":\\" in s}
+    assert not found, found
