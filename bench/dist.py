@@ -6,7 +6,7 @@ needs memory shared between its writers, so it is safe on one host only and neve
 filesystem. Every other rank N writes to a store of its own, a local SQLite file beside its own cache
 path, `<cache>.rank<N>` (e.g. results/runs/cache.sqlite.rank1, under that rank's working folder), and
 sends what it stored to rank 0 (gloo) at points every rank reaches: at start-up (what it stored before
-a crash) and after each system (`merge`). Rank 0 puts the records into the cache (a failure
+a crash) and after each system × task (`merge`). Rank 0 puts the records into the cache (a failure
 never replaces an ok output), then the rank deletes them from its store: a store holds only what rank 0
 does not have yet. Which outputs are missing is decided from rank 0's cache alone and
 broadcast (`todo`), so a run resumed on another number of ranks or nodes computes only what is

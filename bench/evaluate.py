@@ -160,8 +160,8 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
         if task.mode == "score":
             ref = system(task.reference_system)
             ref_fps[task.reference_system] = ref.fingerprint()
-            generate(ref, dist.todo(cache, slots_for(ref_fps[task.reference_system], task, items, ["clean"], gconf),
-                                    rank, world), cache, gconf, plan.batch_size, stats, progress=progress)
+            generate(ref, task, dist.todo(cache, slots_for(ref_fps[task.reference_system], task, items, ["clean"], gconf),
+                                          rank, world), cache, gconf, plan.batch_size, stats, progress=progress)
             dist.merge(cache, rank, world)
     # every rank needs every reference answer: rank 0's, from the merged cache
     targets = dist.broadcast({tname: reference_answers(cache, ref_fps[task.reference_system], task, items, gconf)
@@ -180,17 +180,12 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
         meta.setdefault("fingerprints", {})[sname] = fingerprints[sname]
         meta["skipped"] = skipped
         save_meta()
-        pooled = []  # the generating tasks' slots, batched together (a scoring task's have their own targets)
         for tname, (task, items) in tasks.items():
             tg = score_gconf(task, gconf, ref_fps.get(task.reference_system))
             slots = dist.todo(cache, slots_for(fingerprints[sname], task, items, plan.conditions_for(tname), tg), rank, world)
-            if task.mode == "score":
-                generate(system(sname), slots, cache, tg, plan.batch_size, stats, progress=progress,
-                         targets=targets.get(tname))
-            else:
-                pooled += slots
-        generate(system(sname), pooled, cache, gconf, plan.batch_size, stats, progress=progress)
-        dist.merge(cache, rank, world)  # this system's outputs of every rank into rank 0's cache
+            generate(system(sname), task, slots, cache, tg, plan.batch_size, stats, progress=progress,
+                     targets=targets.get(tname))
+            dist.merge(cache, rank, world)  # this system × task's outputs of every rank into rank 0's cache
     meta["skipped"] = skipped
     cache.close()
     dist.barrier()  # rank 0 scores once every rank's outputs are in the cache (merged above)

@@ -155,7 +155,7 @@ def run_judge(judge, plan, tasks: dict, fingerprints: dict, cache, gconf: dict, 
         for c, records in _records(cache, fingerprints, task, items, conditions, gconf).items():
             gens = _gens(records)
             asks = prompts(task, items, gens, *_roles(plan, gens))
-            generate(judge, slots_for(judge.fingerprint(), jt, asks, ["clean"], jconf), cache, jconf,
+            generate(judge, jt, slots_for(judge.fingerprint(), jt, asks, ["clean"], jconf), cache, jconf,
                      plan.batch_size, stats, progress=progress)
     return {"fingerprint": judge.fingerprint(), "system": plan.judge,
             **{k: getattr(stats, k) for k in ("generated", "cached", "failed")}}

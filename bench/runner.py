@@ -1,6 +1,5 @@
-"""The runner: for each system, generate what is not cached yet of every task × condition, in
-batches (across tasks and conditions, by input length), committing each batch; then score everything
-from the cache.
+"""The runner: for each task × condition × system, generate what is not cached yet, in batches,
+committing each batch; then score everything from the cache.
 
 Resumable by construction: a killed run loses at most the batch in flight, and rerunning the same
 configuration skips every output already stored. A failing item is stored as failed with its
@@ -26,18 +25,11 @@ from bench.types import Generation, Item, Request, System, Task
 
 @dataclass
 class Slot:
-    """One output to produce or read: an item of a task under a condition for a system."""
+    """One output to produce or read: an item under a condition for a system."""
 
     item: Item
     condition: str
     key: str
-    task: Task
-
-
-def _size(slot: Slot) -> int:
-    """How long a slot's input is, roughly (the characters of its turns' words; audio is not loaded):
-    what `generate` orders by so that a batch holds inputs of like length."""
-    return sum(len(t.text or t.transcript or "") for t in (*slot.item.history, slot.item.turn))
 
 
 @dataclass
@@ -57,7 +49,7 @@ def gen_config(max_new_tokens: int) -> dict:
 
 def slots_for(fingerprint: str, task: Task, items: Sequence[Item], conditions: Sequence[str],
               gconf: dict) -> list[Slot]:
-    return [Slot(it, c, cache_key(fingerprint, task.name, task.version, it.id, c, gconf), task)
+    return [Slot(it, c, cache_key(fingerprint, task.name, task.version, it.id, c, gconf))
             for c in conditions for it in items]
 
 
@@ -82,7 +74,7 @@ def _call(system: System, requests: list[Request], targets: list[str] | None) ->
             for t, lp in zip(targets, scored)]
 
 
-def _generate_batch(system: System, batch: list[Slot], targets: dict[str, str | None] | None,
+def _generate_batch(system: System, batch: list[Slot], task: Task, targets: dict[str, str | None] | None,
                     profile: Profile) -> list[tuple[Generation | None, str | None]]:
     """Generate (or, for a scoring task, score the `targets`) for a batch; on error, retry one by one
     so that a bad item fails alone. `profile` gets the audio stage and the model call's stages."""
@@ -91,9 +83,9 @@ def _generate_batch(system: System, batch: list[Slot], targets: dict[str, str | 
     for i, s in enumerate(batch):
         try:
             if targets is not None and targets.get(s.item.id) is None:
-                raise ValueError(f"no reference answer from {s.task.reference_system!r} to score")
+                raise ValueError(f"no reference answer from {task.reference_system!r} to score")
             it = cond_mod.apply(s.condition, s.item)
-            requests.append(Request(it.turn, it.history, it.instruction, s.task.transcript_only))
+            requests.append(Request(it.turn, it.history, it.instruction, task.transcript_only))
             tgts.append(targets[s.item.id] if targets is not None else None)
             idx.append(i)
         except Exception as e:  # the condition could not be applied (bad audio...) or no target
@@ -120,36 +112,33 @@ def _generate_batch(system: System, batch: list[Slot], targets: dict[str, str | 
     return results
 
 
-def generate(system: System, slots: Sequence[Slot], cache: OutputCache, gconf: dict,
+def generate(system: System, task: Task, slots: Sequence[Slot], cache: OutputCache, gconf: dict,
              batch_size: int, stats: GenStats, progress: bool = True,
              targets: dict[str, str | None] | None = None) -> None:
-    """Produce the outputs of `slots` that the cache does not hold yet (for a scoring task's slots,
-    the scores of `targets`, item id → reference answer). The slots may be of several tasks and
-    conditions (every generating task of a run, for one system): they are batched together, ordered
-    by input length, so that batches are full and hold inputs of like length."""
+    """Produce the outputs of `slots` that the cache does not hold yet (for a scoring task, the
+    scores of `targets`, item id → reference answer)."""
     done = cache.done_keys(s.key for s in slots)
-    todo = sorted((s for s in slots if s.key not in done), key=_size)  # (stable: ties keep their order)
+    todo = [s for s in slots if s.key not in done]
     stats.cached += len(slots) - len(todo)
     if not todo:
         return
     fp = system.fingerprint()
     gc = json.dumps(gconf, sort_keys=True)
-    names = list(dict.fromkeys(s.task.name for s in todo))
-    bar = tqdm(total=len(todo), desc=f"{system.name} · {names[0] if len(names) == 1 else f'{len(names)} tasks'}",
-               unit="item", disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=len(todo), desc=f"{system.name} · {task.name}", unit="item", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, leave=False)
     t_run = time.perf_counter()
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         t0 = time.perf_counter()
-        results = _generate_batch(system, batch, targets, stats.profile)
+        results = _generate_batch(system, batch, task, targets, stats.profile)
         stats.model_seconds += time.perf_counter() - t0
         records = []
         for s, (g, err) in zip(batch, results):
-            records.append(Record(s.key, system.name, fp, s.task.name, s.task.version, s.item.id, s.condition,
+            records.append(Record(s.key, system.name, fp, task.name, task.version, s.item.id, s.condition,
                                   gc, "ok" if g is not None else "failed", g, err))
             if g is None:
                 stats.failed += 1
-                stats.failures.append((system.name, s.task.name, s.item.id, err or "unknown error"))
+                stats.failures.append((system.name, task.name, s.item.id, err or "unknown error"))
             else:
                 stats.generated += 1
         with stats.profile.time(system.name, "cache"):

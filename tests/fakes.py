@@ -1,7 +1,6 @@
 """A fake system and a tiny chat LLM for tests: no network, no downloads."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Sequence
@@ -17,8 +16,7 @@ CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['con
 
 class FakeSystem(System):
     """Answers with the gold text reversed; fails on any prompt containing 'FAIL'. Optional delay
-    per batch (env FAKE_DELAY), a log of every generated item (env FAKE_LOG), for resume tests, and one
-of every call's batch (env FAKE_BATCHES)."""
+    per batch (env FAKE_DELAY) and a log of every generated item (env FAKE_LOG), for resume tests."""
 
     name = "fake"
 
@@ -29,9 +27,6 @@ of every call's batch (env FAKE_BATCHES)."""
         return f"fake-{self.version}"
 
     def generate_batch(self, requests: Sequence[Request]) -> list[Generation]:
-        if os.environ.get("FAKE_BATCHES"):  # one line per call: the gold texts it was asked, as JSON
-            with open(os.environ["FAKE_BATCHES"], "a") as f:
-                f.write(json.dumps([r.turn.gold_text for r in requests]) + "\n")
         delay = float(os.environ.get("FAKE_DELAY", "0"))
         if delay:
             time.sleep(delay)

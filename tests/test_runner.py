@@ -59,23 +59,6 @@ def test_run_writes_tables_and_records_failures(capsys, tmp_path, fakes_register
     assert json.loads((run2 / "config.json").read_text())["counts"] == {"generated": 0, "cached": 23, "failed": 1}
 
 
-def test_a_systems_tasks_and_conditions_share_batches_ordered_by_length(capsys, tmp_path, fakes_registered,
-                                                                          monkeypatch):
-    """Every generating task × condition of one system is batched together (full batches), shortest
-    inputs first (batches of like length); each output still lands under its own task and condition."""
-    calls = tmp_path / "batches.log"
-    monkeypatch.setenv("FAKE_BATCHES", str(calls))
-    rc = main(["run", "--systems", "fake", "--tasks", "fake-qa,spoken-qa", "--conditions", "clean,white-snr5",
-               "--limit", "4", "--output-dir", str(tmp_path), "--batch-size", "32", "--no-progress"])
-    assert rc == 0
-    first = json.loads(calls.read_text().splitlines()[0])
-    assert len(first) == 2 * 2 * 4  # one call: both tasks under both conditions
-    assert [len(t) for t in first] == sorted(len(t) for t in first) and first[0].startswith("q")
-    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
-    rows = {(r["task"], r["condition"]) for r in _rows(run_dir)}
-    assert rows >= {(t, c) for t in ("fake-qa", "spoken-qa") for c in ("clean", "white-snr5")}
-
-
 def test_decoding_config_change_is_not_served_from_cache(capsys, tmp_path, fakes_registered, monkeypatch):
     log = tmp_path / "gen.log"
     monkeypatch.setenv("FAKE_LOG", str(log))
