@@ -131,3 +131,42 @@ def test_audiochatllama_trains_on_llama2_then_generates_through_the_registry(lla
     with torch.no_grad():  # the registry's model is the trained one
         again = system.model.audio_embeds([reqs[0].turn.audio])[0]
         assert torch.allclose(again, model.eval().audio_embeds([reqs[0].turn.audio])[0], atol=1e-5)
+
+
+def test_train_e2e_takes_llm_and_refuses_another_llms_targets_or_head(llama2, tmp_path):
+    """The CLI route to AudioChatLlama on another LLM: `data responses --llm`, then `train e2e --llm`.
+    Another LLM's answers, or a token head over another LLM's tokens, are refused before a step."""
+    import json
+
+    from systems.asr.ctc import CTCASR, train_tokenizer
+    from systems.audiochatllama.data import main as responses_main
+    from systems.audiochatllama.train import main as train_main
+
+    torch.manual_seed(0)
+    asr = CTCASR.build(train_tokenizer([t for t, _ in ROWS] * 5, 64), hidden=32, layers=1, heads=2, ffn=64,
+                       kernel=7, subsampling=4, dropout=0.0)
+    asr.save_pretrained(tmp_path / "asr")
+    resp = tmp_path / "responses.jsonl"
+    assert responses_main(["--llm", str(llama2), "--limit", "6", "--max-new-tokens", "6", "--out", str(resp)]) == 0
+    header = json.loads(resp.read_text().splitlines()[0])
+    assert header["llm"].startswith("tiny-llama-2-chat@")
+    common = ["--preset", "ctc", "--encoder-path", str(tmp_path / "asr"), "--batch-size", "2", "--steps", "2",
+              "--warmup", "1", "--log-every", "1", "--noise-prob", "0", "--llm", str(llama2)]
+    assert train_main([*common, "--responses", str(resp), "--out", str(tmp_path / "run")]) == 0
+    saved = json.loads((tmp_path / "run" / "ckpt" / "config.json").read_text())
+    assert saved["model"]["llm"] == str(llama2) and saved["llm_identity"].split(":")[0] == header["llm"].split(":")[0]
+    assert saved["step"] == 2
+
+    other = tmp_path / "smollm2-responses.jsonl"  # what `data responses` wrote for the default LLM
+    other.write_text("\n".join([json.dumps({**header, "llm": "smollm2@fc8ed46c15c353af:float32"}),
+                                *resp.read_text().splitlines()[1:]]) + "\n")
+    with pytest.raises(SystemExit, match=r"answers of smollm2@fc8ed46c15c353af.*data responses --llm"):
+        train_main([*common, "--responses", str(other), "--out", str(tmp_path / "refused")])
+    assert not (tmp_path / "refused" / "ckpt").exists()
+
+    head = tmp_path / "head"  # a `train bridge` head over SmolLM2's tokens
+    head.mkdir()
+    (head / "bridge.json").write_text(json.dumps({"llm": "smollm2"}))
+    with pytest.raises(SystemExit, match=r"tokens of 'smollm2'.*train bridge --llm"):
+        train_main(["--preset", "tokens", "--encoder-path", str(head), "--llm", str(llama2),
+                    "--responses", str(resp), "--out", str(tmp_path / "refused2")])

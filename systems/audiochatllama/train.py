@@ -152,6 +152,15 @@ def teacher_logits(model: AudioChatLlama, picked) -> list[torch.Tensor | None]:
     return out
 
 
+def check_responses_llm(header: dict, identity: str, path) -> None:
+    """Modal invariance trains the encoder to make the frozen LLM say from speech what it said to the
+    typed transcript: another LLM's answers are the wrong target. Compared by weights, not dtype."""
+    made_by, ours = header["llm"].rsplit(":", 1)[0], identity.rsplit(":", 1)[0]
+    if made_by != ours:
+        raise SystemExit(f"{path} holds the answers of {made_by}, but this model's frozen LLM is {ours}: make its "
+                         "own with `audiochat-bench data responses --llm SPEC --out FILE`, then pass --responses FILE")
+
+
 def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, model: AudioChatLlama | None = None,
           rows: list[dict] | None = None, init_from: Path | None = None, fit_steps: bool = False,
           asr_texts: list[str] | None = None) -> dict:
@@ -164,8 +173,9 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     rank, world = _dist()
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
+    header = None
     if rows is None:
-        _, rows = read_responses(cfg.responses)
+        header, rows = read_responses(cfg.responses)
     ckpt = out / "ckpt"
     step, start, opt_state = 0, 0, None  # start: the step a fresh optimiser began at (warm-up from there)
     if (ckpt / "trainer_state.pt").exists():
@@ -190,6 +200,8 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
             print(f"continuing from {init_from} at step {step} (fresh optimiser)", file=sys.stderr)
     elif model is None:
         model = AudioChatLlama.build(cfg.model)
+    if header is not None:
+        check_responses_llm(header, model.llm.identity, cfg.responses)
     torch.manual_seed(cfg.seed)  # same projector init on every rank (DDP also broadcasts it)
     model.to(cfg.device).train()
     model.lm.eval()  # the frozen LLM: no dropout
@@ -284,6 +296,10 @@ def main(argv=None) -> int:
                     help="with --max-minutes: lower --steps to what the measured speed fits in that time, so the "
                          "learning-rate schedule finishes (for a machine lent for a fixed time; one process only)")
     ap.add_argument("--encoder-path", default=None)
+    ap.add_argument("--llm", default=None,
+                    help="the frozen chat LLM (an embedded name, a local directory or a hub id; default smollm2): "
+                         "the --responses file must be its answers (`data responses --llm`), and a token-bridge "
+                         "preset needs a head over its tokens (`train bridge --llm`, then --encoder-path)")
     ap.add_argument("--lora-r", type=int, default=None, help="LoRA rank on the LLM (ablation; default off)")
     ap.add_argument("--export", metavar="DIR", help="only copy the run's checkpoint (weights as float16 + config) to DIR")
     ap.add_argument("--init-from", metavar="DIR", help="start a new run from an exported checkpoint (weights and step)")
@@ -303,10 +319,17 @@ def main(argv=None) -> int:
         print(dst)
         return 0
     cfg = from_dict(PRESETS[args.preset])
-    for k in ("encoder_path", "lora_r", "train_encoder", "out_norm"):  # model options
+    for k in ("encoder_path", "llm", "lora_r", "train_encoder", "out_norm"):  # model options
         if getattr(args, k) is not None:
             setattr(cfg.model, k, getattr(args, k))
     apply_options(cfg, args)
+    head = Path(cfg.model.encoder_path or "") / "bridge.json"
+    if cfg.model.encoder == "token-ctc" and head.exists() and not (out / "ckpt").exists():
+        over = json.loads(head.read_text()).get("llm")
+        if over != cfg.model.llm:
+            raise SystemExit(f"{head.parent} predicts the tokens of {over!r}, not of --llm {cfg.model.llm!r}: train a "
+                             f"head over this LLM's tokens (`train bridge --llm {cfg.model.llm}`) and pass it as "
+                             "--encoder-path")
     print(json.dumps(train(cfg, out, args.max_minutes, init_from=Path(args.init_from) if args.init_from else None,
                            fit_steps=args.fit_steps)))
     return 0
