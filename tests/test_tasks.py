@@ -199,3 +199,20 @@ def test_a_users_suite_file(tmp_path):
         (tmp_path / "bad.toml").write_text(text + "\n")
         with pytest.raises(ValueError, match=message):
             suite_from_file(tmp_path / "bad.toml")
+
+
+def test_missing_public_data_names_the_variable_and_not_the_benchmark_one(monkeypatch, tmp_path):
+    """$AUDIOCHAT_BENCH_DATA (../shared/data: the real suite) and $AUDIOCHAT_BENCH_DATA_DIR (`--data-dir`:
+    Hugging Face benchmark copies) are easy to confuse: the error says which is which."""
+    from tasks.builtin import public_data_dir
+
+    monkeypatch.setenv("AUDIOCHAT_BENCH_DATA", str(tmp_path / "absent"))
+    monkeypatch.setenv("AUDIOCHAT_BENCH_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"set AUDIOCHAT_BENCH_DATA to .*DATA_DIR=.* is another folder"):
+        public_data_dir()
+    monkeypatch.delenv("AUDIOCHAT_BENCH_DATA_DIR")
+    with pytest.raises(FileNotFoundError) as err:
+        public_data_dir()
+    assert "DATA_DIR" not in str(err.value)
+    (tmp_path / "absent").mkdir()
+    assert public_data_dir() == tmp_path / "absent"
