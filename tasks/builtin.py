@@ -268,8 +268,10 @@ def public_data_dir() -> Path:
 
     d = Path(os.environ.get("AUDIOCHAT_BENCH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
     if not d.is_dir():
-        other = os.environ.get("AUDIOCHAT_BENCH_DATA_DIR")
-        hint = (f" ($AUDIOCHAT_BENCH_DATA_DIR={other} is another folder: local copies of Hugging Face benchmarks, "
+        from tasks.benchmarks import ENV_DATA_DIR  # (it imports this module: here, not at the top)
+
+        other = os.environ.get(ENV_DATA_DIR)
+        hint = (f" (${ENV_DATA_DIR}={other} is another folder: local copies of Hugging Face benchmarks, "
                 "as `run --data-dir`)" if other else "")
         raise FileNotFoundError(f"public evaluation data not found at {d}; set AUDIOCHAT_BENCH_DATA to the folder "
                                 f"holding speech/ and text/ (these tasks are optional){hint}")
