@@ -185,6 +185,29 @@ def test_cached_states_add_only_the_voice_passes_they_lack(llm, tmp_path):
     assert any(a.shape != b.shape or not torch.equal(a, b) for (a, _), (b, _) in zip(two, two[len(TEXTS):]))
 
 
+def test_a_saved_token_head_trains_on_from_its_directory_on_voice_passes_it_never_heard(llm, tmp_path):
+    from safetensors.torch import load_file
+
+    from systems.audiochatllama.train_bridge import BridgeTrainConfig, train
+
+    tiny_token_encoder(llm.tokenizer, seed=3).save(tmp_path / "head")
+    before = load_file(str(tmp_path / "head" / "model.safetensors"))
+    cfg = BridgeTrainConfig(init=str(tmp_path / "head"), llm="tiny", batch_size=2, steps=2, warmup=1, log_every=1,
+                            eval_every=2, dev_size=2, noise_prob=0.0, threads=1, voices_per_text=1, first_pass=1)
+    train(cfg, tmp_path / "run", texts=TEXTS, tokenizer=llm.tokenizer, progress=False)
+    assert sorted(p.name for p in (tmp_path / "run").glob("states-v*.pt")) == ["states-v1.pt"]  # pass 0 unused
+    again = TokenCTCEncoder.load(tmp_path / "run" / "ckpt")
+    assert again.vocab.ids == TokenVocab.from_texts(llm.tokenizer, TEXTS).ids
+    after = again.state_dict()
+    # the saved encoder (frozen on the cached route) is under the head, and the head moved from the saved one
+    enc_keys = [k for k in after if k.startswith("encoder.")]
+    assert enc_keys and all(torch.equal(after[k], before[k]) for k in enc_keys)
+    assert not torch.equal(after["head.weight"], before["head.weight"])
+    with pytest.raises(ValueError, match="token head over tiny's tokens"):
+        train(BridgeTrainConfig(init=str(tmp_path / "head"), llm="smollm2"), tmp_path / "other",
+              texts=TEXTS, tokenizer=llm.tokenizer, progress=False)
+
+
 def test_adapter_sits_between_encoder_and_head_and_round_trips(llm, tmp_path):
     enc = tiny_token_encoder(llm.tokenizer)
     with_adapter = TokenCTCEncoder(enc.encoder, enc.fe, enc.vocab, {"llm": "tiny", "adapter_layers": 1})

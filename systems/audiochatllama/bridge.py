@@ -237,18 +237,22 @@ class TokenCTCEncoder(nn.Module):
         if self.fe is not None:
             self.fe.save_pretrained(path)
 
+    @staticmethod
+    def resolve(path: str | Path) -> Path:
+        """`path`, or a relative one that is not under the working directory taken from the repository
+        root (checkpoint configs name `systems/checkpoints/...`)."""
+        path = Path(path)
+        return Path(__file__).resolve().parents[2] / path if not path.is_absolute() and not path.exists() else path
+
     @classmethod
     def load(cls, path: str | Path) -> "TokenCTCEncoder":
-        """`path`: a directory written by `save`; a relative one that is not under the working directory
-        is taken from the repository root (checkpoint configs name `systems/checkpoints/...`)."""
+        """`path`: a directory written by `save` (found as `resolve` says)."""
         from safetensors.torch import load_file
         from transformers import ParakeetEncoder, ParakeetEncoderConfig, ParakeetFeatureExtractor
 
         from systems.llm import weights_identity
 
-        path = Path(path)
-        if not path.is_absolute() and not path.exists():
-            path = Path(__file__).resolve().parents[2] / path
+        path = cls.resolve(path)
         meta = json.loads((path / "bridge.json").read_text())
         if meta.get("base") == "whisper":
             return WhisperTokenCTCEncoder.load_dir(path, meta)

@@ -33,8 +33,9 @@ from systems.training import (StepFitter, add_dataclass_options, apply_options, 
 class BridgeTrainConfig(ASRTrainConfig):
     """The ASR recipe's speech and augmentation options (its architecture options are unused: the
     encoder comes from `init`), plus the head's."""
-    # the encoder under the head: a character CTC model's directory (its encoder starts the bridge), or
-    # "whisper-base", the embedded Whisper's encoder (frozen: the cached route only)
+    # the encoder under the head: a character CTC model's directory (its encoder starts a fresh head),
+    # "whisper-base" (the embedded Whisper's encoder, frozen: the cached route only), or a token head's
+    # own directory (`bridge.json`: that head, adapter and vocabulary train on, e.g. on new voice passes)
     init: str = "systems/checkpoints/ctc-conformer"
     llm: str = "smollm2"  # whose tokens the head predicts
     batch_size: int = 16
@@ -53,6 +54,9 @@ class BridgeTrainConfig(ASRTrainConfig):
     # batch synthesised afresh and the encoder trained too (`encoder_lr`), as the ASR recipe does.
     cached: bool = True
     voices_per_text: int = 2
+    # the first voice pass: passes first_pass … first_pass + voices_per_text - 1 are used, so a head
+    # continued from `init` can train on speech it has never heard (its own run used passes 0 and 1)
+    first_pass: int = 0
     # cached route: SpecAugment on the cached states every step (`time_masks` spans of up to `time_mask_frac`
     # of a clip, `freq_masks` bands of up to `freq_mask_width` channels), so that fixed clips vary by epoch
     mask_states: bool = False
@@ -70,7 +74,7 @@ def cached_states(encoder, texts: list[str], cfg: BridgeTrainConfig, out: Path, 
     stored in `out/states-v{k}.pt`, so a resumed run, another head or another vocabulary reuses it,
     and a run with more voices a text computes only the passes it lacks."""
     data = []
-    for k in range(cfg.voices_per_text):
+    for k in range(cfg.first_pass, cfg.first_pass + cfg.voices_per_text):
         path = out / f"states-v{k}.pt"
         if not path.exists():
             states = _encode_pass(encoder, texts, cfg, k, progress)
@@ -177,6 +181,11 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
     elif encoder is None and cfg.init.startswith("whisper"):
         encoder = WhisperTokenCTCEncoder.from_whisper(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers,
                                                       min_count=cfg.min_count)
+    elif encoder is None and (TokenCTCEncoder.resolve(cfg.init) / "bridge.json").exists():
+        encoder = TokenCTCEncoder.load(cfg.init)
+        if encoder.meta.get("llm") != cfg.llm:
+            raise ValueError(f"{cfg.init} is a token head over {encoder.meta.get('llm')}'s tokens, not {cfg.llm}'s: "
+                             f"pass --llm {encoder.meta.get('llm')}, or a character CTC model's directory as --init")
     elif encoder is None:
         encoder = TokenCTCEncoder.from_ctc(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers, cfg.min_count)
     encoder.to(cfg.device).train()
