@@ -40,8 +40,12 @@ def _parser() -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--suite", help="a named suite (see `list`) or a suite file (TOML: copy one from tasks/suites/ "
                    "and edit it); flags below override it. Default: default")
-    r.add_argument("--systems", help="comma-separated system names, e.g. text,cascade")
+    r.add_argument("--systems", help="comma-separated system names, e.g. text,cascade; NAME=SYSTEM runs SYSTEM as NAME, "
+                   "so one system can run twice with its own --system-args each (e.g. audiochatllama,"
+                   "prev=audiochatllama --system-args prev:checkpoint=DIR --baselines prev)")
     r.add_argument("--tasks", help="comma-separated task names, e.g. spoken-qa")
+    r.add_argument("--baselines", help="comma-separated systems every other one is compared with, paired, in this "
+                   "order where present (default: the suite's; cascade,text)")
     r.add_argument("--conditions", help="comma-separated conditions, e.g. clean (default: clean)")
     r.add_argument("--limit", type=int, help="at most N items per task")
     r.add_argument("--llm", help="chat LLM: an embedded name (smollm2), a transformers model id or a local path")
@@ -197,7 +201,8 @@ def _suite_config(args, all_suites: dict):
         preset = {k: v for k, v in all_suites["default"].items()
                   if k in ("systems", "tasks", "optional_systems", "baselines", "bucket_systems", "toplines")}
     return C.resolve(preset, {
-        "suite": suite_name, "systems": args.systems, "tasks": args.tasks, "conditions": args.conditions,
+        "suite": suite_name, "systems": args.systems, "tasks": args.tasks, "baselines": args.baselines,
+        "conditions": args.conditions,
         "limit": args.limit, "llm": args.llm, "dtype": args.dtype, "device": args.device,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
         "output_dir": args.output_dir, "cache": args.cache, "trust_remote_code": args.trust_remote_code,

@@ -37,6 +37,9 @@ class RunConfig:
     # per-system options, opaque to the harness: {system: {key: value}}, parsed and validated by each
     # system's factory (`--system-args 'cascade:asr=DIR,decoder=beam'`)
     system_args: dict[str, dict[str, str]] = field(default_factory=dict)
+    # names given to systems in this run (`--systems 'prev=audiochatllama'`): {name: the system it runs},
+    # so that one system can run twice, each time with its own `system_args` (two checkpoints, paired)
+    aliases: dict[str, str] = field(default_factory=dict)
     # the systems every other one is compared with (paired differences), in this order, where present
     baselines: list[str] = field(default_factory=list)
     # whose transcripts bucket the items by word error rate (the first present)
@@ -70,8 +73,9 @@ class RunConfig:
         for k in ("output_dir", "cache", "batch_size", "optional_systems", "toplines", "verdict_systems"):
             d.pop(k)
         d.pop("data_dir")
-        if d["judge"] is None:  # runs without a judge keep the identity they had before judges existed
-            d.pop("judge")
+        for k in ("judge", "aliases"):  # runs without one keep the identity they had before it existed
+            if not d[k]:
+                d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
@@ -92,12 +96,26 @@ def resolve(suite: dict | None, overrides: dict) -> RunConfig:
                     cfg.system_args.setdefault(name, {}).update(args)
                 continue
             setattr(cfg, k, parse_list(v) if isinstance(getattr(cfg, k), list) and isinstance(v, str) else v)
+    for entry in list(cfg.systems):
+        name, system = split_alias(entry)
+        if name != entry:
+            cfg.aliases[name] = system
+            cfg.systems[cfg.systems.index(entry)] = name
     given = {k for src in (suite or {}, overrides) for k, v in src.items() if v is not None}
     if cfg.device.startswith("cuda"):  # an accelerator's defaults, where neither suite nor flag chose
         for k, v in GPU_DEFAULTS.items():
             if k not in given:
                 setattr(cfg, k, v)
     return cfg
+
+
+def split_alias(entry: str) -> tuple[str, str]:
+    """`NAME=SYSTEM` → (NAME, SYSTEM); anything else (`cascade`, `hf:org/model`, a family's ARG that
+    holds "=" after its ":") → (entry, entry). NAME: letters, digits, `_ . -`."""
+    import re
+
+    m = re.fullmatch(r"([A-Za-z0-9_.-]+)=(.+)", entry)
+    return (m.group(1), m.group(2)) if m else (entry, entry)
 
 
 # On `--device cuda`: bf16 weights (half the memory traffic, tensor cores) and batches large enough

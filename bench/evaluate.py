@@ -59,14 +59,17 @@ def validate(plan: Plan) -> None:
 
     if not plan.systems or not plan.tasks:
         raise ValueError("nothing to run: give --systems and --tasks, or a --suite")
+    for name, system in plan.aliases.items():
+        if name in systems().names():
+            raise ValueError(f"{name}={system}: {name!r} is already a system's name; give the alias another one")
     for n in plan.systems + ([plan.judge] if plan.judge else []):
-        systems().target(n)
+        systems().target(plan.aliases.get(n, n))
     for n in plan.tasks:
         tasks().target(n.partition(":")[0])
     for n in plan.conditions + plan.sweep_conditions:
         CONDITIONS.target(n)
     for name, args in plan.system_args.items():
-        check_system_args(name, args)
+        check_system_args(plan.aliases.get(name, name), args)
 
 
 def build_tasks(plan: Plan) -> dict[str, tuple[Task, list[Item]]]:
@@ -150,7 +153,8 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
     def system(name: str):
         if name not in built:
             with stats.profile.time(name, "build"):
-                built[name] = build_system(name, ctx, plan.system_args.get(name, {}))
+                built[name] = build_system(plan.aliases.get(name, name), ctx, plan.system_args.get(name, {}))
+                built[name].name = name
         return built[name]
 
     t0 = time.perf_counter()

@@ -72,6 +72,31 @@ def test_a_system_from_a_test_file_runs_scores_reports_and_compares(tmp_path, ca
     assert "| REGRESSED | suffixer | fake-qa | clean | agree_echo |" in capsys.readouterr().out
 
 
+def test_one_system_runs_twice_under_an_alias_each_with_its_own_checkpoint_and_pairs(tmp_path, capsys, suffixer):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("!")
+    b.write_text("")
+    assert main(["run", "--systems", "suffixer,prev=suffixer,echo", "--tasks", "fake-qa", "--baselines", "prev",
+                 "--output-dir", str(tmp_path / "runs"), "--no-progress",
+                 "--system-args", f"suffixer:checkpoint={a}", "--system-args", f"prev:checkpoint={b}"]) == 0
+    run = Path(_last_line(capsys))
+    rows = [json.loads(l) for l in (run / "rows.jsonl").read_text().splitlines()]
+    own = {(r["system"], r["metric"]): r["value"] for r in rows if not r["baseline"]}
+    assert own[("prev", "agree_echo")] == 1.0 and own[("suffixer", "agree_echo")] == 0.0  # each its own checkpoint
+    paired = {r["metric"]: r["value"] for r in rows if r["system"] == "suffixer" and r["baseline"] == "prev"}
+    assert paired["agree_echo"] == -1.0
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["config"]["systems"] == ["suffixer", "prev", "echo"] and meta["config"]["aliases"] == {"prev": "suffixer"}
+    assert meta["fingerprints"]["prev"] != meta["fingerprints"]["suffixer"]
+    assert main(["score", str(run)]) == 0 and Path(_last_line(capsys)) == run  # a saved run reads its aliases back
+    # an alias may not take a system's own name, and its arguments are checked against the system it runs
+    assert main(["run", "--systems", "echo=suffixer", "--tasks", "fake-qa", "--output-dir", str(tmp_path)]) == 2
+    assert "'echo' is already a system's name" in capsys.readouterr().err
+    assert main(["run", "--systems", "prev=suffixer", "--tasks", "fake-qa", "--output-dir", str(tmp_path),
+                 "--system-args", "prev:checkpiont=x"]) == 2
+    assert "it takes: checkpoint" in capsys.readouterr().err
+
+
 def test_an_unknown_system_argument_names_the_allowed_ones(tmp_path, capsys, suffixer):
     rc = main(["run", "--systems", "suffixer", "--tasks", "fake-qa", "--output-dir", str(tmp_path),
                "--system-args", "suffixer:checkpiont=x"])
