@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -96,11 +97,10 @@ def resolve(suite: dict | None, overrides: dict) -> RunConfig:
                     cfg.system_args.setdefault(name, {}).update(args)
                 continue
             setattr(cfg, k, parse_list(v) if isinstance(getattr(cfg, k), list) and isinstance(v, str) else v)
-    for entry in list(cfg.systems):
+    for i, entry in enumerate(cfg.systems):
         name, system = split_alias(entry)
         if name != entry:
-            cfg.aliases[name] = system
-            cfg.systems[cfg.systems.index(entry)] = name
+            cfg.aliases[name], cfg.systems[i] = system, name
     given = {k for src in (suite or {}, overrides) for k, v in src.items() if v is not None}
     if cfg.device.startswith("cuda"):  # an accelerator's defaults, where neither suite nor flag chose
         for k, v in GPU_DEFAULTS.items():
@@ -112,8 +112,6 @@ def resolve(suite: dict | None, overrides: dict) -> RunConfig:
 def split_alias(entry: str) -> tuple[str, str]:
     """`NAME=SYSTEM` → (NAME, SYSTEM); anything else (`cascade`, `hf:org/model`, a family's ARG that
     holds "=" after its ":") → (entry, entry). NAME: letters, digits, `_ . -`."""
-    import re
-
     m = re.fullmatch(r"([A-Za-z0-9_.-]+)=(.+)", entry)
     return (m.group(1), m.group(2)) if m else (entry, entry)
 
