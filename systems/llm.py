@@ -10,6 +10,7 @@ a local directory, or a transformers model id (hub access needed for ids).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -159,8 +160,9 @@ class ChatLLM:
         ends (EOS or max_new_tokens) and waiting prompts are prefilled into the free rows, so no
         step computes a finished or padded-out row. Each row attends only to its own tokens (left
         padding masked, explicit positions), which gives `model.generate`'s tokens: the tests hold
-        it to token identity on fixed prompt sets. Models whose cache is not a plain dynamic KV
-        cache (sliding windows, recurrent state) take `model.generate` batch by batch instead."""
+        it to token identity on fixed prompt sets. The cache's layers (`SlackLayer`) write each
+        step's keys in place rather than copying the whole cache. Models whose cache is not a plain
+        dynamic KV cache (sliding windows, recurrent state) take `model.generate` batch by batch."""
         if not prompts:
             return []
         rows = max(1, rows or self.max_rows)
@@ -215,7 +217,7 @@ class ChatLLM:
                 first = int(mask.any(0).int().argmax())  # columns every remaining row has as padding
                 if first:
                     for layer in cache.layers:
-                        layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+                        layer.drop_front(first)
                     mask = mask[:, first:]
         return out
 
@@ -224,8 +226,6 @@ class ChatLLM:
         Token prompts that open alike (the chat template's system turn) share that prefix: it is run
         once, its keys and values copied to every row, and only the rest is run per row (the padding
         then sits between prefix and rest, masked; positions stay each row's own)."""
-        from transformers import DynamicCache
-
         n, embeds = len(prompts), isinstance(prompts[0], torch.Tensor)
         shared = 0 if embeds or n < 2 else common_prefix(prompts)
         if shared < 8:  # (one prompt alone: where a shared part ends is unknown)
@@ -237,10 +237,7 @@ class ChatLLM:
         for i, r in enumerate(rest):
             mask[i, shared + width - len(r):] = 1
         pos = ((mask.cumsum(-1) - 1).clamp(min=0))[:, shared:]
-        if shared:
-            cache = self._prefix_cache(tuple(prompts[0][:shared]), n)
-        else:
-            cache = DynamicCache(config=self.model.config)
+        cache = self._prefix_cache(tuple(prompts[0][:shared]), n) if shared else self._new_cache()
         inputs = {"inputs_embeds" if embeds else "input_ids": self._left_pad(rest)[0]}
         logits = self._forward(**inputs, attention_mask=mask, position_ids=pos, cache=cache, last_only=True)
         return cache, mask, logits.logits[:, -1]
@@ -254,10 +251,18 @@ class ChatLLM:
             one = DynamicCache(config=self.model.config)
             self._forward(input_ids=torch.tensor([prefix], device=self.device), cache=one, last_only=True)
             memo = self._prefix_memo = (prefix, [(l.keys, l.values) for l in one.layers])
-        cache = DynamicCache(config=self.model.config)
+        cache = self._new_cache()
         for layer, (k, v) in zip(cache.layers, memo[1]):
             layer.lazy_initialization(k, v)
-            layer.keys, layer.values = k.expand(n, -1, -1, -1).clone(), v.expand(n, -1, -1, -1).clone()
+            layer.keys, layer.values = k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)  # copied on first update
+        return cache
+
+    def _new_cache(self):
+        """An empty KV cache for `_greedy`: the model's dynamic cache with `SlackLayer` layers."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        cache.layers = [_slack_layer_class()() for _ in cache.layers]
         return cache
 
     def _forward(self, cache, last_only: bool = False, **inputs):
@@ -327,6 +332,70 @@ class ChatLLM:
             rows = logp[i, pos - 1: pos - 1 + len(tgt)]
             out.append(TokenLogProbs(tuple(rows.gather(1, torch.tensor(tgt, device=self.device)[:, None]).squeeze(1).tolist())))
         return out
+
+
+@functools.cache
+def _slack_layer_class():
+    """`SlackLayer`, built on first use (transformers is imported only when a model decodes)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class SlackLayer(DynamicLayer):
+        """A dynamic KV-cache layer whose keys and values are views into buffers with free positions
+        at the end: a decoding step writes its token in place, where `DynamicLayer` copies the whole
+        cache (`torch.cat`) every step, and a full buffer grows by `slack` positions at once. The
+        views hold exactly the cached positions, so attention computes what it computes over
+        `DynamicLayer` (the tests hold `_greedy` to `model.generate`'s tokens). Keys or values
+        assigned from outside (a merge of two caches, a prefix copied in) are taken into a new
+        buffer on the next update."""
+
+        slack = 64
+        _buf = None  # (keys buffer, values buffer, first, end): keys = keys buffer[:, :, first:end]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n = key_states.shape[-2]
+            if not self._owns() or self._buf[3] + n > self._buf[0].shape[-2]:
+                self._adopt(key_states, value_states, n)
+            kb, vb, a, e = self._buf
+            kb[:, :, e:e + n], vb[:, :, e:e + n] = key_states, value_states
+            self._view(kb, vb, a, e + n)
+            return self.keys, self.values
+
+        def _owns(self) -> bool:
+            """Whether keys and values are still this layer's views (not assigned from outside)."""
+            return self._buf is not None and self.keys is self._views[0] and self.values is self._views[1]
+
+        def _adopt(self, key_states, value_states, n: int) -> None:
+            """A new buffer holding the cached keys and values, with room for `n` + `slack` more."""
+            old = self.keys.shape[-2] if self.keys.dim() == 4 else 0
+            (b, h, _, dk), dv = key_states.shape, value_states.shape[-1]
+            kb = key_states.new_empty((b, h, old + n + self.slack, dk))
+            vb = value_states.new_empty((b, h, old + n + self.slack, dv))
+            if old:
+                kb[:, :, :old], vb[:, :, :old] = self.keys, self.values
+            self._buf = (kb, vb, 0, old)
+
+        def _view(self, kb, vb, a: int, e: int) -> None:
+            self._buf = (kb, vb, a, e)
+            self.keys, self.values = self._views = (kb[:, :, a:e], vb[:, :, a:e])
+
+        def drop_front(self, first: int) -> None:
+            """Forget the first `first` positions (columns every row holds as padding), without a copy."""
+            if self._owns():
+                kb, vb, a, e = self._buf
+                self._view(kb, vb, a + first, e)
+            else:
+                self.keys, self.values = self.keys[..., first:, :], self.values[..., first:, :]
+
+        def batch_select_indices(self, indices) -> None:
+            if self._owns():
+                kb, vb, a, e = self._buf
+                self._view(kb[indices], vb[indices], a, e)
+            else:
+                super().batch_select_indices(indices)
+
+    return SlackLayer
 
 
 def common_prefix(prompts: list) -> int:

@@ -147,3 +147,39 @@ def test_perf_table_puts_the_three_loops_side_by_side(tiny):
     rows = [l for l in table.splitlines() if l.startswith("| ") and l[2].isdigit()]
     assert [r.split("|")[1].strip() for r in rows] == ["1", "4"]
     assert "One at a time" in table and "Best: harness" in table and "compute bound" in table
+
+
+def test_slack_kv_layer_writes_in_place_and_holds_what_concatenation_holds():
+    """`SlackLayer` (the KV-cache layer of `_greedy`) holds exactly what `DynamicLayer`'s
+    concatenation holds through prefill, steps past its slack, dropped padding columns, rows
+    leaving and keys assigned from outside; within its slack a step copies nothing."""
+    from transformers.cache_utils import DynamicLayer
+
+    from systems.llm import _slack_layer_class
+
+    torch.manual_seed(0)
+    layer, ref = _slack_layer_class()(), DynamicLayer()
+
+    def step(n, b=2):
+        k, v = torch.randn(b, 3, n, 4), torch.randn(b, 3, n, 4)
+        got, want = layer.update(k, v), ref.update(k, v)
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+    step(5)
+    buf = layer._buf[0].data_ptr()
+    for _ in range(layer.slack):
+        step(1)
+    assert layer._buf[0].data_ptr() == buf, "steps within the slack should write into the same buffer"
+    step(1)  # past the slack: a bigger buffer
+    assert layer._buf[0].data_ptr() != buf and layer.get_seq_length() == 5 + layer.slack + 1
+    layer.drop_front(3)
+    ref.keys, ref.values = ref.keys[..., 3:, :], ref.values[..., 3:, :]
+    step(1)
+    layer.batch_select_indices(torch.tensor([1]))
+    ref.batch_select_indices(torch.tensor([1]))
+    step(1, b=1)
+    extra = torch.randn(1, 3, 2, 4)
+    layer.keys, layer.values = torch.cat([extra, layer.keys], 2), torch.cat([extra, layer.values], 2)
+    ref.keys, ref.values = torch.cat([extra, ref.keys], 2), torch.cat([extra, ref.values], 2)
+    step(2, b=1)
+    assert layer.get_seq_length() == ref.get_seq_length()
