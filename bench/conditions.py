@@ -173,21 +173,27 @@ def word_errors(rate: float) -> ConditionFn:
     return apply
 
 
-def respeak_joe(item: Item, seed: int) -> Item:
-    """Every spoken turn with known words spoken again by the evaluation-only piper `joe` voice
-    (bench/piper_tts.py), at a speaking rate drawn from the seed (length scale 0.9-1.15): a voice
-    family no training recipe uses. A spoken turn without a transcript fails the item."""
-    from bench import piper_tts
+def respeak(family: str, per_turn: bool) -> ConditionFn:
+    """Every spoken user turn with known words spoken again by a test voice of the `family` engine
+    (`bench.voices`: voices no training recipe may hear), drawn from the item's seed: one voice for the
+    whole conversation, or (`per_turn`, as `voice-joe` always did: its speaking rate) one per turn. A
+    spoken turn without a transcript fails the item."""
 
-    def turn(t: Turn, k: int) -> Turn:
-        if t.role != "user" or t.audio is None:
-            return t
-        if not t.transcript:
-            raise ValueError("voice-joe re-speaks a turn's words, and this spoken turn has no transcript")
-        rate = float(np.random.default_rng([seed, k]).uniform(0.9, 1.15))
-        return replace(t, audio=piper_tts.speak(t.transcript, round(rate, 3)))
+    def apply(item: Item, seed: int) -> Item:
+        from bench import voices
 
-    return replace(item, turn=turn(item.turn, 0), history=tuple(turn(t, k + 1) for k, t in enumerate(item.history)))
+        eng = voices.engine(family)
+
+        def turn(t: Turn, k: int) -> Turn:
+            if t.role != "user" or t.audio is None:
+                return t
+            if not t.transcript:
+                raise ValueError(f"voice-{family} re-speaks a turn's words, and this spoken turn has no transcript")
+            return replace(t, audio=eng.speak(t.transcript, eng.sample("test", [seed, k if per_turn else 0])))
+
+        return replace(item, turn=turn(item.turn, 0), history=tuple(turn(t, k + 1) for k, t in enumerate(item.history)))
+
+    return apply
 
 
 def clean(item: Item, seed: int) -> Item:
@@ -233,8 +239,10 @@ FAMILIES: list[Family] = [
 FIXED: dict[str, tuple[ConditionFn, str]] = {
     "clean": (clean, "the item as authored"),
     "telephone": (_on_audio(band(300, 3400)), "band-limited to 300-3400 Hz"),
-    "voice-joe": (respeak_joe, "the words re-spoken by piper's neural `joe` voice (evaluation only: no recipe "
-                               "trains on it), so a table shows how systems hold up on a voice family never heard"),
+    "voice-joe": (respeak("piper", per_turn=True), "the words re-spoken by piper's neural `joe` voice (evaluation "
+                  "only: no recipe trains on it), so a table shows how systems hold up on a voice family never heard"),
+    "voice-kokoro": (respeak("kokoro", per_turn=False), "the words re-spoken by a Kokoro-82M test voice (a blend "
+                     "holding the style no recipe hears), one voice a conversation"),
 }
 
 

@@ -24,6 +24,10 @@ def add_parser(sub) -> None:
         p.add_argument("--split", default="test", choices=["train", "dev", "test"])
         p.add_argument("--limit", type=int, default=None)
         p.add_argument("--data-dir", default=None, help="local copies of public benchmarks (see `list`)")
+        if name != "export":
+            p.add_argument("--condition", default="clean",
+                           help="speak the items under this condition first, e.g. voice-kokoro (Kokoro test voices) "
+                                "or voice-joe (piper's evaluation voice); default: clean, as authored")
         if name == "export":
             p.add_argument("--out", required=True, help="folder to write <task>/<item>.wav and manifest.jsonl into "
                            "(several tasks: <task>/manifest.jsonl each, one kind per manifest)")
@@ -59,30 +63,45 @@ def cmd_data(args) -> int:
     return data_tools().get(args.data_command)(args.args)
 
 
+def _voiced(item: Item, condition: str) -> Item:
+    """The item's audio loaded, under `condition` (a voice condition re-speaks it)."""
+    from bench.conditions import apply
+
+    return apply(condition, item) if condition != "clean" else item.materialized()
+
+
 def synth(args) -> int:
     from bench import tts
+    from bench.voices import VOICE_CONDITIONS, engine
 
     total_audio, total_wall, failed = 0.0, 0.0, 0
     for name, task, items in _tasks(args):
         for it in tqdm(items, desc=name, unit="item", file=sys.stderr, leave=False):
             t0 = time.perf_counter()
             try:
-                total_audio += sum(t.audio.seconds for t in _spoken_turns(it.materialized()))
+                total_audio += sum(t.audio.seconds for t in _spoken_turns(_voiced(it, args.condition)))
             except Exception as e:
                 failed += 1
                 print(f"{name} · {it.id}: {e}", file=sys.stderr)
             total_wall += time.perf_counter() - t0
-    print(f"{total_audio:.1f} s of audio in {total_wall:.1f} s ({total_audio / max(total_wall, 1e-9):.0f}x real time,"
-          f" cached where already synthesised; espeak-ng {tts.espeak_version()}); {failed} failed")
+    family = VOICE_CONDITIONS.get(args.condition)
+    version = f"{family} {engine(family).identity()}" if family else f"espeak-ng {tts.espeak_version()}"
+    print(f"{total_audio:.1f} s of audio in {total_wall:.1f} s ({total_audio / max(total_wall, 1e-9):.1f}x real time,"
+          f" cached where already synthesised; {version}); {failed} failed")
     return 0 if not failed else 1
 
 
 def inspect(args) -> int:
-    print("| task | split | items | spoken turns | typed turns | audio (s) total | mean | max | voices | kind |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    from bench.voices import family_of
+
+    print("| task | split | condition | voice family | items | spoken turns | typed turns | audio (s) total | mean | max "
+          "| voices | kind |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, task, items in _tasks(args):
         durations, voices, typed, spoken = [], set(), 0, 0
         for it in items:
+            if args.condition != "clean":
+                it = _voiced(it, args.condition)
             for t in (*it.history, it.turn):
                 if t.role != "user":
                     continue
@@ -92,10 +111,13 @@ def inspect(args) -> int:
                 spoken += 1
                 if getattr(t.audio, "voice", None):
                     voices.add(t.audio.voice)
+                elif args.condition != "clean":  # re-spoken: the voice is the origin's head
+                    voices.add(t.audio.origin.rsplit(":", 1)[0])
                 a = t.audio.load() if not isinstance(t.audio, Audio) else t.audio
                 durations.append(a.seconds)
         tot = sum(durations)
-        print(f"| {name} | {args.split} | {len(items)} | {spoken} | {typed} | {tot:.1f} | "
+        print(f"| {name} | {args.split} | {args.condition} | {family_of(args.condition, items)} | {len(items)} | {spoken} "
+              f"| {typed} | {tot:.1f} | "
               f"{tot / max(len(durations), 1):.1f} | {max(durations, default=0):.1f} | {len(voices)} | {_kind(task)} |")
     return 0
 

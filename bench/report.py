@@ -7,7 +7,8 @@ import json
 import math
 from pathlib import Path
 
-ROW_FIELDS = ["run", "system", "task", "task_version", "condition", "bucket", "bucket_by", "voice", "metric",
+ROW_FIELDS = ["run", "system", "task", "task_version", "condition", "voice_family", "bucket", "bucket_by", "voice",
+              "metric",
               "baseline", "value", "ci_low", "ci_high", "significant", "n", "n_failed", "higher_is_better", "timing",
               "primary",
               "git_sha", "config_hash"]

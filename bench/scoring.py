@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.stats import ALPHA, N_BOOT, resample_counts
 from bench.types import Generation, Item, Metric, Task
+from bench.voices import family_of
 
 Outputs = Mapping[str, Generation | None]  # item id → generation (None: the item failed)
 
@@ -152,13 +153,14 @@ def score_task(task: Task, condition: str, items: list[Item], by_system: Mapping
                baselines: tuple[str, ...] | list[str] = (), extra: Mapping | None = None) -> list[dict]:
     """Rows for every (system, metric) of one task under one condition, and paired differences of
     every other system against each of `baselines` present (`baseline` column set). `extra`: fields
-    every row carries (a WER bucket, ...)."""
-    rows, primary = [], task.primary_metric()
+    every row carries (a WER bucket, ...). Every row names the voice family that spoke the items
+    (`voice_family`: espeak, kokoro, piper, recorded or typed)."""
+    rows, primary, family = [], task.primary_metric(), family_of(condition, items)
     for system, outputs in by_system.items():
         for metric in task.metrics:
             context = {metric.needs: by_system[metric.needs]} if metric.needs in by_system else {}
             base = {"system": system, "task": task.name, "task_version": task.version, "condition": condition,
-                    **(extra or {}), "metric": metric.name, "higher_is_better": metric.higher_is_better,
+                    "voice_family": family, **(extra or {}), "metric": metric.name, "higher_is_better": metric.higher_is_better,
                     "timing": metric.timing, "primary": metric.name == primary}
             res = score_metric(metric, items, outputs, context)
             if res is None:

@@ -52,6 +52,13 @@ def voices(split: str) -> list[str]:
     return [f"{b}+{v}" for b in BASE_VOICES for v in variants]
 
 
+def split_of(name: str) -> str:
+    """The split of an espeak voice name by its variant: test, dev, or train (a voice without a
+    held-out variant, `en-us` alone included)."""
+    _, _, variant = name.partition("+")
+    return next((split for split, vs in SPLIT_VARIANTS.items() if variant in vs), "train")
+
+
 @dataclass(frozen=True)
 class Voice:
     name: str = "en-us"
@@ -124,6 +131,19 @@ class _Espeak:
         pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
         return pcm.astype(np.float32) / 32768.0
 
+    def phonemes(self, text: str, voice: str) -> str:
+        """espeak-ng's IPA for `text` in `voice` (clauses joined by a space; punctuation is not kept):
+        what the Kokoro engine speaks."""
+        with self.lock:
+            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise EspeakError(f"unknown espeak voice {voice!r} (see bench.tts.voices())")
+            self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+            ptr = ctypes.pointer(ctypes.c_char_p(text.encode("utf-8")))
+            out = []
+            while ptr.contents.value:  # one clause a call; the pointer moves on
+                out.append((self.lib.espeak_TextToPhonemes(ptr, 1, 0x02) or b"").decode("utf-8"))  # UTF-8 in, IPA out
+        return " ".join(p.strip() for p in out if p.strip())
+
 
 def _read_exact(f, n: int) -> bytes:
     data = f.read(n)
@@ -146,16 +166,22 @@ class _Forked:
         self.rate = hello["rate"]
         self.lock = threading.Lock()
 
-    def synth(self, text: str, voice: Voice) -> np.ndarray:
-        request = json.dumps({"text": text, "voice": voice.name, "rate": voice.rate, "pitch": voice.pitch})
+    def _ask(self, request: dict) -> bytes:
         with self.lock:
-            self.proc.stdin.write(request.encode() + b"\n")
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
             self.proc.stdin.flush()
             (n,) = struct.unpack("<q", _read_exact(self.proc.stdout, 8))
             data = _read_exact(self.proc.stdout, abs(n))
         if n < 0:
             raise EspeakError(data.decode())
+        return data
+
+    def synth(self, text: str, voice: Voice) -> np.ndarray:
+        data = self._ask({"text": text, "voice": voice.name, "rate": voice.rate, "pitch": voice.pitch})
         return np.frombuffer(data, np.int16).astype(np.float32) / 32768.0
+
+    def phonemes(self, text: str, voice: str) -> str:
+        return self._ask({"phonemes": text, "voice": voice}).decode("utf-8")
 
     def close(self, pid: int) -> None:
         if os.getpid() == pid:  # at exit: end the helper (a forked child leaves its parent's alone)
@@ -180,8 +206,11 @@ def _serve() -> None:
         if pid == 0:  # the child: speak, write, leave without running any cleanup of the parent's
             os.close(r)
             try:
-                pcm = (e.synth(req["text"], Voice(req["voice"], req["rate"], req["pitch"])) * 32768.0).astype(np.int16)
-                reply = struct.pack("<q", pcm.nbytes) + pcm.tobytes()
+                if "phonemes" in req:
+                    data = e.phonemes(req["phonemes"], req["voice"]).encode("utf-8")
+                else:
+                    data = (e.synth(req["text"], Voice(req["voice"], req["rate"], req["pitch"])) * 32768.0).astype(np.int16).tobytes()
+                reply = struct.pack("<q", len(data)) + data
             except Exception as err:  # an unknown voice, a failed synthesis: the caller raises it
                 msg = f"{err}".encode()
                 reply = struct.pack("<q", -len(msg)) + msg
@@ -193,7 +222,7 @@ def _serve() -> None:
             reply = f.read()
         _, status = os.waitpid(pid, 0)
         if len(reply) < 8 or len(reply) != 8 + abs(struct.unpack("<q", reply[:8])[0]):
-            msg = f"espeak-ng crashed (wait status {status}) on {req['text'][:40]!r}".encode()
+            msg = f"espeak-ng crashed (wait status {status}) on {req.get('text', req.get('phonemes'))[:40]!r}".encode()
             reply = struct.pack("<q", -len(msg)) + msg
         out.write(reply)
         out.flush()

@@ -148,6 +148,23 @@ def test_stage_one_ctc_loss_falls_and_the_encoder_round_trips(llm, tmp_path):
                                       for i in enc.transcribe_ids(audios)]
 
 
+def test_stage_one_loss_falls_on_a_batch_of_mixed_voices(llm):
+    """Training speech from the default voice mix (espeak and Kokoro training voices) trains the head."""
+    import random
+
+    from bench.voices import VoiceMix
+    from systems.asr.ctc import featurize
+
+    mix, rng = VoiceMix.parse("espeak,kokoro"), random.Random(1)
+    audios = [mix.speak(t, rng) for t in TEXTS]
+    assert {a.origin.split(":")[0] for a in audios} == {"tts", "kokoro"}  # both engines in the batch
+    enc = tiny_token_encoder(llm.tokenizer)
+    feats, mask = featurize(enc.fe, [a.samples for a in audios])
+    labels = _labels(llm.tokenizer, enc)
+    losses = _steps(enc, lambda: enc.ctc_loss(feats, mask, labels))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
 @pytest.mark.parametrize("cached", [True, False])
 def test_stage_one_recipe_trains_checkpoints_and_resumes(llm, tmp_path, cached):
     from systems.audiochatllama.train_bridge import BridgeTrainConfig, train
@@ -167,16 +184,17 @@ def test_stage_one_recipe_trains_checkpoints_and_resumes(llm, tmp_path, cached):
     log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3, 4, 5] and log[3]["loss"] != 9.9  # each step logged once
     assert json.loads((tmp_path / "ckpt" / "train_config.json").read_text())["step"] == 5
-    assert (tmp_path / "states-v0.pt").exists() == cached  # the cached route encodes its clips once
+    # the cached route encodes its clips once, in a file named by the voice mix (default espeak and Kokoro)
+    assert (tmp_path / "states-espeak1-kokoro1-v0.pt").exists() == cached
 
 
 def test_cached_states_add_only_the_voice_passes_they_lack(llm, tmp_path):
     from systems.audiochatllama.train_bridge import BridgeTrainConfig, cached_states
 
     enc = tiny_token_encoder(llm.tokenizer)
-    one = cached_states(enc, TEXTS, BridgeTrainConfig(voices_per_text=1), tmp_path, progress=False)
+    one = cached_states(enc, TEXTS, BridgeTrainConfig(voices_per_text=1, voices="espeak"), tmp_path, progress=False)
     first = (tmp_path / "states-v0.pt").stat().st_mtime_ns
-    two = cached_states(enc, TEXTS, BridgeTrainConfig(voices_per_text=2), tmp_path, progress=False)
+    two = cached_states(enc, TEXTS, BridgeTrainConfig(voices_per_text=2, voices="espeak"), tmp_path, progress=False)
     assert (tmp_path / "states-v0.pt").stat().st_mtime_ns == first  # pass 0 read back, not redone
     assert len(one) == len(TEXTS) and len(two) == 2 * len(TEXTS)
     assert [t for _, t in two] == [t for _, t in one] * 2
@@ -195,7 +213,7 @@ def test_a_saved_token_head_trains_on_from_its_directory_on_voice_passes_it_neve
     cfg = BridgeTrainConfig(init=str(tmp_path / "head"), llm="tiny", batch_size=2, steps=2, warmup=1, log_every=1,
                             eval_every=2, dev_size=2, noise_prob=0.0, threads=1, voices_per_text=1, first_pass=1)
     train(cfg, tmp_path / "run", texts=TEXTS, tokenizer=llm.tokenizer, progress=False)
-    assert sorted(p.name for p in (tmp_path / "run").glob("states-v*.pt")) == ["states-v1.pt"]  # pass 0 unused
+    assert sorted(p.name for p in (tmp_path / "run").glob("states-*.pt")) == ["states-espeak1-kokoro1-v1.pt"]  # pass 0 unused
     again = TokenCTCEncoder.load(tmp_path / "run" / "ckpt")
     assert again.vocab.ids == TokenVocab.from_texts(llm.tokenizer, TEXTS).ids
     after = again.state_dict()
@@ -352,7 +370,7 @@ def test_whisper_token_head_recipe_takes_the_cached_route_only(llm, tmp_path):
     cfg = BridgeTrainConfig(batch_size=2, steps=2, warmup=1, log_every=1, eval_every=2, ckpt_every=2, dev_size=2,
                             workers=0, noise_prob=0.0, threads=1, cached=True, voices_per_text=1)
     out = train(cfg, tmp_path / "a", texts=TEXTS, tokenizer=llm.tokenizer, encoder=fresh(), progress=False)
-    assert out["step"] == 2 and "dev_wer" in out and (tmp_path / "a" / "states-v0.pt").exists()
+    assert out["step"] == 2 and "dev_wer" in out and (tmp_path / "a" / "states-espeak1-kokoro1-v0.pt").exists()
     cfg.cached = False
     with pytest.raises(ValueError, match="--cached"):
         train(cfg, tmp_path / "b", texts=TEXTS, tokenizer=llm.tokenizer, encoder=fresh(), progress=False)

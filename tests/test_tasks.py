@@ -70,7 +70,7 @@ def test_data_inspect_and_export_roundtrip(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AUDIOCHAT_BENCH_CACHE", str(tmp_path / "cache"))
     assert main(["data", "inspect", "--tasks", "spoken-qa,multiturn", "--limit", "3"]) == 0
     out = capsys.readouterr().out
-    assert "| spoken-qa | test | 3 | 3 | 0 |" in out
+    assert "| spoken-qa | test | clean | espeak | 3 | 3 | 0 |" in out
     assert main(["data", "export", "--tasks", "multiturn", "--limit", "2", "--out", str(tmp_path / "exp")]) == 0
     task = build_task(f"manifest:{tmp_path / 'exp' / 'manifest.jsonl'}")
     items, orig = task.items(), build_task("multiturn").items(2)

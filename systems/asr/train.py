@@ -69,7 +69,13 @@ class ASRTrainConfig:
     ckpt_every: int = 100
     dev_size: int = 120
     llm_sentences: str = "systems/asr/data/llm_sentences.txt"
+    # the voice engines the clips come from, with weights (`bench.voices.VoiceMix`: espeak,kokoro or
+    # espeak=3,kokoro=1): training voices only, never a test or dev voice, never the evaluation-only voice
+    voices: str = "espeak,kokoro"
 
+
+# what a checkpoint saved before an option existed ran with
+OLD_DEFAULTS = {"voices": "espeak"}
 
 PRESETS = {
     # Characters with 40 ms frames: the configuration measured to learn on CPU (../shared/FACTS.md);
@@ -97,7 +103,7 @@ def saved_config(directory: Path, overrides: dict | None = None) -> tuple[ASRTra
     """The config a run saved in DIR/train_config.json, with `overrides` applied, and the whole record
     (step, start_step, last log line)."""
     saved = json.loads((Path(directory) / "train_config.json").read_text())
-    return ASRTrainConfig(**{**saved["config"], **(overrides or {})}), saved
+    return ASRTrainConfig(**{**OLD_DEFAULTS, **saved["config"], **(overrides or {})}), saved
 
 
 def corpus(cfg: ASRTrainConfig) -> list[str]:
@@ -144,18 +150,19 @@ class SpeechStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         from transformers import ParakeetFeatureExtractor
 
-        from bench.tts import Voice, synthesize
+        from bench.voices import VoiceMix
 
         info = torch.utils.data.get_worker_info()
         rng = random.Random(f"{self.cfg.seed}-{self.epoch_seed}-{info.id if info else 0}")
         nprng = np.random.default_rng(rng.randrange(2**32))
         fe = ParakeetFeatureExtractor()
         cfg = self.cfg
+        mix = VoiceMix.parse(cfg.voices)
         while True:
             texts = [self.text(rng) for _ in range(cfg.batch_size)]
             wavs = []
             for t in texts:
-                x = synthesize(t, Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
+                x = mix.speak(t, rng).samples.astype(np.float64)
                 x *= 10 ** (rng.uniform(*cfg.gain_db_range) / 20)
                 if rng.random() < cfg.noise_prob:
                     x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))

@@ -56,12 +56,16 @@ class E2ETrainConfig:
     workers: int = 0  # processes synthesising speech ahead of the step (0: the training process does, in turn)
     log_every: int = 10
     ckpt_every: int = 50
+    # the voice engines the clips come from, with weights (`bench.voices.VoiceMix`: espeak,kokoro or
+    # espeak=3,kokoro=1): training voices only, never a test or dev voice, never the evaluation-only voice
+    voices: str = "espeak,kokoro"
 
 
 # options a resumed run takes from the command line (the rest come from the run's saved config)
 RUN_OPTIONS = ("steps", "threads", "workers", "bf16", "device")
 # ... and those a run continued with --init-from takes too (its new schedule and task mix)
-NEW_RUN_OPTIONS = ("warmup", "lr", "encoder_lr", "asr_prob", "kl_weight")
+NEW_RUN_OPTIONS = ("warmup", "lr", "encoder_lr", "asr_prob", "kl_weight", "voices")
+OLD_DEFAULTS = {"voices": "espeak"}  # what a run saved before an option existed ran with
 
 
 def _dist():
@@ -75,8 +79,8 @@ def _dist():
 def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random.Generator, asr_rows=()):
     """Requests (speech of the transcripts in training voices, with the instruction) and targets; with
     `cfg.asr_prob`, that share of the samples come from `asr_rows` (see `asr_targets`)."""
-    from bench.tts import Voice, synthesize
     from bench.types import Audio, Request, Turn
+    from bench.voices import VoiceMix
 
     if cfg.asr_prob:
         picked = [rng.choice(asr_rows if rng.random() < cfg.asr_prob else rows) for _ in range(cfg.batch_size)]
@@ -84,7 +88,7 @@ def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random
         picked = [rng.choice(rows) for _ in range(cfg.batch_size)]
     requests = []
     for r in picked:
-        x = synthesize(r["transcript"], Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
+        x = VoiceMix.parse(cfg.voices).speak(r["transcript"], rng).samples.astype(np.float64)
         if rng.random() < cfg.noise_prob:
             x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
         audio = Audio(np.clip(x, -1, 1).astype(np.float32))
@@ -180,7 +184,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     step, start, opt_state = 0, 0, None  # start: the step a fresh optimiser began at (warm-up from there)
     if (ckpt / "trainer_state.pt").exists():
         saved = json.loads((ckpt / "config.json").read_text())
-        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in RUN_OPTIONS}})
+        cfg = from_dict({**OLD_DEFAULTS, **saved["train"], **{k: getattr(cfg, k) for k in RUN_OPTIONS}})
         model = AudioChatLlama.load(ckpt, llm=model.llm if model else None, encoder=model.encoder if model else None)
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
         step, opt_state = int(state["step"]), state["optimizer"]
@@ -191,7 +195,7 @@ def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, mode
     elif init_from is not None:
         saved = json.loads((Path(init_from) / "config.json").read_text())
         lora_r = cfg.model.lora_r  # asked for now: adapters added to a checkpoint trained without
-        cfg = from_dict({**saved["train"], **{k: getattr(cfg, k) for k in (*RUN_OPTIONS, *NEW_RUN_OPTIONS)}})
+        cfg = from_dict({**OLD_DEFAULTS, **saved["train"], **{k: getattr(cfg, k) for k in (*RUN_OPTIONS, *NEW_RUN_OPTIONS)}})
         model = AudioChatLlama.load(init_from, llm=model.llm if model else None, encoder=model.encoder if model else None,
                                     add_lora=lora_r)
         cfg.model = model.cfg

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from systems.asr.train import ASRTrainConfig, SpeechStream, dev_set, spec_augment
+from bench.voices import VoiceMix
+from systems.asr.train import OLD_DEFAULTS, ASRTrainConfig, SpeechStream, dev_set, spec_augment
 from systems.training import (StepFitter, add_dataclass_options, apply_options, replace_dir, resume_log,
                               warmup_cosine)
 
@@ -74,8 +75,9 @@ def cached_states(encoder, texts: list[str], cfg: BridgeTrainConfig, out: Path, 
     stored in `out/states-v{k}.pt`, so a resumed run, another head or another vocabulary reuses it,
     and a run with more voices a text computes only the passes it lacks."""
     data = []
+    mix = VoiceMix.parse(cfg.voices)
     for k in range(cfg.first_pass, cfg.first_pass + cfg.voices_per_text):
-        path = out / f"states-v{k}.pt"
+        path = out / (f"states-v{k}.pt" if mix.tag == "espeak" else f"states-{mix.tag}-v{k}.pt")
         if not path.exists():
             states = _encode_pass(encoder, texts, cfg, k, progress)
             tmp = path.with_suffix(".tmp")
@@ -93,8 +95,8 @@ def _encode_pass(encoder, texts: list[str], cfg: BridgeTrainConfig, k: int, prog
     from tqdm import tqdm
 
     from bench.conditions import mix_at_snr
-    from bench.tts import Voice, synthesize
 
+    mix = VoiceMix.parse(cfg.voices)
     rng = random.Random(f"{cfg.seed}-bridge-cache-{k}")
     nprng = np.random.default_rng([cfg.seed, k])
     jobs = sorted(texts, key=len)
@@ -106,7 +108,7 @@ def _encode_pass(encoder, texts: list[str], cfg: BridgeTrainConfig, k: int, prog
         chunk = jobs[i:i + 32]
         wavs = []
         for t in chunk:
-            x = synthesize(t, Voice.sample("train", rng.random()), cache=False).samples.astype(np.float64)
+            x = mix.speak(t, rng).samples.astype(np.float64)
             x *= 10 ** (rng.uniform(*cfg.gain_db_range) / 20)
             if rng.random() < cfg.noise_prob:
                 x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
@@ -172,7 +174,7 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
     step, start, opt_state = 0, 0, None
     if (ckpt / "trainer_state.pt").exists():
         saved = json.loads((ckpt / "train_config.json").read_text())
-        cfg = BridgeTrainConfig(**{**saved["config"], **{k: getattr(cfg, k) for k in RUN_OPTIONS}})
+        cfg = BridgeTrainConfig(**{**OLD_DEFAULTS, **saved["config"], **{k: getattr(cfg, k) for k in RUN_OPTIONS}})
         encoder = TokenCTCEncoder.load(ckpt)
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
         step, opt_state, start = int(state["step"]), state["optimizer"], int(saved.get("start_step", 0))
