@@ -12,6 +12,8 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
+from bench.voices import VOICE_CONDITIONS
+
 STEP = 0.05  # the difference the "items needed" hint is worked out for (5 points on a 0-1 metric)
 
 
@@ -81,12 +83,14 @@ def build(rows: list[dict], toplines=(), verdict_systems=None, baselines=None) -
     conds = list(dict.fromkeys(r["condition"] for r in plain))
     main = "clean" if "clean" in conds else (conds[0] if conds else "clean")
     prim = primary_metrics(rows, main)
-    base = [r for r in plain if r["condition"] == main and prim.get(r["task"]) == r["metric"]]
+    # an unseen voice family is a headline column of its own (`spoken-qa @ voice-joe`), beside the main one
+    shown = {main, *(c for c in conds if c in VOICE_CONDITIONS)}
+    base = [r for r in plain if r["condition"] in shown and prim.get(r["task"]) == r["metric"]]
     systems = list(dict.fromkeys(r["system"] for r in plain))
-    cells = {(r["system"], r["task"]): r for r in base}
+    cells = {(r["system"], where(r, main)): r for r in base}
     columns, best = [], set()
-    for task, metric in prim.items():
-        col = [r for r in base if r["task"] == task]
+    for task, metric in ((where(r, main), r["metric"]) for r in _first_of_each(base, main)):
+        col = [r for r in base if where(r, main) == task]
         hib = col[0]["higher_is_better"]
         columns.append((task, metric, hib, max(r["n"] for r in col)))
         ranked = [r for r in col if r["system"] not in toplines and _finite(r["value"])]
@@ -112,15 +116,25 @@ def build(rows: list[dict], toplines=(), verdict_systems=None, baselines=None) -
             later = []
             for r in mine:
                 good = (r["value"] > 0) == bool(r["higher_is_better"])
-                if r["condition"] == main and not r.get("bucket"):
+                if r["condition"] in shown and not r.get("bucket"):
                     (v.better if r.get("significant") and good else v.worse if r.get("significant") else v.unclear).append(r)
                 elif r.get("significant") and k == 0:  # where else: against the first baseline only
                     later.append((r, good))
             # elsewhere: only where the verdict differs from the task's verdict on the main condition
-            at_main = {r["task"]: "better" for r in v.better} | {r["task"]: "worse" for r in v.worse}
+            at_main = ({r["task"]: "better" for r in v.better if r["condition"] == main}
+                       | {r["task"]: "worse" for r in v.worse if r["condition"] == main})
             v.elsewhere = [r for r, good in later if at_main.get(r["task"]) != ("better" if good else "worse")]
             verdicts.append(v)
     return Headline(main, columns, systems, cells, best, list(toplines), verdicts, failed)
+
+
+def _first_of_each(base: list[dict], main: str) -> list[dict]:
+    """One row per headline column, in order: each task on the main condition, then each task under
+    each voice condition."""
+    seen: dict[str, dict] = {}
+    for r in sorted(base, key=lambda r: r["condition"] != main):
+        seen.setdefault(where(r, main), r)
+    return list(seen.values())
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -156,7 +170,7 @@ def verdict_parts(v: Verdict, main: str) -> list[str]:
     if v.worse:
         parts.append("worse on " + ", ".join(f"{where(r, main)} ({_signed(r['value'])})" for r in v.worse))
     if v.unclear:
-        parts.append("n.s. on " + ", ".join(r["task"] for r in v.unclear))
+        parts.append("n.s. on " + ", ".join(where(r, main) for r in v.unclear))
     good = [r for r in v.elsewhere if (r["value"] > 0) == bool(r["higher_is_better"])]
     bad = [r for r in v.elsewhere if r not in good]
     if good:
@@ -222,9 +236,9 @@ def render(h: Headline, width: int = 120) -> str:
         need, fractions = {}, {t for t, *_ in h.columns if _fraction(h, t)}
         for v in h.verdicts:
             for r in v.unclear:
-                n = items_needed(r) if r["task"] in fractions else None
+                n = items_needed(r) if where(r, h.condition) in fractions else None
                 if n is not None and n > r["n"]:
-                    need[r["task"]] = max(need.get(r["task"], 0), n)
+                    need[where(r, h.condition)] = max(need.get(where(r, h.condition), 0), n)
         if need:
             by_n: dict[int, list[str]] = {}
             for t, n in need.items():

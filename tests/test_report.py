@@ -185,3 +185,17 @@ def test_every_task_declares_a_primary_metric_it_has():
             continue
         t = build_task(name)
         assert t.primary_metric() in [m.name for m in t.metrics if not m.timing], name
+
+
+def test_an_unseen_voice_family_has_its_own_headline_column_and_verdict():
+    diff = lambda v, lo, hi, **kw: {**_row("e2e", v, **kw), "baseline": "cascade", "ci_low": lo, "ci_high": hi,
+                                    "significant": lo > 0 or hi < 0}
+    rows = [_row(s, v, primary=True) for s, v in (("cascade", 0.5), ("e2e", 0.6))] + [
+        _row(s, v, primary=True, condition="voice-joe") for s, v in (("cascade", 0.1), ("e2e", 0.3))] + [
+        _row(s, 0.2, primary=True, condition="white-snr0") for s in ("cascade", "e2e")] + [
+        diff(0.1, -0.05, 0.25), diff(0.2, 0.1, 0.3, condition="voice-joe")]
+    h = H.build(rows)
+    assert [c[0] for c in h.columns] == ["qa", "qa @ voice-joe"]  # noise stays in the tables, the voice is shown
+    assert h.best == {("e2e", "qa"), ("e2e", "qa @ voice-joe")}
+    line = " ".join(H.render(h, width=400).splitlines())
+    assert "e2e vs cascade: better on qa @ voice-joe (+0.2 [0.1, 0.3]); n.s. on qa" in line
