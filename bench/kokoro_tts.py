@@ -10,7 +10,7 @@ into IPA in one of its English dialects (en-us, en-gb-x-rp, ...), then Kokoro's 
 `[0, *ids, 0]` with the style row `len(ids)` and a speed. Its graph has no random op: the same
 (text, voice) gives the same samples, bit for bit, on any onnxruntime thread count (measured), so clips
 are cached on disk like espeak's, keyed by the engine identity (the wheels' hashes + onnxruntime's
-version) and the voice.
+and espeak-ng's versions) and the voice.
 
 A voice is a point in (style blend, dialect, speed): `KokoroVoice`. The five styles, convex blends of
 them, four dialects and a speed range; split like espeak's variants, by style (`HELD_OUT`): a test voice
@@ -156,10 +156,13 @@ def _model():
 
 @functools.lru_cache(maxsize=1)
 def identity() -> str:
-    """The engine's identity in every clip's key and fingerprint: the pinned wheels and onnxruntime."""
+    """The engine's identity in every clip's key and fingerprint: the pinned wheels, onnxruntime, and
+    espeak-ng (its phonemes are what the model reads)."""
     import importlib.metadata as md
 
-    return f"kokoro-82m-int8:{KOKORO.identity}:onnxruntime-{md.version('onnxruntime')}"
+    from bench.tts import espeak_version
+
+    return f"kokoro-82m-int8:{KOKORO.identity}:onnxruntime-{md.version('onnxruntime')}:espeak-ng-{espeak_version()}"
 
 
 # Kokoro's own English post-processing of espeak IPA (the model was trained on misaki's symbol set):

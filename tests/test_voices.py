@@ -24,7 +24,7 @@ def test_kokoro_clip_is_a_function_of_text_and_voice_and_its_engine_is_in_the_ke
     assert other.samples.shape != a.samples.shape or not np.array_equal(other.samples, a.samples)
     assert v.name in a.origin
     ident = kokoro_tts.identity()
-    assert kokoro_tts.KOKORO.identity in ident and "onnxruntime-" in ident
+    assert kokoro_tts.KOKORO.identity in ident and "onnxruntime-" in ident and tts.espeak_version() in ident
     monkeypatch.setenv("AUDIOCHAT_BENCH_CACHE", str(tmp_path))
     kokoro_tts.speak("Paris.", v)
     first = {p.name for p in (tmp_path / "tts-kokoro").rglob("*.npy")}
