@@ -40,6 +40,9 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+_TENS_HYPHEN = re.compile(r"\b(twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)-", re.IGNORECASE)
+
+
 @lru_cache(maxsize=1)
 def _numbers():
     from transformers.models.whisper.english_normalizer import EnglishNumberNormalizer
@@ -51,7 +54,7 @@ def _numbers():
 def _with_digits(s: str) -> str:
     """normalize_answer with numbers written in words as digits, by Whisper's number normaliser (`seven`
     → `7`, `one hundred and five` → `105`, `second` → `2nd`), applied to both sides alike."""
-    s = normalize_answer(s.replace("-", " "))  # (`seventy-seven`: SQuAD's rule would join the two words)
+    s = normalize_answer(_TENS_HYPHEN.sub(r"\1 ", s))  # (`seventy-seven`: SQuAD's rule would join the words)
     try:
         return normalize_answer(_numbers()(s))
     except (ValueError, AssertionError, ZeroDivisionError):  # a number expression it cannot parse: as written
