@@ -42,8 +42,8 @@ _BOXED = re.compile(r"\\boxed\{\s*(?:\\text(?:bf)?\{)?\s*([A-Da-d])\s*\}")
 _BARE = re.compile(r"^\W*\(?([A-Da-d])\)?\W*$")  # the whole answer is one letter: "B", "(b)", "**C.**"
 # an answer that opens with its letter: "B. Paris", "(c) ...", "**D)** ...", "B, because", "B\n\nExplanation";
 # a comma or "and"/"or" leading to another letter is a list ("A, B and C are ..."), not an answer
-_LEADING = re.compile(r"^[\s*_\"'“(\[]*([A-Da-d])(?:\*\*|__)?\)?(?:\*\*|__)?\s*(?:[.):]|,(?!\s*(?:[A-Da-d]\b|and\b|or\b))"
-                      r"|\s[-–—]\s|\n)")
+_LEADING = re.compile(r"^[\s*_\"'“(\[]*([A-Da-d])(?:\*\*|__)?\)?(?:\*\*|__)?\s*"
+                      r"(?:[.):]|,(?!\s*(?:[A-Da-d]\b|and\b|or\b))|\s[-–—]\s|\n)")
 
 
 def parse_choice(text: str) -> str | None:

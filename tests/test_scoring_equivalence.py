@@ -70,7 +70,8 @@ def test_batched_bootstrap_equals_sacrebleu_on_each_resample(pairs):
     bleu = np.array([M.bleu_statistics(h, [r]) for h, r in zip(hyps, refs)])
     chrf = np.array([M.chrf_statistics(h, r) for h, r in zip(hyps, refs)])
     counts = resample_counts(len(hyps), 5, seed=3)
-    for w, b, c in zip(counts, M.bleu_from_statistics.batched(counts @ bleu), M.chrf_from_statistics.batched(counts @ chrf)):
+    bleus, chrfs = M.bleu_from_statistics.batched(counts @ bleu), M.chrf_from_statistics.batched(counts @ chrf)
+    for w, b, c in zip(counts, bleus, chrfs):
         h = [x for x, k in zip(hyps, w) for _ in range(int(k))]
         r = [x for x, k in zip(refs, w) for _ in range(int(k))]
         assert b == pytest.approx(sacrebleu.corpus_bleu(h, [r]).score, abs=1e-9)
@@ -95,7 +96,7 @@ def test_normalizer_is_whispers_english_text_normalizer(pairs):
 
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-    mapping = json.loads(resources.files("whisper_normalizer").joinpath("normalizers/english.json").read_text())
+    mapping = json.loads(resources.files("whisper_normalizer").joinpath("normalizers/english.json").read_text("utf-8"))
     whisper = EnglishTextNormalizer(mapping)
     assert mapping["colour"] == "color" and len(mapping) > 1700  # Whisper's whole spelling map, not a stub
     for text in (*pairs[0], *pairs[1]):

@@ -1,5 +1,6 @@
-"""The one normaliser and the one WER (bench.textnorm): golden normal forms (Whisper's, and the old rules by name), corpus WER and CER counts,
-the per-item WER of the cascade buckets, and the import boundaries the shared modules rely on."""
+"""The one normaliser and the one WER (bench.textnorm): golden normal forms (Whisper's, and the old rules
+by name), corpus WER and CER counts, the per-item WER of the cascade buckets, and the import boundaries
+the shared modules rely on."""
 import ast
 import math
 from pathlib import Path
