@@ -14,9 +14,10 @@ row and into config.json instead (`describe`).
   `Mr.` → `mister`), fillers and bracketed asides dropped, accents removed.
 - `harness-1`: the rules this project wrote before (digits become words, punctuation dropped), kept
   only to reproduce the WER figures of the committed model cards and training logs, which were
-  measured with it (on the built-in `asr` test, spoken-form text, both give the same WER for the
-  cascades). Written-style text scores far worse with it (the 20 written-vs-spoken pairs of
-  tests/test_textnorm.py: 30.8 % WER against Whisper's 0 %), so it is never the default.
+  measured with it (on the built-in `asr` test, mostly spoken-form text, the two differ little: the
+  cascade 8.58 % with it, 8.67 % with Whisper's). Written-style text scores far worse with it (the
+  20 written-vs-spoken pairs of tests/test_textnorm.py: 30.8 % WER against Whisper's 0 %), so it is
+  never the default.
 
 Pick one with `$AUDIOCHAT_BENCH_WER_NORMALIZER` (read at scoring time) or the `normalizer=` argument.
 
