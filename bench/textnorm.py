@@ -99,6 +99,7 @@ def _harness_v1(text: str) -> str:
     return " ".join(words)
 
 
+@lru_cache(maxsize=None)  # (asked for every scored item: the memo key names the normaliser)
 def _package_version(name: str) -> str:
     from importlib import metadata
 
