@@ -244,8 +244,10 @@ def _score(run_dir: Path, plan: Plan, meta: dict, fingerprints: dict, tasks: dic
 
     profile = profile if profile is not None else Profile()
 
-    sigs = {n: t.signatures() for n, (t, _) in tasks.items() if hasattr(t, "signatures")}
-    if sigs:  # how corpus metrics were computed (sacrebleu signatures), beside the results
+    from bench.scoring import task_signatures
+
+    sigs = {n: s for n, (t, _) in tasks.items() if (s := task_signatures(t))}
+    if sigs:  # how corpus metrics were computed (sacrebleu signatures, the WER normaliser), beside the results
         meta["metric_signatures"] = sigs
         (run_dir / "config.json").write_text(json.dumps(meta, indent=2, default=str))
     cache = OutputCache(plan.cache_path())
@@ -277,7 +279,7 @@ def group_rows(result: RunResult, task: str, group_of: Callable[[Item], str | No
                condition: str = "clean") -> list[dict]:
     """Every system's metrics of `task` on groups of its items (`group_of(item)`; None: left out), as
     rows with the group in `field_name` (e.g. "voice"): the breakdowns a table of one run can't show."""
-    from bench.scoring import score_metric
+    from bench.scoring import metric_labels, score_metric
 
     t, items = result.tasks[task]
     groups: dict[str, list[Item]] = {}
@@ -296,5 +298,5 @@ def group_rows(result: RunResult, task: str, group_of: Callable[[Item], str | No
                     rows.append({"system": system, "task": task, "task_version": t.version, "condition": condition,
                                  field_name: g, "metric": metric.name, "baseline": None,
                                  "higher_is_better": metric.higher_is_better, "timing": metric.timing,
-                                 "primary": metric.name == t.primary_metric(), **res})
+                                 "primary": metric.name == t.primary_metric(), **metric_labels(metric), **res})
     return rows

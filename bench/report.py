@@ -10,7 +10,7 @@ from pathlib import Path
 ROW_FIELDS = ["run", "system", "task", "task_version", "condition", "voice_family", "bucket", "bucket_by", "voice",
               "metric",
               "baseline", "value", "ci_low", "ci_high", "significant", "n", "n_failed", "higher_is_better", "timing",
-              "primary",
+              "primary", "normalizer",
               "git_sha", "config_hash"]
 
 

@@ -39,11 +39,26 @@ def _gen_key(g: Generation | None) -> tuple | None:
     return g.text, g.transcript, tuple(sorted(g.seconds.items())), g.tokens, g.nll
 
 
+def metric_labels(metric: Metric) -> dict:
+    """The fields a metric's rows carry (`Metric.labels`): empty for most metrics."""
+    return dict(metric.labels()) if metric.labels else {}
+
+
+def task_signatures(task: Task) -> dict:
+    """How a task's numbers were computed, for config.json: its own `signatures()` where it has them
+    (sacrebleu's) and its metrics' labels (the WER normaliser)."""
+    out = dict(task.signatures()) if hasattr(task, "signatures") else {}
+    for m in task.metrics:
+        out.update(metric_labels(m))
+    return out
+
+
 def item_statistic(metric: Metric, it: Item, g: Generation, ctx: dict):
     """metric.fn(it, g, ctx) as a 1-d float array (None: not applicable), memoised per item (the
     item's entry goes when the item does): the report's per-item values reuse the scoring's."""
     try:
-        key = (metric, _gen_key(g), tuple((k, _gen_key(v)) for k, v in ctx.items()))
+        key = (metric, tuple(metric_labels(metric).items()), _gen_key(g),  # (a normaliser chosen anew)
+               tuple((k, _gen_key(v)) for k, v in ctx.items()))
         memo = _ITEM_MEMO.get(id(it))
         if memo is None:
             weakref.finalize(it, _ITEM_MEMO.pop, id(it), None)
@@ -160,8 +175,9 @@ def score_task(task: Task, condition: str, items: list[Item], by_system: Mapping
         for metric in task.metrics:
             context = {metric.needs: by_system[metric.needs]} if metric.needs in by_system else {}
             base = {"system": system, "task": task.name, "task_version": task.version, "condition": condition,
-                    "voice_family": family, **(extra or {}), "metric": metric.name, "higher_is_better": metric.higher_is_better,
-                    "timing": metric.timing, "primary": metric.name == primary}
+                    "voice_family": family, **(extra or {}), "metric": metric.name,
+                    "higher_is_better": metric.higher_is_better, "timing": metric.timing, "primary": metric.name == primary,
+                    **metric_labels(metric)}
             res = score_metric(metric, items, outputs, context)
             if res is None:
                 continue

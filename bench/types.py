@@ -211,6 +211,9 @@ class Metric:
     aggregate: Callable[[np.ndarray], float] | None = None
     needs: str | None = None  # name of another system whose outputs the metric needs
     timing: bool = False  # machine-dependent (RTFx, ...): reported, never gated by `compare`
+    # fields every row of this metric carries, read at scoring time: what computed the number where more
+    # than one way exists (the WER normaliser: {"normalizer": "whisper (...)"}); scoring only, never a cache key
+    labels: Callable[[], Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("item", "corpus"):

@@ -162,9 +162,9 @@ def test_wer_metric_is_corpus_level():
     from tasks.builtin import ASR
 
     wer = next(m for m in ASR.metrics if m.name == "wer")
-    items = [Item(id="a", turn=Turn("user", transcript="x"), references=("one two three four",)),
-             Item(id="b", turn=Turn("user", transcript="x"), references=("five",))]
-    outs = {"a": Generation(text="", transcript="one two three four"), "b": Generation(text="", transcript="six")}
+    items = [Item(id="a", turn=Turn("user", transcript="x"), references=("the cat sat down",)),
+             Item(id="b", turn=Turn("user", transcript="x"), references=("dog",))]
+    outs = {"a": Generation(text="", transcript="the cat sat down"), "b": Generation(text="", transcript="cow")}
     assert score_metric(wer, items, outs, {})["value"] == pytest.approx(1 / 5)  # not (0 + 1) / 2
 
 

@@ -10,6 +10,7 @@ import soundfile as sf
 
 from bench.cli import main
 from bench.plugins import build_task
+from bench.textnorm import describe
 from bench.types import Generation, System
 from tasks.loaders import ManifestError, parse_manifest
 
@@ -155,8 +156,12 @@ def test_every_kind_runs_scores_and_reports(tmp_path, capsys, systems_for_runs):
     assert ("text", f"manifest:{paths['translate']}", "bleu") in rows
     assert ("text", f"manifest:{paths['summarize']}", "rouge_l") in rows
     assert rows[("dropper", f"manifest:{paths['open']}", "agree_chrf")] < 100
-    assert "bleu" in json.loads((Path(run_dir) / "config.json").read_text())["metric_signatures"][
-        f"manifest:{paths['translate']}"]
+    signatures = json.loads((Path(run_dir) / "config.json").read_text())["metric_signatures"]
+    assert "bleu" in signatures[f"manifest:{paths['translate']}"]
+    assert signatures[f"manifest:{paths['asr']}"] == {"normalizer": describe()}  # scoring only: named, not keyed
+    every = [json.loads(line) for line in (Path(run_dir) / "rows.jsonl").read_text().splitlines()]
+    assert {r["normalizer"] for r in every if r["metric"] in ("wer", "cer")} == {describe()}
+    assert {r["normalizer"] for r in every if r["metric"] not in ("wer", "cer")} == {None}
     assert main(["score", run_dir]) == 0 and _rows(run_dir) == rows
     capsys.readouterr()
     assert main(["report", run_dir]) == 0

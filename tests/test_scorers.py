@@ -23,7 +23,7 @@ def test_exact_match_and_f1_golden():
     # prediction "paris france" vs gold "paris": precision 1/2, recall 1 → F1 2/3
     assert M.token_f1("Paris, France", "Paris") == pytest.approx(2 / 3)
     assert M.token_f1("the cat sat", "a dog sat down") == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
-    assert M.token_f1("", "") == 1.0 and M.token_f1("x", "") == 0.0
+    assert M.token_f1("", "") == 0.0 and M.token_f1("x", "") == 0.0  # both empty: 0, as SQuAD v1.1
     assert M.best_over(M.exact_match, "seven", ["7", "seven"]) == 1.0
 
 
@@ -32,6 +32,20 @@ def test_contains_answer_whole_words_only():
     assert M.contains_answer("A spider has 8 legs.", "8") == 1.0
     assert M.contains_answer("It is 18.", "8") == 0.0
     assert M.contains_answer("Blue whales are large", "blue whale") == 0.0
+
+
+@pytest.mark.parametrize("prediction, gold, hit", [
+    ("It is Paris’.", "Paris", 1.0), ("“Paris”", "Paris", 1.0), ("Paris", "‘Paris’", 1.0),
+    ("It’s Paris", "it's Paris", 1.0),  # typographic quotes and apostrophes fold to ASCII
+    ("A week has seven days.", "7", 1.0), ("It has 7 days", "seven", 1.0),
+    ("He was born in 1990", "nineteen ninety", 1.0),
+    ("one hundred and five", "105", 1.0), ("seventy-seven", "77", 1.0), ("the second one", "2nd", 1.0),
+    ("It has 17 legs", "seven", 0.0), ("seven hundred", "7", 0.0),  # numbers are whole numbers, whole words
+    ("I have one of them", "one", 1.0), ("It is 18.", "eight", 0.0),
+])
+def test_contains_answer_folds_quotes_and_numbers(prediction, gold, hit):
+    assert M.contains_answer(prediction, gold) == hit
+    assert M.exact_match("Paris’", "Paris") == 1.0 and M.token_f1("“Paris”", "Paris") == 1.0
 
 
 def test_chrf_statistics_sum_to_sacrebleu_corpus_score():
@@ -133,10 +147,9 @@ def test_wer_buckets():
         name, version = "t", "1"
         metrics = (Metric("acc", "item", True, lambda it, g, c: float(g.text == "a")),)
 
-    items = [Item(id=f"i{k}", turn=Turn("user", transcript="one two three four five six seven eight nine ten"))
-             for k in range(3)]
-    hyps = ["one two three four five six seven eight nine ten", "one two three four five six seven eight nine",
-            "one"]
+    ten = "alpha bravo charlie delta echo foxtrot golf hotel india juliet"  # (no number words: Whisper's
+    items = [Item(id=f"i{k}", turn=Turn("user", transcript=ten)) for k in range(3)]  # normaliser makes them digits)
+    hyps = [ten, ten.rsplit(" ", 1)[0], "alpha"]
     by_system = {"cascade": {it.id: Generation("a", transcript=h) for it, h in zip(items, hyps)},
                  "e2e": {it.id: Generation("a") for it in items}}
     rows = wer_bucket_rows(T(), "clean", items, by_system, ["cascade-whisper", "cascade"])
