@@ -51,7 +51,7 @@ def system_perf(systems: list[str], task_name: str, limit: int, batch_sizes: lis
             rate = len(items) / t_run
             one = rate if bs == 1 else one
             ratio = f"{rate / one:.2f}" if one else "–"
-            lines.append(f"| {name} | {bs} | {rate:.2f} | {ratio} | {audio / t_run:.1f} | {tokens / t_run:.1f} | "
+            lines.append(f"| {name} | {bs} | {rate:.3g} | {ratio} | {audio / t_run:.1f} | {tokens / t_run:.1f} | "
                          f"{rss:.2f} | {t_bare:.1f} | {t_run:.1f} | {t_run / t_bare:.3f} |")
             print(lines[-1], file=sys.stderr)
     return "\n".join(lines) + "\n\nOverhead = harness wall time ÷ summed bare generate_batch time (target ≤ 1.10).\n"

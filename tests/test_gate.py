@@ -53,7 +53,8 @@ def test_perf_systems_table(tmp_path, capsys, fakes_registered):
     rows = [ln.split("|")[1:-1] for ln in table.splitlines() if ln.startswith("| fake |")]
     assert rows[0][3].strip() == "1.00"  # batch 1 is the one-at-a-time loop itself
     rate = lambda r: float(r[2])
-    assert abs(float(rows[1][3]) - rate(rows[1]) / rate(rows[0])) < 0.02  # the ratio of the items/s columns
+    # the ratio of the items/s columns (printed to 3 significant digits, the ratio to 2 decimals)
+    assert abs(float(rows[1][3]) - rate(rows[1]) / rate(rows[0])) <= 0.005 + 0.01 * rate(rows[1]) / rate(rows[0])
 
 
 def test_chat_takes_the_same_system_options_as_run(monkeypatch, fakes_registered):
