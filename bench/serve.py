@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
 import threading
 import time
@@ -252,6 +253,7 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     server_version = "audiochat-bench"
     sys_version = ""
+    default_request_version = "HTTP/1.0"  # so that even an answer to a garbled request line has a status line
     timeout = 120  # seconds a client may take to send its request
     allow = "GET, POST"
 
@@ -278,26 +280,25 @@ class Handler(BaseHTTPRequestHandler):
         if e.status >= 500:
             print(f"serve: {self.command} {self.path[:200]} → {e.status}: {e.message}", file=sys.stderr)
         self.close_connection = True
-        self._drain()
+        headers = getattr(self, "headers", None)  # (None: the request line itself was refused)
+        self._linger = bool(headers is not None and not getattr(self, "_body_read", False)
+                            and (headers.get("Content-Length") or headers.get("Transfer-Encoding")))
         self._send(e.status, e.body(), e.headers)
 
-    def _drain(self) -> None:
-        """Read (and drop) a body that was refused unread, up to 8 × the limit: a client sends its whole
-        body before it reads the answer, and closing on unread bytes resets the connection under it."""
-        headers = getattr(self, "headers", None)
-        declared = (headers.get("Content-Length") or "").strip() if headers is not None else ""
-        if getattr(self, "_body_read", False) or not declared.isdigit() or not declared.isascii():
-            return
-        left = int(declared)
-        if left > 8 * self.server.limits.max_body_bytes:
-            return
-        self._body_read = True
-        try:
-            self.connection.settimeout(5)  # a client that stops sending is not waited for
-            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 20))):
-                left -= len(chunk)
-        except OSError:
-            pass
+    def finish(self) -> None:
+        super().finish()
+        if getattr(self, "_linger", False):
+            # A refused body was left unread, and closing on unread bytes resets the connection, which can
+            # destroy the answer before the client reads it: stop writing, then drop what still comes
+            # (2 s at most) before closing (Apache's "lingering close").
+            try:
+                self.connection.shutdown(socket.SHUT_WR)
+                self.connection.settimeout(0.5)
+                deadline = time.monotonic() + 2
+                while time.monotonic() < deadline and self.connection.recv(1 << 16):
+                    pass
+            except OSError:
+                pass
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The standard library's own errors (bad request line, 414, 431, 501), as JSON."""
