@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from bench.serve import Limits, Server
-from bench.types import Generation, Request, System, Turn
+from bench.types import Generation, System
 
 
 class Slow(System):
@@ -70,25 +70,26 @@ def _raw(port: int, head: bytes, body: bytes = b"", timeout: float = 20) -> tupl
 
         sender = threading.Thread(target=send_body, daemon=True)
         sender.start()
-        data = b""
-        while True:
+        data, headers, lines = b"", None, []
+        while True:  # until the server closes, or the answer's Content-Length is in (a kept-alive connection)
             try:
                 chunk = s.recv(1 << 16)
             except ConnectionResetError:
                 break
-            if not chunk:
-                break
             data += chunk
-    head_out, _, body_out = data.partition(b"\r\n\r\n")
-    lines = head_out.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body_out
+            if headers is None and b"\r\n\r\n" in data:
+                lines = data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+                headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            if not chunk or (headers is not None and "content-length" in headers and len(data.partition(
+                    b"\r\n\r\n")[2]) >= int(headers["content-length"])):
+                break
+    return int(lines[0].split()[1]), headers or {}, data.partition(b"\r\n\r\n")[2]
 
 
-def _post(port, body: bytes, content_type="application/json", host="127.0.0.1", extra=b"", length=None):
+def _post(port, body: bytes, content_type="application/json", host="127.0.0.1", extra=b"", length=None, timeout=20):
     head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body) if length is None else length}\r\n").encode() + extra + b"\r\n"
-    return _raw(port, head, body)
+    return _raw(port, head, body, timeout)
 
 
 def _is_error(status, headers, body, code):
