@@ -73,6 +73,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from bench.serve_api import (AUDIO_FORMATS, LOOPBACK_HOSTS, ApiError, Limits, PromptTokens, body_length,
@@ -120,7 +121,7 @@ class Server(ThreadingHTTPServer):
         # a bound address that is not a wildcard can only be reached by that name (an IP literal cannot
         # be rebound), so it is allowed too
         extra = (host.lower().strip("[]"),) if host not in ("0.0.0.0", "::", "") else ()
-        self.limits = Limits(**{**limits.__dict__, "allowed_hosts": tuple(dict.fromkeys(limits.allowed_hosts + extra))})
+        self.limits = replace(limits, allowed_hosts=tuple(dict.fromkeys(limits.allowed_hosts + extra)))
         self.errors = 0
         wait = batch_wait_ms / 1000
         self.batcher = Batcher(system, max_batch, wait, max_queue, self.limits.long_prompt_tokens)
@@ -291,7 +292,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _read(self, n: int) -> bytes:
         self._body_read = True
-        data = self.rfile.read(n)
+        try:
+            data = self.rfile.read(n)
+        except OSError:  # (a timeout: the client stopped sending)
+            raise ApiError(408, f"the body did not arrive within {self.timeout} s") from None
         if len(data) < n:
             raise ApiError(400, f"the body ended after {len(data)} of its {n} bytes (Content-Length)")
         return data
@@ -353,7 +357,7 @@ def cmd_serve(args) -> int:
             print(f"serve: warm-up request failed ({type(e).__name__}: {e}); serving anyway", file=sys.stderr)
     limits = Limits(max_body_bytes=int(args.max_body_mb * 2 ** 20), max_audio_seconds=args.max_audio_seconds,
                     max_prompt_tokens=args.max_prompt_tokens, long_prompt_tokens=args.long_prompt_tokens,
-                    allowed_hosts=LOOPBACK_HOSTS + tuple(h.lower() for h in args.allow_host))
+                    allowed_hosts=LOOPBACK_HOSTS + tuple(h.lower().strip("[]") for h in args.allow_host))
     server = Server(system, args.model_name, args.host, args.port, limits, args.max_new_tokens,
                     args.max_batch, args.batch_wait_ms, args.max_queue)
     if args.host not in LOOPBACK_HOSTS:

@@ -306,11 +306,12 @@ class PromptTokens:
     def of(self, request: Any, limit: int) -> int:
         """The prompt tokens of a parsed request (a chat Request, or a (T, hidden) embeddings tensor),
         refused (400) over `limit`."""
-        n = int(request.shape[0]) if hasattr(request, "shape") else self.count(request)
+        embeds = hasattr(request, "shape")
+        n = int(request.shape[0]) if embeds else self.count(request)
         if n > limit:
-            raise ApiError(400, f"the prompt is {n} tokens{'' if self.exact else ' (estimated)'}, over this "
-                           f"server's limit of {limit} (serve --max-prompt-tokens)", code="context_length_exceeded",
-                           param="messages")
+            raise ApiError(400, f"the prompt is {n} tokens{'' if self.exact or embeds else ' (estimated)'}, over "
+                           f"this server's limit of {limit} (serve --max-prompt-tokens)", code="context_length_exceeded",
+                           param="prompt_embeds" if embeds else "messages")
         return n
 
 

@@ -34,7 +34,6 @@ class Batcher:
         self._closed = False
         self._cond = threading.Condition()
         self.batches: list[int] = []  # size of every batch answered (for tests and benchmarks)
-        self.order: list[Any] = []  # every request answered, in order (for tests)
         self._worker = threading.Thread(target=self._loop, name="serve-batcher", daemon=True)
         self._worker.start()
 
@@ -92,7 +91,6 @@ class Batcher:
         while (batch := self._next()) is not None:
             self.batches.append(len(batch))
             requests = [r for r, _ in batch]
-            self.order.extend(requests)
             try:
                 gens = self.system.generate_batch(requests)
                 if len(gens) != len(requests):
