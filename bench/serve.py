@@ -187,14 +187,16 @@ class Handler(BaseHTTPRequestHandler):
             if status >= 400:
                 self.send_header("Connection", "close")
             self.end_headers()
-            if self.command != "HEAD":
+            if getattr(self, "command", None) != "HEAD":
                 self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client left; its answer is dropped
 
     def _error(self, e: ApiError) -> None:
         if e.status >= 500:
-            print(f"serve: {self.command} {self.path[:200]} → {e.status}: {e.message}", file=sys.stderr)
+            # (command and path are unset when the request line itself was refused)
+            print(f"serve: {getattr(self, 'command', None)} {getattr(self, 'path', '')[:200]} → {e.status}: "
+                  f"{e.message}", file=sys.stderr)
         self.close_connection = True
         headers = getattr(self, "headers", None)  # (None: the request line itself was refused)
         self._linger = bool(headers is not None and not getattr(self, "_body_read", False)

@@ -158,6 +158,9 @@ def test_foreign_host_and_non_json_content_type_are_refused():
     (b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * 70_000 + b"\r\n\r\n", 431),
     (b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n" + b"X-H: 1\r\n" * 150 + b"\r\n", 431),
     (b"NONSENSE\r\n\r\n", 400),
+    (b"GET /v1/models HTTP/2.0\r\nHost: localhost\r\n\r\n", 505),
+    (b"GET /v1/models HTTP/1.x\r\nHost: localhost\r\n\r\n", 400),
+    (b"GET /v1/models\r\n\r\n", 400),  # HTTP/0.9-style: no Host header
     (b"GET /nowhere HTTP/1.1\r\nHost: localhost\r\n\r\n", 404),
 ])
 def test_every_error_is_openai_json(server, request_bytes, status):
