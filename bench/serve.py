@@ -115,9 +115,7 @@ class Server(ThreadingHTTPServer):
         self.fingerprint = system.fingerprint()
         self.created = int(time.time())
         self.prompt_tokens = PromptTokens(system)
-        # the prompt limit: the model's context less the answer, where the system knows its context
-        default = (self.prompt_tokens.context - max_new_tokens) if self.prompt_tokens.context else 8192
-        self.max_prompt_tokens = limits.max_prompt_tokens or max(1, default)
+        self.max_prompt_tokens = self.prompt_tokens.limit(limits.max_prompt_tokens, max_new_tokens)
         # a bound address that is not a wildcard can only be reached by that name (an IP literal cannot
         # be rebound), so it is allowed too
         extra = (host.lower().strip("[]"),) if host not in ("0.0.0.0", "::", "") else ()

@@ -303,6 +303,11 @@ class PromptTokens:
         self.context: int | None = counter[1] if counter else None
         self.exact = counter is not None
 
+    def limit(self, max_prompt_tokens: int | None, max_new_tokens: int) -> int:
+        """The prompt limit: `max_prompt_tokens` where given, else the model's context less the answer
+        (8192 where the context is unknown)."""
+        return max_prompt_tokens or max(1, (self.context - max_new_tokens) if self.context else 8192)
+
     def of(self, request: Any, limit: int) -> int:
         """The prompt tokens of a parsed request (a chat Request, or a (T, hidden) embeddings tensor),
         refused (400) over `limit`."""

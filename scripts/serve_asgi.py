@@ -36,7 +36,7 @@ from bench.types import AudioError, Request, Turn  # noqa: E402
 def build_app(system, max_new_tokens: int, limits: Limits = Limits(), max_batch: int = 8, max_queue: int = 64):
     batcher = Batcher(system, max_batch, 0.01, max_queue, limits.long_prompt_tokens)
     counter, model, fingerprint = PromptTokens(system), system.name, system.fingerprint()
-    max_prompt = limits.max_prompt_tokens or ((counter.context - max_new_tokens) if counter.context else 8192)
+    max_prompt = counter.limit(limits.max_prompt_tokens, max_new_tokens)
 
     def error(e: ApiError) -> JSONResponse:
         return JSONResponse(e.body(), e.status, headers=e.headers)
