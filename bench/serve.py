@@ -52,7 +52,7 @@ use (issue 40; scripts/serve_asgi.py serves the same routes, parser, limits and 
 + uvicorn 0.54 with h11): (1) speed is a tie: `scripts/bench_serve.py --server stdlib|asgi`, 2 shared
 cores, one thread, text system on 16 typed-qa items: 0.76 vs 0.82 items/s at concurrency 1 and 2.11 vs
 2.27 at 8, while the direct runs beside them moved by as much (0.91 / 0.79, 1.97 / 2.34); with no model
-(`--system fake --limit 200`, best of 3, twice) 152 / 153 vs 133 / 137 items/s at 1 and 1,162 / 1,232
+(`--system fake --limit 200`, best of 3, twice) 151 / 153 vs 133 / 137 items/s at 1 and 1,162 / 1,232
 vs 1,249 / 1,143 at 8. (2) Out of the box the ASGI stack failed probes this server now passes
 (scripts/serve_probes.py): uvicorn answers a negative Content-Length and a garbled request line with its
 own plain-text 400, which an application cannot reshape into an OpenAI error; Starlette's host check
