@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow model repos to run their own code (off unless you pass this)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--max-failed-fraction", type=_fraction, default=1.0, metavar="F",
+                   help="exit 1 when more than this fraction of a system × task's items failed (default 1.0: only "
+                   "when every item failed; 0: any failure fails the run, for CI)")
     r.add_argument("--data-dir", help="folder of local copies of public benchmarks (voicebench:..., librispeech:..., "
                    "...; `list` shows which it holds); default: the Hugging Face cache")
     r.add_argument("--judge", metavar="SYSTEM", help="a system that scores open-ended answers (summarize, open "
@@ -214,7 +217,36 @@ def cmd_run(args) -> int:
 
     plan, run_dir = _run_config(args)
     result = evaluate(plan, run_dir=run_dir, progress=not args.no_progress)
-    return _print_result(result, args.full) if result.primary else 0
+    if not result.primary:
+        return 0
+    _print_result(result, args.full)
+    crossed = _failed_beyond(result, args.max_failed_fraction)
+    if crossed:  # (on stderr: the last line of stdout stays the run directory)
+        limit = "every item failed" if args.max_failed_fraction >= 1 else f"over {args.max_failed_fraction:g} failed"
+        print(f"run failed ({limit}): {'; '.join(crossed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction between 0 and 1")
+    return value
+
+
+def _failed_beyond(result, max_fraction: float) -> list[str]:
+    """'system × task (failed/n failed)' for each system and task (all conditions together) whose
+    failed items are over `max_fraction` of its items; every item failing always counts, so a run
+    against an endpoint that is down fails."""
+    tally: dict[tuple[str, str], list[int]] = {}
+    for (task, _), by_system in result.records.items():
+        for system, records in by_system.items():
+            t = tally.setdefault((system, task), [0, 0])
+            t[0] += sum(1 for r in records.values() if r is None or r.generation is None)
+            t[1] += len(records)
+    return [f"{system} × {task} ({failed}/{n} failed)" for (system, task), (failed, n) in sorted(tally.items())
+            if n and (failed == n or failed / n > max_fraction)]
 
 
 def cmd_score(args) -> int:

@@ -181,6 +181,13 @@ class System:
             raise NotImplementedError(f"{type(self).__name__} must implement generate or generate_batch")
         return [self.generate(r.turn, r.history, r.instruction) for r in requests]
 
+    def prompt_counter(self) -> "tuple[Callable[[Request], int], int | None] | None":
+        """(count, context) for `serve`, which checks its prompt limit and reports `usage` with it before
+        any work: `count(request)` the tokens of the request's prompt in this system's model (a spoken
+        turn as what it becomes once heard), safe to call from threads other than the generating one;
+        `context` the model's context length (None: unknown). None: no tokenizer (serve estimates)."""
+        return None
+
     def score(self, request: Request, target: str) -> TokenLogProbs:
         """Teacher-forced log-probabilities of `target` as the answer to `request`."""
         return self.score_batch([(request, target)])[0]

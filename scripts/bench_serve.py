@@ -6,6 +6,8 @@ run through the evaluator with a fresh cache; the runs alternate and the best of
 so a busy machine slows both sides alike. The outputs of the two paths are compared too.
 
     OMP_NUM_THREADS=1 python scripts/bench_serve.py [--system text] [--task typed-qa] [--limit 16] [--max-new-tokens 32]
+
+`--server asgi` measures scripts/serve_asgi.py (Starlette + uvicorn) in place of `serve` (issue 40).
 """
 from __future__ import annotations
 
@@ -49,11 +51,22 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--server", choices=["stdlib", "asgi"], default="stdlib",
+                    help="`serve` (stdlib), or the Starlette + uvicorn prototype (scripts/serve_asgi.py)")
     args = ap.parse_args()
 
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bench", "serve", "--system", args.system, "--port", str(port),
-                               "--max-new-tokens", str(args.max_new_tokens), "--max-batch", "8"],
+    fakes = args.system in ("fake", "echo")  # the test fakes: no model, so the HTTP path is all there is to time
+    if fakes:
+        from tests.fakes import register
+
+        register()
+    if args.server == "stdlib":
+        command = [sys.executable, *([str(ROOT / "tests" / "cli_with_fakes.py")] if fakes else ["-m", "bench"]), "serve"]
+    else:
+        command = [sys.executable, str(ROOT / "scripts" / "serve_asgi.py"), *(["--fakes"] if fakes else [])]
+    server = subprocess.Popen(command + ["--system", args.system, "--port", str(port), "--max-new-tokens",
+                                         str(args.max_new_tokens), "--max-batch", "8"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()
@@ -77,7 +90,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait()
-    print(f"# {args.system} direct vs `serve` + `openai`: {args.task}, {args.limit} items, greedy, "
+    print(f"# {args.system} direct vs `serve` ({args.server}) + `openai`: {args.task}, {args.limit} items, greedy, "
           f"max_new_tokens={args.max_new_tokens}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
           f"best of {args.repeats}\n")
     print("| concurrency (= direct batch size) | direct items/s | served items/s | HTTP cost |")

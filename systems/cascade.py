@@ -15,7 +15,7 @@ from typing import Sequence
 
 from bench.plugins import Context, takes
 from bench.types import Audio, Generation, Request, System, TokenLogProbs, Turn
-from systems.common import DecodeConfig, Lazy, decode_config, shared_llm, to_messages
+from systems.common import DecodeConfig, Lazy, decode_config, llm_prompt_counter, shared_llm, to_messages
 
 TRANSCRIPT_WARNING = ("The user's messages are automatic speech recognition transcripts of what they said, "
                       "and may contain recognition errors. Interpret them sensibly.")
@@ -35,6 +35,10 @@ class Cascade(System):
         blob = json.dumps({"class": "Cascade/2", "asr": self.asr.identity, "llm": self.llm.identity,
                            "warning": TRANSCRIPT_WARNING if self.warn else None, **self.cfg.as_dict()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def prompt_counter(self):
+        # a spoken turn becomes its transcript: ~3 LLM tokens a second of speech (FACTS.md), 4 to be safe
+        return llm_prompt_counter(self.llm, 4.0, self._system_prompt)
 
     def _transcribe(self, requests: Sequence[Request]) -> tuple[dict[int, str], dict[int, float], dict[str, float]]:
         """Hypotheses for every spoken user turn of every request, in one batched ASR call.
@@ -57,10 +61,13 @@ class Cascade(System):
             return t.text
         return view
 
-    def _messages(self, request: Request, hyps: dict[int, str]):
+    def _system_prompt(self, request: Request) -> str | None:
         # the warning only where there is speech: a typed conversation is exactly the topline's
         spoken = any(t.role == "user" and t.spoken for t in (*request.history, request.turn))
-        return to_messages(request, self._view(hyps), TRANSCRIPT_WARNING if self.warn and spoken else None)
+        return TRANSCRIPT_WARNING if self.warn and spoken else None
+
+    def _messages(self, request: Request, hyps: dict[int, str]):
+        return to_messages(request, self._view(hyps), self._system_prompt(request))
 
     def generate_batch(self, requests: Sequence[Request]) -> list[Generation]:
         hyps, durs, asr_secs = self._transcribe(requests)

@@ -4,7 +4,10 @@ their identities, the decoding config, the run's shared ChatLLM (a handle that k
 and loads on first use) and request → chat messages. `systems.llm` re-exports the LLM names."""
 from __future__ import annotations
 
+import copy
 import functools
+import math
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +142,25 @@ def to_messages(request: Request, view: Callable[[Turn], str], system_prompt: st
     for t in (*request.history, request.turn):
         msgs.append({"role": t.role, "content": view(t) if t.role == "user" else t.gold_text})
     return msgs
+
+
+def llm_prompt_counter(llm, audio_tokens_per_second: float,
+                       system_prompt: Callable[[Request], str | None] = lambda r: None):
+    """`System.prompt_counter` for a system that prompts `llm` (a ChatLLM) with `system_prompt(request)`:
+    its chat template over a private copy of its tokenizer (a fast tokenizer must not be shared with
+    the generating thread), a spoken turn counted as `audio_tokens_per_second` per second of audio."""
+    tok, lock = copy.deepcopy(llm.tokenizer), threading.Lock()
+
+    def count(request: Request) -> int:
+        msgs = to_messages(request, lambda t: "" if t.spoken else t.gold_text, system_prompt(request))
+        with lock:
+            out = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+        ids = out["input_ids"] if hasattr(out, "keys") else out
+        heard = sum(t.audio.seconds for t in (*request.history, request.turn) if t.spoken)
+        return len(ids) + math.ceil(heard * audio_tokens_per_second)
+
+    context = getattr(llm.model.config, "max_position_embeddings", None)
+    return count, int(context) if context else None
 
 
 def inference_mode(fn):

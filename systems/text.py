@@ -9,7 +9,7 @@ from typing import Sequence
 
 from bench.plugins import Context
 from bench.types import Generation, Request, System, TokenLogProbs
-from systems.common import DecodeConfig, decode_config, shared_llm, to_messages
+from systems.common import DecodeConfig, decode_config, llm_prompt_counter, shared_llm, to_messages
 
 
 class TextTopline(System):
@@ -32,6 +32,9 @@ class TextTopline(System):
         return [Generation(text=out[i][0] if i in out else r.turn.gold_text, tokens=out[i][1] if i in out else 0,
                            transcript=r.turn.gold_text if r.turn.spoken else None,
                            seconds={"llm": per if i in out else 0.0}) for i, r in enumerate(requests)]
+
+    def prompt_counter(self):
+        return llm_prompt_counter(self.llm, 0.0)  # (a spoken turn is read as its gold transcript, which serve never has)
 
     def generate_from_embeds(self, embeds: Sequence) -> list[Generation]:
         """Greedy answers to whole, templated prompts given as input embeddings ((T, hidden) tensors): what

@@ -55,6 +55,16 @@ class EchoSystem(FakeSystem):
         return [Generation(text=r.turn.gold_text) for r in requests]
 
 
+class BrokenSystem(FakeSystem):
+    """Fails every batch (a model that cannot load, an endpoint that is down)."""
+
+    def fingerprint(self) -> str:
+        return f"broken-{self.version}"
+
+    def generate_batch(self, requests):
+        raise RuntimeError("broken on purpose")
+
+
 @takes(reverse="no: answer with the gold text as it is (an option a test can see arrive)")
 def build_fake(ctx) -> FakeSystem:
     if ctx.args.get("reverse") == "no":
@@ -66,11 +76,16 @@ def build_echo(ctx) -> EchoSystem:
     return EchoSystem()
 
 
+def build_broken(ctx) -> BrokenSystem:
+    return BrokenSystem()
+
+
 def register() -> None:
     import systems
 
     systems.REGISTRY.register("fake", "tests.fakes:build_fake")
     systems.REGISTRY.register("echo", "tests.fakes:build_echo")
+    systems.REGISTRY.register("broken", "tests.fakes:build_broken")
     systems.REGISTRY.register("hear-a", "tests.fakes:build_hear_a")
     systems.REGISTRY.register("hear-b", "tests.fakes:build_hear_b")
 

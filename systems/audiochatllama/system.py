@@ -11,7 +11,8 @@ from typing import Sequence
 
 from bench.plugins import Context, takes
 from bench.types import Generation, Request, System, TokenLogProbs
-from systems.common import DecodeConfig, Lazy, decode_config, inference_mode, load_llm, shared_llm
+from systems.common import (DecodeConfig, Lazy, decode_config, inference_mode, llm_prompt_counter, load_llm,
+                            shared_llm)
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
@@ -34,6 +35,9 @@ class AudioChatLlamaSystem(System):
         blob = json.dumps({"class": "AudioChatLlama/1", "checkpoint": self.identity, "llm": self.llm.identity,
                            **self.cfg.as_dict(), **served}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def prompt_counter(self):
+        return llm_prompt_counter(self.llm, 12.5)  # a spoken turn: one embedding per ~80 ms of audio
 
     def _lora_split(self, requests: Sequence[Request], run) -> list:
         """`run(indices)`: the outputs for those requests. With a LoRA checkpoint, the typed-only requests

@@ -1,0 +1,302 @@
+"""`serve` probed as an attacker would, on 127.0.0.1: every request below goes to a real server (a
+thread on a free port) as raw bytes or through http.client, and must be refused before any work with
+an OpenAI error body, or answered with what the limits promise (issue 40's table, row by row)."""
+import base64
+import http.client
+import io
+import json
+import resource
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bench.serve import Limits, Server
+from bench.types import Generation, System
+
+
+class Slow(System):
+    """Answers with the prompt's length; a prompt over 1,000 characters takes 0.6 s, others 0.05 s;
+    'BOOM' raises an error whose message holds an object's repr (an internal)."""
+
+    name = "slow"
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.gate.set()
+        self.seen: list[str] = []  # every prompt, in the order answered
+
+    def fingerprint(self):
+        return "slow-1"
+
+    def generate_batch(self, requests):
+        self.seen.extend(r.turn.text or "" for r in requests)
+        self.gate.wait(timeout=30)
+        if any("BOOM" in (r.turn.text or "") for r in requests):
+            raise RuntimeError(f"exploded in {object()!r} at /srv/secret/path")
+        time.sleep(0.6 if any(len(r.turn.text or "") > 1000 for r in requests) else 0.05)
+        return [Generation(str(len(r.turn.text or "")), tokens=1) for r in requests]
+
+
+def _serve(system=None, **limits):
+    kw = {"max_body_bytes": 2 ** 20, "max_audio_seconds": 10.0, **limits}
+    return Server(system or Slow(), port=0, limits=Limits(**kw), max_new_tokens=16, max_queue=8).start()
+
+
+@pytest.fixture
+def server():
+    s = _serve()
+    yield s
+    s.stop()
+    assert s.errors == 0  # nothing escaped a handler (no traceback in the log)
+
+
+def _chat(content, model="slow"):
+    return {"model": model, "messages": [{"role": "user", "content": content}]}
+
+
+def _raw(port: int, head: bytes, body: bytes = b"", timeout: float = 20) -> tuple[int, dict, bytes]:
+    """Send a request as bytes (the body from a thread, so a server that answers early is still read)
+    and read the whole answer: (status, headers, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head)
+
+        def send_body():
+            try:
+                s.sendall(body)
+            except OSError:
+                pass  # the server answered and stopped reading
+
+        sender = threading.Thread(target=send_body, daemon=True)
+        sender.start()
+        data, headers, lines = b"", None, []
+        while True:  # until the server closes, or the answer's Content-Length is in (a kept-alive connection)
+            try:
+                chunk = s.recv(1 << 16)
+            except ConnectionResetError:
+                break
+            data += chunk
+            if headers is None and b"\r\n\r\n" in data:
+                lines = data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+                headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            if not chunk or (headers is not None and "content-length" in headers and len(data.partition(
+                    b"\r\n\r\n")[2]) >= int(headers["content-length"])):
+                break
+    return int(lines[0].split()[1]), headers or {}, data.partition(b"\r\n\r\n")[2]
+
+
+def _post(port, body: bytes, content_type="application/json", host="127.0.0.1", extra=b"", length=None, timeout=20):
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body) if length is None else length}\r\n").encode() + extra + b"\r\n"
+    return _raw(port, head, body, timeout)
+
+
+def _is_error(status, headers, body, code):
+    assert status == code, (status, body[:300])
+    assert headers["content-type"] == "application/json"
+    err = json.loads(body)["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    return err
+
+
+# -- the body ----------------------------------------------------------------------------------
+
+def test_negative_content_length_with_a_big_body_is_refused(server):
+    port = server.server_address[1]
+    err = _is_error(*_post(port, b"x" * (30 * 2 ** 20), length=-1), 400)
+    assert "Content-Length" in err["message"]
+    # the same body with its true length: over the limit (1 MiB here)
+    err = _is_error(*_post(port, b"x" * (3 * 2 ** 20)), 413)
+    assert "over this server's limit" in err["message"]
+    for bad in ("+5", "5_0", "0x10", "5, 5"):
+        _is_error(*_post(port, b"{}", length=bad), 400)
+    _is_error(*_post(port, b"{}", extra=b"Transfer-Encoding: chunked\r\n"), 411)
+    status, _, body = _post(port, json.dumps(_chat("ok")).encode())
+    assert status == 200, body  # and the server still answers
+
+
+def test_deep_nesting_and_lone_surrogates_are_400(server):
+    port = server.server_address[1]
+    err = _is_error(*_post(port, b"[" * 100_000), 400)
+    assert "nested too deeply" in err["message"]
+    body = b'{"model": "slow", "messages": [{"role": "user", "content": "a\\ud800b"}]}'
+    err = _is_error(*_post(port, body), 400)
+    assert "surrogate" in err["message"]
+    _is_error(*_post(port, b'{"model": "slow", "messages": "\xff\xfe"}'), 400)  # not UTF-8
+
+
+# -- who may ask --------------------------------------------------------------------------------
+
+def test_foreign_host_and_non_json_content_type_are_refused():
+    s = _serve(allowed_hosts=("localhost", "127.0.0.1", "::1", "bench.internal"))
+    try:
+        port, ok = s.server_address[1], json.dumps(_chat("hi")).encode()
+        err = _is_error(*_post(port, ok, host="evil.example"), 403)
+        assert err["code"] == "host_not_allowed"
+        _is_error(*_raw(port, b"GET /v1/models HTTP/1.1\r\nHost: evil.example:8000\r\n\r\n"), 403)
+        _is_error(*_post(port, ok, content_type="text/plain"), 415)
+        _is_error(*_post(port, ok, content_type="application/x-www-form-urlencoded"), 415)
+        for host in (f"127.0.0.1:{port}", "localhost", "[::1]:80", "bench.internal:443"):  # allowed names
+            assert _post(port, ok, host=host)[0] == 200, host
+        assert _post(port, ok, content_type="application/json; charset=utf-8")[0] == 200
+    finally:
+        s.stop()
+    assert s.errors == 0
+
+
+# -- every path and method answers JSON -----------------------------------------------------------
+
+@pytest.mark.parametrize("request_bytes,status", [
+    (b"PUT /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}", 405),
+    (b"DELETE /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n", 405),
+    (b"OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nOrigin: http://evil.example\r\n\r\n", 405),
+    (b"BREW /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n", 501),
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
+    (b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * 70_000 + b"\r\n\r\n", 431),
+    (b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n" + b"X-H: 1\r\n" * 150 + b"\r\n", 431),
+    (b"NONSENSE\r\n\r\n", 400),
+    (b"GET /v1/models HTTP/2.0\r\nHost: localhost\r\n\r\n", 505),
+    (b"GET /v1/models HTTP/1.x\r\nHost: localhost\r\n\r\n", 400),
+    (b"GET /v1/models\r\n\r\n", 400),  # HTTP/0.9-style: no Host header
+    (b"GET /nowhere HTTP/1.1\r\nHost: localhost\r\n\r\n", 404),
+])
+def test_every_error_is_openai_json(server, request_bytes, status):
+    got, headers, body = _raw(server.server_address[1], request_bytes)
+    _is_error(got, headers, body, status)
+    if status in (405, 501):
+        assert headers["allow"] == "GET, POST"
+    assert b"<html" not in body.lower() and "audiochat-bench" in headers["server"] and "Python" not in headers["server"]
+
+
+def test_head_is_405_without_a_body(server):
+    status, headers, body = _raw(server.server_address[1], b"HEAD /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert status == 405 and headers["content-type"] == "application/json" and body == b""
+
+
+# -- limits on the work --------------------------------------------------------------------------
+
+def _flac_b64(seconds: float, header_length: bool = True) -> str:
+    sr = 16000
+    buf = io.BytesIO()
+    sf.write(buf, np.full(int(seconds * sr), 0.25, np.float32), sr, format="FLAC", subtype="PCM_16")
+    raw = bytearray(buf.getvalue())
+    if not header_length:  # STREAMINFO's 36-bit total-samples field zeroed: "length unknown"
+        bits = int.from_bytes(raw[18:26], "big") & ~((1 << 36) - 1)
+        raw[18:26] = bits.to_bytes(8, "big")
+    return base64.b64encode(bytes(raw)).decode()
+
+
+@pytest.mark.parametrize("header_length", [True, False], ids=["declared", "undeclared"])
+def test_an_hour_of_flac_is_refused_before_decoding(header_length):
+    s = _serve(max_body_bytes=25 * 2 ** 20)
+    try:
+        data = _flac_b64(3600, header_length)
+        assert len(data) < 400_000  # a small upload…
+        body = json.dumps(_chat([{"type": "input_audio", "input_audio": {"data": data, "format": "flac"}}])).encode()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        err = _is_error(*_post(s.server_address[1], body), 400)
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        assert "over the 10 s limit" in err["message"], err
+        assert ("3600.0 s long" in err["message"]) == header_length  # from the header, when it has one
+        assert grown_mb < 100 and time.perf_counter() - t0 < 5  # …that never decodes into 230 MB of floats
+    finally:
+        s.stop()
+
+
+def test_decoded_samples_are_bounded_by_channels_too():
+    from bench.audio import load_audio
+    from bench.types import AudioError
+
+    buf = io.BytesIO()
+    sf.write(buf, np.full((16000, 64), 0.25, np.float32), 16000, format="WAV", subtype="PCM_16")  # 1 s, 64 ch
+    with pytest.raises(AudioError, match="64 channel.*before decoding"):
+        load_audio(buf.getvalue(), max_seconds=10, max_samples=16000 * 8)
+    assert load_audio(buf.getvalue(), max_seconds=10, max_samples=16000 * 64).seconds == pytest.approx(1.0)
+
+
+def test_long_prompt_is_refused_and_short_ones_overtake_long_ones():
+    s = _serve(max_prompt_tokens=8192, long_prompt_tokens=100)
+    port = s.server_address[1]
+    try:
+        err = _is_error(*_post(port, json.dumps(_chat("word " * 7200)).encode()), 400)  # 36 KB
+        assert err["code"] == "context_length_exceeded" and "limit of 8192" in err["message"], err
+        answers = {}
+
+        def ask(name, text):
+            answers[name] = (_post(port, json.dumps(_chat(text)).encode())[0], time.perf_counter())
+
+        t0 = time.perf_counter()
+        threads = []
+        for name, text, delay in (("long-a", "x" * 2000, 0), ("long-b", "y" * 2000, 0.15), ("short", "hi", 0.3)):
+            time.sleep(delay - (time.perf_counter() - t0) if delay else 0)
+            threads.append(threading.Thread(target=ask, args=(name, text)))
+            threads[-1].start()
+        for t in threads:
+            t.join(timeout=30)
+        assert all(status == 200 for status, _ in answers.values()), answers
+        # long-a was decoding when the short one came: it waits for that one, not for long-b as well
+        assert [text[:1] for text in s.system.seen] == ["x", "h", "y"]
+        assert answers["short"][1] < answers["long-b"][1] and answers["short"][1] - t0 < 1.0
+    finally:
+        s.stop()
+    assert s.errors == 0
+
+
+def test_full_queue_answers_429_with_retry_after():
+    system = Slow()
+    s = Server(system, port=0, max_new_tokens=16, max_queue=1).start()
+    port = s.server_address[1]
+    try:
+        system.gate.clear()  # the worker holds the first request
+        first = threading.Thread(target=_post, args=(port, json.dumps(_chat("a")).encode()))
+        first.start()
+        while not system.seen:
+            time.sleep(0.01)
+        second = threading.Thread(target=_post, args=(port, json.dumps(_chat("b")).encode()))
+        second.start()
+        while not s.batcher._short:
+            time.sleep(0.01)
+        err = _is_error(*(r := _post(port, json.dumps(_chat("c")).encode())), 429)
+        assert r[1]["retry-after"] == "1" and err["type"] == "rate_limit_error"
+    finally:
+        system.gate.set()
+        first.join(timeout=10)
+        second.join(timeout=10)
+        s.stop()
+
+
+def test_usage_counts_the_prompt_with_the_systems_tokenizer():
+    from systems.common import DecodeConfig
+    from systems.text import TextTopline
+    from tests.fakes import tiny_llm
+
+    llm = tiny_llm()
+    system = TextTopline(llm, DecodeConfig(max_new_tokens=8))
+    s = Server(system, port=0, max_new_tokens=8).start()
+    try:
+        assert s.max_prompt_tokens == 512 - 8  # the model's context less the answer
+        conn = http.client.HTTPConnection("127.0.0.1", s.server_address[1], timeout=30)
+        msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is two plus two?"}]
+        conn.request("POST", "/v1/chat/completions", json.dumps({"model": "text", "messages": msgs}),
+                     {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        usage = json.loads(r.read())["usage"]
+        assert r.status == 200 and usage["prompt_tokens"] == len(llm.prompt_ids(msgs))
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        status, _, body = _post(s.server_address[1], json.dumps(_chat("z" * 600, "text")).encode())
+        assert status == 400 and "limit of 504" in json.loads(body)["error"]["message"]
+    finally:
+        s.stop()
+
+
+def test_messages_carry_no_internals(server):
+    port = server.server_address[1]
+    audio = {"type": "input_audio", "input_audio": {"data": base64.b64encode(b"not audio").decode(), "format": "wav"}}
+    err = _is_error(*_post(port, json.dumps(_chat([audio])).encode()), 400)
+    assert "cannot read audio" in err["message"] and "0x" not in err["message"] and "BytesIO" not in err["message"]
+    err = _is_error(*_post(port, json.dumps(_chat("BOOM")).encode()), 500)
+    assert "RuntimeError" in err["message"] and "0x" not in err["message"] and "/srv" not in err["message"]
