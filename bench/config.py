@@ -1,5 +1,5 @@
 """Run configuration: a dataclass is the source of truth; a suite preset and CLI flags override it;
-the resolved config is written beside every run as config.json."""
+the resolved config (`Plan`) is written beside every run, in its record (config.json, bench/record.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +16,10 @@ from bench.registry import parse_list
 
 
 @dataclass
-class RunConfig:
+class Plan:
+    """What a run is asked: systems, tasks, conditions, limits, the generation config, where the cache
+    and the run directories live."""
+
     suite: str | None = None
     systems: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
@@ -80,14 +83,14 @@ class RunConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> "Plan":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def resolve(suite: dict | None, overrides: dict) -> RunConfig:
+def resolve(suite: dict | None, overrides: dict) -> Plan:
     """Suite preset first, then explicit flags (those not None); per-system arguments merge key by key."""
-    cfg = RunConfig()
+    cfg = Plan()
     for src in (suite or {}, overrides):
         for k, v in src.items():
             if v is None or not hasattr(cfg, k):

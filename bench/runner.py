@@ -19,6 +19,7 @@ from bench import conditions as cond_mod
 from bench.analysis import wer_bucket_rows
 from bench.cache import OutputCache, Record, cache_key
 from bench.profile import Profile
+from bench.record import describe_error
 from bench.scoring import score_task
 from bench.types import Generation, Item, Request, System, Task
 
@@ -53,11 +54,6 @@ def slots_for(fingerprint: str, task: Task, items: Sequence[Item], conditions: S
             for c in conditions for it in items]
 
 
-def _describe(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {msg}"[:500]
-
-
 def score_gconf(task: Task, gconf: dict, ref_fp: str | None) -> dict:
     """The generation config of a task's outputs: a scoring task's outputs also depend on whose
     answers were scored (the reference system's fingerprint)."""
@@ -89,7 +85,7 @@ def _generate_batch(system: System, batch: list[Slot], task: Task, targets: dict
             tgts.append(targets[s.item.id] if targets is not None else None)
             idx.append(i)
         except Exception as e:  # the condition could not be applied (bad audio...) or no target
-            results[i] = (None, _describe(e))
+            results[i] = (None, describe_error(e))
     profile.add(system.name, "audio", time.perf_counter() - t_audio)
     tg = tgts if targets is not None else None
     t_call = time.perf_counter()
@@ -101,13 +97,13 @@ def _generate_batch(system: System, batch: list[Slot], task: Task, targets: dict
             results[i] = (g, None)
     except Exception:
         if len(requests) == 1:
-            results[idx[0]] = (None, _describe(sys.exc_info()[1]))
+            results[idx[0]] = (None, describe_error(sys.exc_info()[1]))
         else:
             for k, (i, r) in enumerate(zip(idx, requests)):
                 try:
                     results[i] = (_call(system, [r], None if tg is None else [tg[k]])[0], None)
                 except Exception as e:
-                    results[i] = (None, _describe(e))
+                    results[i] = (None, describe_error(e))
     profile.add_call(system.name, (r[0] for r in results if r is not None), time.perf_counter() - t_call)
     return results
 
