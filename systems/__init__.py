@@ -40,7 +40,7 @@ ARG_ALIASES = {
 # Training recipes behind `audiochat-bench train NAME [args]`: each maps to a `main(argv) -> int`.
 TRAINERS = Registry("trainer", {
     "asr": "systems.asr.train:main",
-    "lm": "systems.asr.lm:main",
+    "lm": "systems.asr.lm_recipe:main",
     "e2e": "systems.audiochatllama.train:main",
     "bridge": "systems.audiochatllama.train_bridge:main",
 })
