@@ -1,7 +1,7 @@
 """Helpers shared by the LLM-backed systems, none of which needs torch, so that building a system
 for its fingerprint (all a fully cached run does) imports no model code: the embedded chat LLMs and
-their identities, the decoding config, the run's shared ChatLLM (a handle that knows its identity
-and loads on first use) and request → chat messages. `systems.llm` re-exports the LLM names."""
+their identities, the decoding config, lazy handles (`Lazy`: an identity now, the model on first use) and request →
+chat messages. `systems.llm` re-exports the LLM names; the run's shared ChatLLM is `systems.run_llm`."""
 from __future__ import annotations
 
 import copy
@@ -111,24 +111,6 @@ class DecodeConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-
-def shared_llm(ctx: Context):
-    """The run's chat LLM, shared by every system that uses it: a handle that knows the model's
-    identity (for fingerprints) and makes the ChatLLM on first use (which reads the weights on its
-    own first use), so a fully cached run never imports or loads it."""
-    spec = ctx.options.get("llm") or DEFAULT_LLM
-    return ctx.shared(f"llm:{spec}", lambda: Lazy(llm_identity(spec, ctx.options.get("dtype", "float32")),
-                                                  lambda: load_llm(ctx)))
-
-
-def load_llm(ctx: Context):
-    """A new instance of the run's chat LLM (for a system that changes its modules, such as LoRA)."""
-    from systems.llm import ChatLLM
-
-    return ChatLLM.load(ctx.options.get("llm") or DEFAULT_LLM, dtype=ctx.options.get("dtype", "float32"),
-                        device=ctx.options.get("device", "cpu"),
-                        trust_remote_code=bool(ctx.options.get("trust_remote_code", False)))
-
 
 def decode_config(ctx: Context) -> DecodeConfig:
     return DecodeConfig(max_new_tokens=int(ctx.options.get("max_new_tokens", 64)))
