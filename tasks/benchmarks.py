@@ -17,18 +17,22 @@ Column names and configs follow each dataset's card (Hugging Face, as cited per 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 from bench.audio import load_audio
 from bench.types import Audio, AudioRef, Item, Task, Turn, first_n
-from tasks.builtin import ASR, Translation, answer_metrics, items_version
+from tasks import metrics as M
+from tasks import voicebench as V
+from tasks.builtin import ASR, Translation
+from tasks.common import ENV_DATA_DIR, answer_metrics, items_version, public_data_dir
 from tasks.loaders import (ASR_INSTRUCTION, LANGUAGE_NAMES, SQUAD_INSTRUCTION, TRANSLATE_INSTRUCTION, DataError,
                            _unique)
+from tasks.manifest import OPEN_METRICS
+from tasks.text_sets import read_squad
 
-ENV_DATA_DIR = "AUDIOCHAT_BENCH_DATA_DIR"
 HF_SPLIT = {"test": "test", "dev": "validation", "train": "train"}
 
 
@@ -195,9 +199,6 @@ class VoiceBench(BenchmarkTask):
     repo = BENCHMARKS["voicebench"].repo
 
     def configure(self, spec):
-        from tasks import voicebench as V
-        from tasks.manifest import OPEN_METRICS
-
         config, _, sub = spec.partition(":")
         if config not in VOICEBENCH:
             raise _spec_error("voicebench", spec, VOICEBENCH)
@@ -341,8 +342,6 @@ class CoVoST2(BenchmarkTask):
         self.name, self.description = f"covost2:{spec}", f"CoVoST 2 English → {LANGUAGE_NAMES[tgt]}: BLEU/chrF"
 
     def signatures(self) -> dict:
-        from tasks import metrics as M
-
         return M.signatures()
 
     def read(self):
@@ -379,10 +378,5 @@ class HeySQuADText(Task):
         self.description = f"real speech, transcribed: HeySQuAD {form.replace('-', ' ')} questions, typed"
 
     def items(self, limit: int | None = None) -> list[Item]:
-        from dataclasses import replace
-
-        from tasks.builtin import public_data_dir
-        from tasks.text_sets import read_squad
-
         path = public_data_dir() / "text" / "heysquad" / f"dev-common-{self.form}-1002.json"
         return [replace(it, turn=Turn("user", text=it.meta["asr_question"])) for it in read_squad(path, limit=limit)]

@@ -12,7 +12,8 @@ import numpy as np
 
 from bench.audio import load_audio, resample, validate
 from bench.types import SAMPLE_RATE, Audio, AudioRef, Item, Task, Turn, first_n
-from tasks.builtin import ASR, items_version
+from tasks.builtin import ASR
+from tasks.common import items_version
 from tasks.loaders import ASR_INSTRUCTION, DataError, _unique
 
 

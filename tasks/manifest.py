@@ -13,7 +13,8 @@ from pathlib import Path
 
 from bench.types import Item, Metric, Task, first_n
 from tasks import metrics as M
-from tasks.builtin import ASR, TOPLINE, Summarization, Translation, agree, answer_metrics
+from tasks.builtin import ASR, Summarization, Translation
+from tasks.common import TOPLINE, agree, answer_metrics
 
 
 def _with_refs(fn):
