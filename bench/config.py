@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.registry import parse_list
+from bench.types import TOPLINE
 
 
 @dataclass
@@ -48,9 +49,13 @@ class Plan:
     baselines: list[str] = field(default_factory=list)
     # whose transcripts bucket the items by word error rate (the first present)
     bucket_systems: list[str] = field(default_factory=list)
-    # presentation only (not in `identity`): systems that read the gold text (shown in the headline,
-    # not ranked), and the systems that get a line of verdicts (default: all but baselines and toplines)
+    # systems that read the gold text: shown in the headline, not ranked; the first present plays the
+    # run's topline role (bench.types.TOPLINE: whose answers the agreement metrics and response-ppl use).
+    # Not in `identity`: no cache key depends on it (a scoring task's keys hold its reference's
+    # fingerprint), and every run before the role existed had the same one
     toplines: list[str] = field(default_factory=list)
+    # presentation only (not in `identity`): the systems that get a line of verdicts (default: all but
+    # baselines and toplines)
     verdict_systems: list[str] = field(default_factory=list)
     # where local copies of public benchmarks live (`voicebench:sd-qa`, ...): a location, not in `identity`
     # (the items' content is in each task's version)
@@ -61,6 +66,13 @@ class Plan:
     def conditions_for(self, task: str) -> list[str]:
         extra = self.sweep_conditions if task in self.sweep_tasks else []
         return list(dict.fromkeys(self.conditions + extra))
+
+    def roles(self) -> dict[str, str]:
+        """The systems that play a role in this run: the topline is the first of `toplines` among the
+        run's systems, else the first named (a scoring task's reference need not be compared); none
+        where the plan names no topline."""
+        top = next((s for s in self.toplines if s in self.systems), self.toplines[0] if self.toplines else None)
+        return {TOPLINE: top} if top else {}
 
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else Path(self.output_dir) / "cache.sqlite"

@@ -19,16 +19,17 @@ The CLI (`run`, `score`), `perf`, the regression gate and the scripts are caller
 """
 from __future__ import annotations
 
+import copy
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from bench import dist
 from bench.config import Plan
 from bench.record import RunLog, RunRecord, new_record, read_record
-from bench.types import Generation, Item, Task
+from bench.types import TOPLINE, Generation, Item, Task
 
 __all__ = ["Plan", "RunResult", "evaluate", "score_run", "load_plan", "validate", "build_tasks", "group_rows"]
 
@@ -83,23 +84,42 @@ def validate(plan: Plan) -> None:
 
 
 def build_tasks(plan: Plan) -> dict[str, tuple[Task, list[Item]]]:
-    """The plan's tasks with their items (manifests are read here: a malformed one fails first)."""
+    """The plan's tasks with their items (manifests are read here: a malformed one fails first), each
+    with its roles bound to the run's systems (`bind_roles`)."""
     from bench.plugins import build_task, task_data_kwargs
 
-    return {name: (t := build_task(name, **task_data_kwargs(name, plan.data_dir)), t.items(plan.limit))
+    return {name: (t := bind_roles(build_task(name, **task_data_kwargs(name, plan.data_dir)), plan.roles(), name),
+                   t.items(plan.limit))
             for name in plan.tasks}
+
+
+def bind_roles(task: Task, roles: dict[str, str], name: str = "") -> Task:
+    """A copy of `task` whose metrics' `needs` and whose `reference_system`, where they name a role
+    (bench.types.TOPLINE), are bound to the system that plays it in this run (`Plan.roles`)."""
+    bound = copy.copy(task)
+    bound.metrics = tuple(replace(m, bound=roles[m.needs]) if m.needs in roles else m for m in task.metrics)
+    if task.mode == "score":
+        if task.reference_system in roles:
+            bound.reference_system = roles[task.reference_system]
+        elif task.reference_system == TOPLINE:
+            raise ValueError(f"{name or task.name} scores the answers of the run's topline: name one (a suite's "
+                             "`toplines`, or Plan(toplines=[...]))")
+    return bound
 
 
 def load_plan(run_dir: str | Path) -> tuple[Plan, RunRecord]:
     """(plan, record) of a run directory. Runs written before per-system arguments existed kept
     them as top-level options (`asr`, `e2e`, ...): those are read into `system_args` through the
-    systems' declared aliases."""
+    systems' declared aliases. Runs written before suites named `toplines` had one topline, the
+    system whose answers their scoring tasks scored (`reference_fingerprints`)."""
     from bench.plugins import legacy_system_args
 
     record = read_record(run_dir)
     saved = dict(record.config)
     if "system_args" not in saved:
         saved["system_args"] = legacy_system_args(saved)
+    if "toplines" not in saved:
+        saved["toplines"] = list(record.reference_fingerprints)
     return Plan.from_dict(saved), record
 
 
@@ -346,7 +366,7 @@ def group_rows(result: RunResult, task: str, group_of: Callable[[Item], str | No
     for g, sub in sorted(groups.items()):
         for system, outputs in by_system.items():
             for metric in t.metrics:
-                context = {metric.needs: by_system[metric.needs]} if metric.needs in by_system else {}
+                context = {metric.needs: by_system[metric.source]} if metric.source in by_system else {}
                 res = score_metric(metric, sub, outputs, context)
                 if res is not None:
                     rows.append({"system": system, "task": task, "task_version": t.version, "condition": condition,

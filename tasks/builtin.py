@@ -10,10 +10,10 @@ import json
 from functools import lru_cache
 
 from bench import textnorm
-from bench.types import Item, Metric, Task, Turn, first_n
+from bench.types import TOPLINE, Item, Metric, Task, Turn, first_n
 from corpus import DATA
 from tasks import metrics as M
-from tasks.common import TOPLINE, agree, answer_metrics, public_data_dir
+from tasks.common import agree, answer_metrics, public_data_dir
 from tasks.loaders import ASR_INSTRUCTION, QA_INSTRUCTION, SUMMARY_INSTRUCTION, tts_ref
 
 @lru_cache(maxsize=None)

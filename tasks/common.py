@@ -7,10 +7,9 @@ import json
 import os
 from pathlib import Path
 
-from bench.types import Item, Metric, Turn
+from bench.types import TOPLINE, Item, Metric, Turn
 from tasks import metrics as M
 
-TOPLINE = "text"
 # Two folders, two variables: the public evaluation data beside the checkout (speech/, text/: the
 # `real` suite), and local copies of Hugging Face benchmarks (`run --data-dir`, tasks/benchmarks.py).
 ENV_DATA = "AUDIOCHAT_BENCH_DATA"
