@@ -24,12 +24,17 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bench import dist
 from bench.config import Plan
 from bench.record import RunLog, RunRecord, new_record, read_record
 from bench.types import TOPLINE, Generation, Item, Task
+
+if TYPE_CHECKING:
+    from bench.cache import OutputCache
+    from bench.plugins import Context
+    from bench.runner import GenStats
 
 __all__ = ["Plan", "RunResult", "evaluate", "score_run", "load_plan", "validate", "build_tasks", "group_rows"]
 
@@ -148,10 +153,10 @@ class _Run:
     progress: bool
     log: Callable[[str], None]
     built: dict
-    ctx: object  # bench.plugins.Context
-    stats: object  # bench.runner.GenStats
+    ctx: Context
+    stats: GenStats
     gconf: dict
-    cache: object = None  # bench.cache.OutputCache
+    cache: OutputCache | None = None
 
     def system(self, name: str):
         if name not in self.built:
