@@ -1,8 +1,9 @@
 """The layering the docstrings state, checked on the source (parsed with `ast`; nothing is imported):
 `bench` names no plug-in package (systems, tasks) outside its loader, bench/plugins.py, which names
 the packages alone (their registries), never a module inside one; systems and tasks never import
-each other; and no module of the project reaches itself again through its imports (an import circle). Imports inside functions count: a circle hidden in a function is still code in
-the wrong file. Only imports under `if TYPE_CHECKING:` are left out of the circles (never run)."""
+each other; and no module of the project reaches itself again through its imports (an import circle).
+Imports inside functions count: a circle hidden in a function is still code in the wrong file. Only
+imports under `if TYPE_CHECKING:` are left out of the circles (they never run)."""
 from __future__ import annotations
 
 import ast
