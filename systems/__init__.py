@@ -5,7 +5,7 @@ REGISTRY = Registry("system", {
     "text": "systems.text:build",
     "cascade": "systems.cascade:build",
     "cascade-whisper": "systems.cascade:build_whisper",
-    "audiochatllama": "systems.audiochatllama.system:build",  # the token bridge (the default since round 2)
+    "audiochatllama": "systems.audiochatllama.system:build",  # the token bridge
     "audiochatllama-continuous": "systems.audiochatllama.system:build_continuous",  # the paper's projector
     "audiochatllama-whisper": "systems.audiochatllama.system:build_whisper",  # the token bridge on Whisper
     "audiochatllama-whisper-continuous": "systems.audiochatllama.system:build_whisper_continuous",

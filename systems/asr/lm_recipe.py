@@ -18,8 +18,8 @@ import torch
 from bench.textnorm import item_wer, wer as corpus_wer
 from bench.tts import synthesize
 from systems.asr.ctc import CTCASR
-from systems.asr.lm import (BeamConfig, LLMRescorer, NgramLM, RescoreConfig, build_arpa, ctc_beam_search, ctc_pieces,
-                            english_word_frequencies)
+from systems.asr.lm import BeamConfig, NgramLM, build_arpa, ctc_beam_search, ctc_pieces, english_word_frequencies
+from systems.asr.rescore import LLMRescorer, RescoreConfig
 from systems.asr.train import ASRTrainConfig, corpus, dev_set, saved_config
 
 
