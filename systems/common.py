@@ -85,16 +85,31 @@ def resolve_llm(spec: str) -> tuple[Path, str]:
     if spec in EMBEDDED_LLMS:
         asset = EMBEDDED_LLMS[spec]
         return resolve(asset), f"{spec}@{asset.identity}"
+    return resolve_model_dir(spec, f"--llm {spec!r}", ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"])
+
+
+def resolve_model_dir(spec: str, what: str, patterns: Sequence[str]) -> tuple[Path, str]:
+    """(local directory, identity) of a model directory or a Hugging Face hub id (its files matching
+    `patterns` downloaded, or found in the hub's cache); the identity hashes the files. `what`: how
+    errors name the spec."""
     path = Path(spec).expanduser()
     if path.is_dir():
         return path, f"{path.name}@{weights_identity(path)}"
     if spec.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--llm {spec!r}: no such directory")
-    from huggingface_hub import snapshot_download  # a hub id: needs hub access
+        raise FileNotFoundError(f"{what}: no such directory")
+    from huggingface_hub import snapshot_download  # a hub id: needs hub access (or its local cache)
 
-    local = Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.model",
-                                                         "*.jinja", "*.txt"]))
+    local = Path(snapshot_download(spec, allow_patterns=list(patterns)))
     return local, f"{spec}@{weights_identity(local)}"
+
+
+def cut_at_eos(new_tokens, eos_ids) -> list[list[int]]:
+    """Per row of generated ids (a tensor): the ids up to (not including) the first of `eos_ids`."""
+    out = []
+    for row in new_tokens.tolist():
+        n = next((i for i, t in enumerate(row) if t in eos_ids), len(row))
+        out.append(row[:n])
+    return out
 
 
 def llm_identity(spec: str, dtype: str = "float32") -> str:

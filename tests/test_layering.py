@@ -29,6 +29,10 @@ def _typing_only(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
+def _called(call: ast.Call) -> str | None:
+    return getattr(call.func, "attr", getattr(call.func, "id", None))
+
+
 def imports(name: str, path: Path, known: dict[str, Path], typing: bool = True) -> list[tuple[str, int]]:
     """(imported module, line) for every import in the file, at any depth; a name that `from X import`
     takes is the module X.NAME where that is one, else X; `importlib.import_module("X")` counts too.
@@ -49,8 +53,8 @@ def imports(name: str, path: Path, known: dict[str, Path], typing: bool = True) 
                 parts = package.split(".")
                 base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
             out.extend((f"{base}.{a.name}" if f"{base}.{a.name}" in known else base, node.lineno) for a in node.names)
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif isinstance(node, ast.Call) and _called(node) == "import_module" and node.args \
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
             out.append((node.args[0].value, node.lineno))
         for child in ast.iter_child_nodes(node):
             visit(child)
