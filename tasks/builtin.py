@@ -16,6 +16,7 @@ from tasks import metrics as M
 from tasks.common import agree, answer_metrics, public_data_dir
 from tasks.loaders import ASR_INSTRUCTION, QA_INSTRUCTION, SUMMARY_INSTRUCTION, tts_ref
 
+
 @lru_cache(maxsize=None)
 def rows(name: str, split: str) -> tuple[dict, ...]:
     """The rows of one split of an authored suite file (corpus/data/suites/<name>.jsonl)."""
