@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -160,7 +159,7 @@ def _print_result(result, full: bool = False) -> int:
     """The headline, the failures and, last, the run directory (scripts read the last line)."""
     from bench.runner import describe_failures
 
-    _print_tables(result.rows, result.meta.get("config", {}), full)
+    _print_tables(result.rows, result.record.config, full)
     print("in the run directory (last line): table.md and table.csv (every metric), report.html")
     if result.failures:
         print(describe_failures(result.failures), file=sys.stderr)
@@ -257,12 +256,13 @@ def cmd_score(args) -> int:
 
 def cmd_report(args) -> int:
     from bench import report
+    from bench.record import read_record
 
     d = Path(args.run_dir)
     if not (d / "rows.jsonl").exists():
         raise FileNotFoundError(f"{d}: no rows.jsonl; run `audiochat-bench score {d}` first")
     rows = report.read_rows(d)
-    config = json.loads((d / "config.json").read_text()).get("config", {}) if (d / "config.json").exists() else {}
+    config = read_record(d).config if (d / "config.json").exists() else {}
     report.write_rows(d, rows, config)
     _print_tables(rows, config, args.full)
     print(d)

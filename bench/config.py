@@ -1,5 +1,5 @@
 """Run configuration: a dataclass is the source of truth; a suite preset and CLI flags override it;
-the resolved config is written beside every run as config.json."""
+the resolved config (`Plan`) is written beside every run, in its record (config.json, bench/record.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,10 +13,14 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.registry import parse_list
+from bench.types import TOPLINE
 
 
 @dataclass
-class RunConfig:
+class Plan:
+    """What a run is asked: systems, tasks, conditions, limits, the generation config, where the cache
+    and the run directories live."""
+
     suite: str | None = None
     systems: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
@@ -45,9 +49,13 @@ class RunConfig:
     baselines: list[str] = field(default_factory=list)
     # whose transcripts bucket the items by word error rate (the first present)
     bucket_systems: list[str] = field(default_factory=list)
-    # presentation only (not in `identity`): systems that read the gold text (shown in the headline,
-    # not ranked), and the systems that get a line of verdicts (default: all but baselines and toplines)
+    # systems that read the gold text: shown in the headline, not ranked; the first present plays the
+    # run's topline role (bench.types.TOPLINE: whose answers the agreement metrics and response-ppl use).
+    # Not in `identity`: no cache key depends on it (a scoring task's keys hold its reference's
+    # fingerprint), and every run before the role existed had the same one
     toplines: list[str] = field(default_factory=list)
+    # presentation only (not in `identity`): the systems that get a line of verdicts (default: all but
+    # baselines and toplines)
     verdict_systems: list[str] = field(default_factory=list)
     # where local copies of public benchmarks live (`voicebench:sd-qa`, ...): a location, not in `identity`
     # (the items' content is in each task's version)
@@ -58,6 +66,13 @@ class RunConfig:
     def conditions_for(self, task: str) -> list[str]:
         extra = self.sweep_conditions if task in self.sweep_tasks else []
         return list(dict.fromkeys(self.conditions + extra))
+
+    def roles(self) -> dict[str, str]:
+        """The systems that play a role in this run: the topline is the first of `toplines` among the
+        run's systems, else the first named (a scoring task's reference need not be compared); none
+        where the plan names no topline."""
+        top = next((s for s in self.toplines if s in self.systems), self.toplines[0] if self.toplines else None)
+        return {TOPLINE: top} if top else {}
 
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else Path(self.output_dir) / "cache.sqlite"
@@ -80,14 +95,14 @@ class RunConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> "Plan":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def resolve(suite: dict | None, overrides: dict) -> RunConfig:
+def resolve(suite: dict | None, overrides: dict) -> Plan:
     """Suite preset first, then explicit flags (those not None); per-system arguments merge key by key."""
-    cfg = RunConfig()
+    cfg = Plan()
     for src in (suite or {}, overrides):
         for k, v in src.items():
             if v is None or not hasattr(cfg, k):

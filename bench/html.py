@@ -90,7 +90,7 @@ def item_value(metric, item, gen, context) -> float | None:
 def _context(metric, item, by_system) -> dict:
     if not metric.needs:
         return {}
-    other = by_system.get(metric.needs, {}).get(item.id)
+    other = by_system.get(metric.source, {}).get(item.id)
     return {metric.needs: other.generation if other else None}
 
 

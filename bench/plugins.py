@@ -1,6 +1,7 @@
 """Where the harness finds its plug-ins: registries declared by the `systems` and `tasks` packages
 (by module name, imported lazily), plus third-party entry points. This file is the only place in
-`bench` that names those packages.
+`bench` that names those packages, and it names only them: what it asks of a plug-in package goes
+through that package's registries (`REGISTRY`, `TOOLS`, ...), never a module inside it.
 """
 from __future__ import annotations
 
@@ -81,13 +82,18 @@ def tools() -> Registry:
     return importlib.import_module("systems").TOOLS
 
 
+def task_tools() -> Registry:
+    """What the tasks package offers besides tasks: suites, task kinds, the public benchmarks."""
+    return importlib.import_module("tasks").TOOLS
+
+
 def suites() -> dict[str, dict]:
-    return importlib.import_module("tasks.suites").SUITES
+    return task_tools().get("suites")
 
 
 def suite_from_file(path: str) -> dict:
     """A user's suite file (TOML, the format of the built-in ones)."""
-    return importlib.import_module("tasks.suites").suite_from_file(path)
+    return task_tools().get("suite-file")(path)
 
 
 def aliases() -> dict[str, dict]:
@@ -185,7 +191,7 @@ def build_task(name: str, **kwargs):
 def task_kind(task) -> tuple[str, str | None]:
     """(kind, target language) that a task's items are scored as (`qa`, `asr`, `translate`, ...): what
     `data export` writes in a manifest's header, so that `manifest:PATH` scores it the same way."""
-    return importlib.import_module("tasks.manifest").kind_of(task)
+    return task_tools().get("kind-of")(task)
 
 
 def task_data_kwargs(name: str, data_dir: str | None) -> dict:
@@ -202,4 +208,4 @@ def task_data_kwargs(name: str, data_dir: str | None) -> dict:
 def benchmarks(data_dir: str | None = None) -> list[tuple[str, Any, str | None]]:
     """The public benchmarks the tasks package reads by name: (name, its description, where it is
     available without the hub, or None)."""
-    return importlib.import_module("tasks.benchmarks").availability(data_dir)
+    return task_tools().get("benchmarks")(data_dir)

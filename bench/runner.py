@@ -19,6 +19,7 @@ from bench import conditions as cond_mod
 from bench.analysis import wer_bucket_rows
 from bench.cache import OutputCache, Record, cache_key
 from bench.profile import Profile
+from bench.record import describe_error
 from bench.scoring import score_task
 from bench.types import Generation, Item, Request, System, Task
 
@@ -53,11 +54,6 @@ def slots_for(fingerprint: str, task: Task, items: Sequence[Item], conditions: S
             for c in conditions for it in items]
 
 
-def _describe(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {msg}"[:500]
-
-
 def score_gconf(task: Task, gconf: dict, ref_fp: str | None) -> dict:
     """The generation config of a task's outputs: a scoring task's outputs also depend on whose
     answers were scored (the reference system's fingerprint)."""
@@ -78,7 +74,7 @@ def _generate_batch(system: System, batch: list[Slot], task: Task, targets: dict
                     profile: Profile) -> list[tuple[Generation | None, str | None]]:
     """Generate (or, for a scoring task, score the `targets`) for a batch; on error, retry one by one
     so that a bad item fails alone. `profile` gets the audio stage and the model call's stages."""
-    requests, results, idx, tgts = [], [None] * len(batch), [], []
+    requests, results, idx, wanted = [], [None] * len(batch), [], []
     t_audio = time.perf_counter()
     for i, s in enumerate(batch):
         try:
@@ -86,28 +82,28 @@ def _generate_batch(system: System, batch: list[Slot], task: Task, targets: dict
                 raise ValueError(f"no reference answer from {task.reference_system!r} to score")
             it = cond_mod.apply(s.condition, s.item)
             requests.append(Request(it.turn, it.history, it.instruction, task.transcript_only))
-            tgts.append(targets[s.item.id] if targets is not None else None)
+            wanted.append(targets[s.item.id] if targets is not None else None)
             idx.append(i)
         except Exception as e:  # the condition could not be applied (bad audio...) or no target
-            results[i] = (None, _describe(e))
+            results[i] = (None, describe_error(e))
     profile.add(system.name, "audio", time.perf_counter() - t_audio)
-    tg = tgts if targets is not None else None
+    to_score = wanted if targets is not None else None  # the answers to score, in request order
     t_call = time.perf_counter()
     try:
-        gens = _call(system, requests, tg) if requests else []
+        gens = _call(system, requests, to_score) if requests else []
         if len(gens) != len(requests):
             raise RuntimeError(f"{system.name} returned {len(gens)} outputs for {len(requests)} requests")
         for i, g in zip(idx, gens):
             results[i] = (g, None)
     except Exception:
         if len(requests) == 1:
-            results[idx[0]] = (None, _describe(sys.exc_info()[1]))
+            results[idx[0]] = (None, describe_error(sys.exc_info()[1]))
         else:
             for k, (i, r) in enumerate(zip(idx, requests)):
                 try:
-                    results[i] = (_call(system, [r], None if tg is None else [tg[k]])[0], None)
+                    results[i] = (_call(system, [r], None if to_score is None else [to_score[k]])[0], None)
                 except Exception as e:
-                    results[i] = (None, _describe(e))
+                    results[i] = (None, describe_error(e))
     profile.add_call(system.name, (r[0] for r in results if r is not None), time.perf_counter() - t_call)
     return results
 
@@ -172,9 +168,9 @@ def score_all(tasks: dict[str, tuple[Task, list[Item]]], conditions_for,
     rows: list[dict] = []
     per_item: dict = {}
     for tname, (task, items) in tasks.items():
-        tg = score_gconf(task, gconf, (ref_fingerprints or {}).get(task.reference_system))
+        task_gconf = score_gconf(task, gconf, (ref_fingerprints or {}).get(task.reference_system))
         conditions = conditions_for(tname)
-        recs = {sname: read_records(cache, slots_for(fp, task, items, conditions, tg))
+        recs = {sname: read_records(cache, slots_for(fp, task, items, conditions, task_gconf))
                 for sname, fp in fingerprints.items()}
         for c in conditions:
             by_system = {s: {it.id: r[(c, it.id)] for it in items} for s, r in recs.items()}

@@ -173,7 +173,7 @@ def score_task(task: Task, condition: str, items: list[Item], by_system: Mapping
     rows, primary, family = [], task.primary_metric(), family_of(condition, items)
     for system, outputs in by_system.items():
         for metric in task.metrics:
-            context = {metric.needs: by_system[metric.needs]} if metric.needs in by_system else {}
+            context = {metric.needs: by_system[metric.source]} if metric.source in by_system else {}
             base = {"system": system, "task": task.name, "task_version": task.version, "condition": condition,
                     "voice_family": family, **(extra or {}), "metric": metric.name,
                     "higher_is_better": metric.higher_is_better, "timing": metric.timing, "primary": metric.name == primary,
@@ -183,7 +183,7 @@ def score_task(task: Task, condition: str, items: list[Item], by_system: Mapping
                 continue
             rows.append({**base, "baseline": None, **res})
             for b in baselines:
-                if b == system or b not in by_system or metric.needs == b:
+                if b == system or b not in by_system or metric.source == b:
                     continue  # agreement with the topline is not compared against the topline itself
                 diff = paired_difference(metric, items, outputs, by_system[b], context)
                 if diff is not None:

@@ -199,6 +199,12 @@ class System:
         return [self.score(r, t) for r, t in pairs]
 
 
+# A role, not a system: the run's topline (the system that reads the gold text), the first of the
+# plan's `toplines` (a suite declares them). A metric's `needs` or a task's `reference_system` may name
+# it; the harness binds it to the system that plays it in the run (bench.evaluate.build_tasks).
+TOPLINE = "topline"
+
+
 @dataclass(frozen=True)
 class Metric:
     """A metric of a task.
@@ -208,7 +214,8 @@ class Metric:
     kind "corpus" (WER, BLEU, chrF): `fn(item, generation, context) -> sufficient statistics`
     (a sequence of numbers per item) and `aggregate(summed statistics) -> float`: the corpus score
     of the whole set, never a mean of per-item scores; bootstrap resamples sum the same statistics.
-    `context` maps another system's name (`needs`) to its generation for the same item, or None.
+    `context` maps `needs` (another system's name, or a role such as TOPLINE) to that system's generation
+    for the same item, or None.
     """
 
     name: str
@@ -216,11 +223,18 @@ class Metric:
     higher_is_better: bool
     fn: Callable[..., Any]
     aggregate: Callable[[np.ndarray], float] | None = None
-    needs: str | None = None  # name of another system whose outputs the metric needs
+    needs: str | None = None  # another system whose outputs the metric needs: its name, or a role (TOPLINE)
     timing: bool = False  # machine-dependent (RTFx, ...): reported, never gated by `compare`
+    # the system that plays `needs` in this run, bound by the harness (None: `needs` is a system's name)
+    bound: str | None = None
     # fields every row of this metric carries, read at scoring time: what computed the number where more
     # than one way exists (the WER normaliser: {"normalizer": "whisper (...)"}); scoring only, never a cache key
     labels: Callable[[], Mapping[str, Any]] | None = None
+
+    @property
+    def source(self) -> str | None:
+        """The system whose outputs the metric needs in this run."""
+        return self.bound or self.needs
 
     def __post_init__(self) -> None:
         if self.kind not in ("item", "corpus"):
@@ -243,7 +257,7 @@ class Task:
     # A scoring task ("score") asks each system for the likelihood of the `reference_system`'s
     # answer to each item instead of a generation (the response-perplexity metric).
     mode: str = "generate"
-    reference_system: str | None = None  # the system whose answers a scoring task scores (it names it)
+    reference_system: str | None = None  # whose answers a scoring task scores: a system's name or a role (TOPLINE)
     primary: str | None = None  # the metric that leads the task in the headline (default: its first)
 
     def items(self, limit: int | None = None) -> list[Item]:

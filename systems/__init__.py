@@ -5,7 +5,7 @@ REGISTRY = Registry("system", {
     "text": "systems.text:build",
     "cascade": "systems.cascade:build",
     "cascade-whisper": "systems.cascade:build_whisper",
-    "audiochatllama": "systems.audiochatllama.system:build",  # the token bridge (the default since round 2)
+    "audiochatllama": "systems.audiochatllama.system:build",  # the token bridge
     "audiochatllama-continuous": "systems.audiochatllama.system:build_continuous",  # the paper's projector
     "audiochatllama-whisper": "systems.audiochatllama.system:build_whisper",  # the token bridge on Whisper
     "audiochatllama-whisper-continuous": "systems.audiochatllama.system:build_whisper_continuous",
@@ -40,7 +40,7 @@ ARG_ALIASES = {
 # Training recipes behind `audiochat-bench train NAME [args]`: each maps to a `main(argv) -> int`.
 TRAINERS = Registry("trainer", {
     "asr": "systems.asr.train:main",
-    "lm": "systems.asr.lm:main",
+    "lm": "systems.asr.lm_recipe:main",
     "e2e": "systems.audiochatllama.train:main",
     "bridge": "systems.audiochatllama.train_bridge:main",
 })

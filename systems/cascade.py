@@ -15,7 +15,8 @@ from typing import Sequence
 
 from bench.plugins import Context, takes
 from bench.types import Audio, Generation, Request, System, TokenLogProbs, Turn
-from systems.common import DecodeConfig, Lazy, decode_config, llm_prompt_counter, shared_llm, to_messages
+from systems.common import DecodeConfig, Lazy, decode_config, llm_prompt_counter, to_messages
+from systems.run_llm import shared_llm
 
 TRANSCRIPT_WARNING = ("The user's messages are automatic speech recognition transcripts of what they said, "
                       "and may contain recognition errors. Interpret them sensibly.")

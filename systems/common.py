@@ -1,7 +1,7 @@
 """Helpers shared by the LLM-backed systems, none of which needs torch, so that building a system
 for its fingerprint (all a fully cached run does) imports no model code: the embedded chat LLMs and
-their identities, the decoding config, the run's shared ChatLLM (a handle that knows its identity
-and loads on first use) and request → chat messages. `systems.llm` re-exports the LLM names."""
+their identities, the decoding config, lazy handles (`Lazy`: an identity now, the model on first use) and request →
+chat messages. `systems.llm` re-exports the LLM names; the run's shared ChatLLM is `systems.run_llm`."""
 from __future__ import annotations
 
 import copy
@@ -85,16 +85,31 @@ def resolve_llm(spec: str) -> tuple[Path, str]:
     if spec in EMBEDDED_LLMS:
         asset = EMBEDDED_LLMS[spec]
         return resolve(asset), f"{spec}@{asset.identity}"
+    return resolve_model_dir(spec, f"--llm {spec!r}", ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"])
+
+
+def resolve_model_dir(spec: str, what: str, patterns: Sequence[str]) -> tuple[Path, str]:
+    """(local directory, identity) of a model directory or a Hugging Face hub id (its files matching
+    `patterns` downloaded, or found in the hub's cache); the identity hashes the files. `what`: how
+    errors name the spec."""
     path = Path(spec).expanduser()
     if path.is_dir():
         return path, f"{path.name}@{weights_identity(path)}"
     if spec.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--llm {spec!r}: no such directory")
-    from huggingface_hub import snapshot_download  # a hub id: needs hub access
+        raise FileNotFoundError(f"{what}: no such directory")
+    from huggingface_hub import snapshot_download  # a hub id: needs hub access (or its local cache)
 
-    local = Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.model",
-                                                         "*.jinja", "*.txt"]))
+    local = Path(snapshot_download(spec, allow_patterns=list(patterns)))
     return local, f"{spec}@{weights_identity(local)}"
+
+
+def cut_at_eos(new_tokens, eos_ids) -> list[list[int]]:
+    """Per row of generated ids (a tensor): the ids up to (not including) the first of `eos_ids`."""
+    out = []
+    for row in new_tokens.tolist():
+        n = next((i for i, t in enumerate(row) if t in eos_ids), len(row))
+        out.append(row[:n])
+    return out
 
 
 def llm_identity(spec: str, dtype: str = "float32") -> str:
@@ -111,24 +126,6 @@ class DecodeConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-
-def shared_llm(ctx: Context):
-    """The run's chat LLM, shared by every system that uses it: a handle that knows the model's
-    identity (for fingerprints) and makes the ChatLLM on first use (which reads the weights on its
-    own first use), so a fully cached run never imports or loads it."""
-    spec = ctx.options.get("llm") or DEFAULT_LLM
-    return ctx.shared(f"llm:{spec}", lambda: Lazy(llm_identity(spec, ctx.options.get("dtype", "float32")),
-                                                  lambda: load_llm(ctx)))
-
-
-def load_llm(ctx: Context):
-    """A new instance of the run's chat LLM (for a system that changes its modules, such as LoRA)."""
-    from systems.llm import ChatLLM
-
-    return ChatLLM.load(ctx.options.get("llm") or DEFAULT_LLM, dtype=ctx.options.get("dtype", "float32"),
-                        device=ctx.options.get("device", "cpu"),
-                        trust_remote_code=bool(ctx.options.get("trust_remote_code", False)))
-
 
 def decode_config(ctx: Context) -> DecodeConfig:
     return DecodeConfig(max_new_tokens=int(ctx.options.get("max_new_tokens", 64)))

@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.plugins import Context, build_system, family
 from bench.types import Audio, Generation, Request, System, TokenLogProbs
-from systems.common import DecodeConfig, decode_config, inference_mode, to_messages
+from systems.common import DecodeConfig, cut_at_eos, decode_config, inference_mode, resolve_model_dir, to_messages
 
 ASR_SHORTHANDS = {"whisper": "cascade-whisper", "ctc": "cascade", "tokens": "cascade-tokens"}
 HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken"]
@@ -65,17 +65,7 @@ class Spec:
 
 def resolve_model(spec: str, trust_remote_code: bool = False) -> tuple[Path, str]:
     """(local directory, identity) of a model id or directory; the identity hashes its files."""
-    from bench.assets import weights_identity
-
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return path, f"{path.name}@{weights_identity(path)}"
-    if spec.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"hf-audio:{spec}: no such directory")
-    from huggingface_hub import snapshot_download  # a hub id: needs hub access (or its local cache)
-
-    local = Path(snapshot_download(spec, allow_patterns=HUB_FILES + (["*.py"] if trust_remote_code else [])))
-    return local, f"{spec}@{weights_identity(local)}"
+    return resolve_model_dir(spec, f"hf-audio:{spec}", HUB_FILES + (["*.py"] if trust_remote_code else []))
 
 
 class GraniteMel:
@@ -256,13 +246,6 @@ class HFAudioLLM:
         drop = set(getattr(p, "unused_input_names", None) or [])
         return {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in out.items() if k not in drop}
 
-    def _cut(self, rows: torch.Tensor) -> list[list[int]]:
-        out = []
-        for row in rows.tolist():
-            n = next((i for i, t in enumerate(row) if t in self.eos_ids), len(row))
-            out.append(row[:n])
-        return out
-
     @inference_mode
     def generate(self, conversations: list[list[dict]], cfg: DecodeConfig) -> list[tuple[str, int]]:
         """Greedy answers: [(text, number of generated tokens)]."""
@@ -272,7 +255,7 @@ class HFAudioLLM:
         out = self.model.generate(**x, max_new_tokens=cfg.max_new_tokens, do_sample=False, num_beams=1,
                                   eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
                                   temperature=None, top_p=None, top_k=None)
-        new = self._cut(out[:, x["input_ids"].shape[1]:])
+        new = cut_at_eos(out[:, x["input_ids"].shape[1]:], self.eos_ids)
         tok = self.processor.tokenizer
         return [(tok.decode(ids, skip_special_tokens=True).strip(), len(ids)) for ids in new]
 

@@ -18,7 +18,7 @@ import torch
 from bench.assets import weights_identity  # noqa: F401  (re-exported)
 from bench.types import TokenLogProbs
 # the torch-free part (what a fully cached run needs for fingerprints), re-exported from here
-from systems.common import DEFAULT_LLM, EMBEDDED_LLMS, DecodeConfig, Messages, resolve_llm  # noqa: F401
+from systems.common import DEFAULT_LLM, EMBEDDED_LLMS, DecodeConfig, Messages, cut_at_eos, resolve_llm  # noqa: F401
 
 
 class ChatLLM:
@@ -114,14 +114,6 @@ class ChatLLM:
             x[i, width - len(s):] = s if isinstance(s, torch.Tensor) else torch.tensor(s, dtype=torch.long)
             mask[i, width - len(s):] = 1
         return x.to(self.device), mask.to(self.device)
-
-    def _cut(self, new_tokens: torch.Tensor) -> list[list[int]]:
-        """Per row: the generated ids up to (not including) the first end-of-sequence token."""
-        out = []
-        for row in new_tokens.tolist():
-            n = next((i for i, t in enumerate(row) if t in self.eos_ids), len(row))
-            out.append(row[:n])
-        return out
 
     def _gen_kwargs(self, cfg: DecodeConfig) -> dict:
         return dict(max_new_tokens=cfg.max_new_tokens, do_sample=False, num_beams=1,
@@ -295,10 +287,11 @@ class ChatLLM:
         is tested against, and the path of models with other caches."""
         x, mask = self._left_pad(prompts)
         if isinstance(prompts[0], torch.Tensor):  # with inputs_embeds only, generate returns just the new tokens
-            return self._cut(self.model.generate(inputs_embeds=x, attention_mask=mask, **self._gen_kwargs(cfg)))
+            return cut_at_eos(self.model.generate(inputs_embeds=x, attention_mask=mask, **self._gen_kwargs(cfg)),
+                              self.eos_ids)
         ids = x
         out = self.model.generate(input_ids=ids, attention_mask=mask, **self._gen_kwargs(cfg))
-        return self._cut(out[:, ids.shape[1]:])
+        return cut_at_eos(out[:, ids.shape[1]:], self.eos_ids)
 
     def embed(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Token embeddings (T, D) of `ids`: how typed text enters an embedding sequence."""

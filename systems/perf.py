@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from systems.common import cut_at_eos
 from systems.llm import DEFAULT_LLM, ChatLLM, DecodeConfig
 
 TOPICS = ["rivers", "volcanoes", "the moon", "bread", "bicycles", "chess", "rain", "honey bees",
@@ -58,7 +59,7 @@ def _bare(llm: ChatLLM, ids_list, bs: int, cfg: DecodeConfig) -> tuple[float, li
         with torch.inference_mode():
             gen = llm.model.generate(input_ids=ids, attention_mask=mask, **llm._gen_kwargs(cfg))
         secs += time.perf_counter() - t0
-        out += llm._cut(gen[:, ids.shape[1]:])
+        out += cut_at_eos(gen[:, ids.shape[1]:], llm.eos_ids)
     return secs, out
 
 
@@ -68,7 +69,7 @@ def _one_at_a_time(llm: ChatLLM, prompts, cfg: DecodeConfig) -> tuple[float, int
         ids = torch.tensor([llm.prompt_ids(m)], device=llm.device)
         with torch.inference_mode():
             gen = llm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **llm._gen_kwargs(cfg))
-        new = llm._cut(gen[:, ids.shape[1]:])[0]
+        new = cut_at_eos(gen[:, ids.shape[1]:], llm.eos_ids)[0]
         llm.tokenizer.decode(new, skip_special_tokens=True)
         tokens += len(new)
     return time.perf_counter() - t0, tokens

@@ -9,7 +9,8 @@ from typing import Sequence
 
 from bench.plugins import Context
 from bench.types import Generation, Request, System, TokenLogProbs
-from systems.common import DecodeConfig, decode_config, llm_prompt_counter, shared_llm, to_messages
+from systems.common import DecodeConfig, decode_config, llm_prompt_counter, to_messages
+from systems.run_llm import shared_llm
 
 
 class TextTopline(System):

@@ -36,6 +36,14 @@ REGISTRY = Registry("task", {
     "heysquad-machine-transcribed": ("tasks.benchmarks:HeySQuADText", {"form": "machine-transcribed"}),
 }, entry_point_group="audiochat_bench.tasks")
 
+# What the harness asks this package for besides tasks (bench/plugins.py), by name like the tasks.
+TOOLS = Registry("task tool", {
+    "suites": "tasks.suites:SUITES",  # the built-in suites: name → preset
+    "suite-file": "tasks.suites:suite_from_file",  # a user's suite file (TOML) → preset
+    "kind-of": "tasks.manifest:kind_of",  # task → (kind, target language) its items are scored as
+    "benchmarks": "tasks.benchmarks:availability",  # the public benchmarks and where each is available
+})
+
 
 def needs_argument(name: str) -> bool:
     """Whether task `name` is only usable as `name:ARG` (`manifest:PATH`, `hf:DATASET_ID`): its

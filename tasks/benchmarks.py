@@ -17,18 +17,22 @@ Column names and configs follow each dataset's card (Hugging Face, as cited per 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.audio import load_audio
-from bench.types import Audio, AudioRef, Item, Task, Turn, first_n
-from tasks.builtin import ASR, Translation, answer_metrics, items_version
+from bench.types import AudioRef, Item, Task, Turn, first_n
+from tasks import metrics as M
+from tasks import voicebench as V
+from tasks.builtin import ASR, Translation
+from tasks.common import ENV_DATA_DIR, answer_metrics, items_version, public_data_dir
+from tasks.hf import row_audio
 from tasks.loaders import (ASR_INSTRUCTION, LANGUAGE_NAMES, SQUAD_INSTRUCTION, TRANSLATE_INSTRUCTION, DataError,
                            _unique)
+from tasks.manifest import OPEN_METRICS
+from tasks.text_sets import read_squad
 
-ENV_DATA_DIR = "AUDIOCHAT_BENCH_DATA_DIR"
 HF_SPLIT = {"test": "test", "dev": "validation", "train": "train"}
 
 
@@ -122,15 +126,6 @@ def open_dataset(repo: str, config: str | None, split: str, explicit: str | Path
                         f"and pass --data-dir DIR (or set ${ENV_DATA_DIR})") from None
 
 
-def _decode(ds: Any, index: int, column: str, origin: str) -> Audio:
-    value = ds[index][column]  # undecoded: {"bytes", "path"}
-    if value.get("bytes"):
-        return load_audio(value["bytes"], origin=origin)
-    if value.get("path"):
-        return load_audio(value["path"], origin=origin)
-    raise DataError(f"{origin}: the row has neither audio bytes nor a path")
-
-
 def rows(ds: Any, columns: list[str], audio: str = "audio", origin: str = "") -> list[tuple[dict, AudioRef]]:
     """Every row's text `columns` (read without touching audio) and a lazy reference to its audio."""
     from datasets import Audio as AudioFeature
@@ -140,7 +135,7 @@ def rows(ds: Any, columns: list[str], audio: str = "audio", origin: str = "") ->
         raise DataError(f"{origin}: no column(s) {missing}; columns are {ds.column_names}")
     raw = ds.cast_column(audio, AudioFeature(decode=False))
     text = raw.select_columns(columns).to_list()
-    return [(r, AudioRef(partial(_decode, raw, i, audio, f"{origin}[{i}]"), origin=f"{origin}[{i}]"))
+    return [(r, AudioRef(partial(row_audio, raw, i, audio, f"{origin}[{i}]"), origin=f"{origin}[{i}]"))
             for i, r in enumerate(text)]
 
 
@@ -195,9 +190,6 @@ class VoiceBench(BenchmarkTask):
     repo = BENCHMARKS["voicebench"].repo
 
     def configure(self, spec):
-        from tasks import voicebench as V
-        from tasks.manifest import OPEN_METRICS
-
         config, _, sub = spec.partition(":")
         if config not in VOICEBENCH:
             raise _spec_error("voicebench", spec, VOICEBENCH)
@@ -341,8 +333,6 @@ class CoVoST2(BenchmarkTask):
         self.name, self.description = f"covost2:{spec}", f"CoVoST 2 English → {LANGUAGE_NAMES[tgt]}: BLEU/chrF"
 
     def signatures(self) -> dict:
-        from tasks import metrics as M
-
         return M.signatures()
 
     def read(self):
@@ -379,10 +369,5 @@ class HeySQuADText(Task):
         self.description = f"real speech, transcribed: HeySQuAD {form.replace('-', ' ')} questions, typed"
 
     def items(self, limit: int | None = None) -> list[Item]:
-        from dataclasses import replace
-
-        from tasks.builtin import public_data_dir
-        from tasks.text_sets import read_squad
-
         path = public_data_dir() / "text" / "heysquad" / f"dev-common-{self.form}-1002.json"
         return [replace(it, turn=Turn("user", text=it.meta["asr_question"])) for it in read_squad(path, limit=limit)]

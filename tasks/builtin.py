@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 
 from bench import textnorm
-from bench.types import Item, Metric, Task, Turn, first_n
+from bench.types import TOPLINE, Item, Metric, Task, Turn, first_n
 from corpus import DATA
 from tasks import metrics as M
+from tasks.common import agree, answer_metrics, public_data_dir
 from tasks.loaders import ASR_INSTRUCTION, QA_INSTRUCTION, SUMMARY_INSTRUCTION, tts_ref
-
-TOPLINE = "text"
 
 
 @lru_cache(maxsize=None)
@@ -31,30 +29,6 @@ def spoken(text: str, split: str, seed: str) -> Turn:
     from bench.tts import Voice
 
     return Turn("user", audio=tts_ref(text, Voice.sample(split, seed)), transcript=text)
-
-
-def agree(fn):
-    """An item metric comparing a system's answer with the topline's answer to the same item."""
-    def score(item, gen, ctx):
-        top = ctx.get(TOPLINE)
-        return None if top is None else fn(gen.text, top.text)
-    return score
-
-
-def gold(fn):
-    return lambda item, gen, ctx: M.best_over(fn, gen.text, item.references)
-
-
-def answer_metrics() -> tuple[Metric, ...]:
-    """Short-answer metrics: gold accuracy (answer contained), SQuAD EM/F1, agreement with the topline."""
-    return (
-        Metric("accuracy", "item", True, gold(M.contains_answer)),
-        Metric("exact_match", "item", True, gold(M.exact_match)),
-        Metric("f1", "item", True, gold(M.token_f1)),
-        Metric("agree_em", "item", True, agree(M.exact_match), needs=TOPLINE),
-        Metric("agree_f1", "item", True, agree(M.token_f1), needs=TOPLINE),
-        Metric("agree_chrf", "corpus", True, agree(M.chrf_statistics), M.chrf_from_statistics, needs=TOPLINE),
-    )
 
 
 class SuiteTask(Task):
@@ -242,43 +216,6 @@ class MultiTurn(SuiteTask):
             else Turn("user", text=final["text"])
         return Item(id=r["id"], turn=turn, history=tuple(history), instruction=self.instruction,
                     references=tuple(r["answers"]), meta={"kind": r.get("kind")})
-
-
-def __getattr__(name: str):
-    if name == "ManifestTask":  # moved to tasks/manifest.py (it imports this module's metric sets)
-        from tasks.manifest import ManifestTask
-
-        return ManifestTask
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def items_version(items: list[Item]) -> str:
-    """A digest of everything the items show a system (ids, instructions, turns with their voices,
-    references): part of the version of a task read from a user's file or dataset, which has no
-    version of its own, so that changed data never reuses old outputs."""
-    import hashlib
-
-    def turn(t: Turn) -> list:
-        return [t.role, t.text, t.transcript, None if t.audio is None else t.audio.origin]
-
-    view = [[it.id, it.instruction, [turn(t) for t in (*it.history, it.turn)], list(it.references)] for it in items]
-    return hashlib.sha256(json.dumps(view, ensure_ascii=False).encode()).hexdigest()[:12]
-
-
-def public_data_dir() -> Path:
-    """The public evaluation data: $AUDIOCHAT_BENCH_DATA, else ../shared/data beside the checkout."""
-    import os
-
-    d = Path(os.environ.get("AUDIOCHAT_BENCH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not d.is_dir():
-        from tasks.benchmarks import ENV_DATA_DIR  # (it imports this module: here, not at the top)
-
-        other = os.environ.get(ENV_DATA_DIR)
-        hint = (f" (${ENV_DATA_DIR}={other} is another folder: local copies of Hugging Face benchmarks, "
-                "as `run --data-dir`)" if other else "")
-        raise FileNotFoundError(f"public evaluation data not found at {d}; set AUDIOCHAT_BENCH_DATA to the folder "
-                                f"holding speech/ and text/ (these tasks are optional){hint}")
-    return d
 
 
 # dataset → (task name, description, reader of its folder under <public data>/speech/)

@@ -12,17 +12,24 @@ import numpy as np
 
 from bench.audio import load_audio, resample, validate
 from bench.types import SAMPLE_RATE, Audio, AudioRef, Item, Task, Turn, first_n
-from tasks.builtin import ASR, items_version
+from tasks.builtin import ASR
+from tasks.common import items_version
 from tasks.loaders import ASR_INSTRUCTION, DataError, _unique
 
 
-def _hf_audio(ds: Any, index: int, column: str, origin: str) -> Audio:
+def row_audio(ds: Any, index: int, column: str, origin: str) -> Audio:
+    """The audio of one row of a `datasets` dataset (only that row is read), whichever form the column
+    gives: decoded (an array, or datasets 4's torchcodec decoder) or undecoded (bytes or a path)."""
     value = ds[index][column]  # decodes this one row only
     if hasattr(value, "get_all_samples"):  # datasets >= 4: a torchcodec AudioDecoder
         s = value.get_all_samples()
         value = {"array": s.data.numpy(), "sampling_rate": s.sample_rate}
-    if not isinstance(value, dict) or value.get("array") is None:  # undecoded: bytes or a path
-        return load_audio(value.get("bytes") or value["path"] if isinstance(value, dict) else value, origin=origin)
+    if not isinstance(value, dict):
+        return load_audio(value, origin=origin)
+    if value.get("array") is None:  # undecoded: bytes or a path
+        if not (value.get("bytes") or value.get("path")):
+            raise DataError(f"{origin}: the row has neither audio bytes nor a path")
+        return load_audio(value.get("bytes") or value["path"], origin=origin)
     a, sr = np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
     mono = a.mean(axis=0) if a.ndim == 2 else a  # torchcodec gives (channels, samples)
     validate(mono, sr, origin)
@@ -56,7 +63,7 @@ def from_hf_dataset(name: str, split: str, audio_column: str = "audio", text_col
         transcript = row.get(text_column) if text_column else None
         refs = row.get(reference_column) if reference_column else transcript
         refs = () if refs is None else (refs,) if isinstance(refs, str) else tuple(refs)
-        ref = AudioRef(partial(_hf_audio, ds, i, audio_column, item_id), origin=f"hf:{item_id}")
+        ref = AudioRef(partial(row_audio, ds, i, audio_column, item_id), origin=f"hf:{item_id}")
         items.append(Item(item_id, Turn("user", audio=ref, transcript=transcript), instruction=instruction,
                           references=refs, meta={"source": f"hf:{name}", "split": split, "index": i}))
     return _unique(items, name)

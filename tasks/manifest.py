@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from bench.types import Item, Metric, Task, first_n
+from bench.types import TOPLINE, Item, Metric, Task, first_n
 from tasks import metrics as M
-from tasks.builtin import ASR, TOPLINE, Summarization, Translation, agree, answer_metrics
+from tasks.builtin import ASR, Summarization, Translation
+from tasks.common import agree, answer_metrics
 
 
 def _with_refs(fn):

@@ -1,7 +1,7 @@
 """Named suites: which systems, tasks and conditions a run compares, and how many items.
 
 Each built-in suite is a TOML file in tasks/suites/ (`smoke.toml`, `default.toml`, ...) that a user
-can copy and edit; `SUITES` maps each name to its dict. A suite's keys are `RunConfig` fields
+can copy and edit; `SUITES` maps each name to its dict. A suite's keys are `Plan` fields
 (bench/config.py) plus `about`:
 
     about = "one line for `audiochat-bench list`"
@@ -40,13 +40,13 @@ ORDER = ("smoke", "default", "full", "real")  # how `list` shows the built-in su
 
 
 def _known_keys() -> dict[str, Any]:
-    """Key → its RunConfig default (which gives the expected type), plus `about`."""
+    """Key → its Plan default (which gives the expected type), plus `about`."""
     from dataclasses import MISSING, fields
 
-    from bench.config import RunConfig
+    from bench.config import Plan
 
     keys: dict[str, Any] = {"about": ""}
-    for f in fields(RunConfig):
+    for f in fields(Plan):
         keys[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
     return keys
 

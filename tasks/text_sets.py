@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench.types import Item, Task, first_n
-from tasks.builtin import Summarization, answer_metrics, items_version
+from tasks.builtin import Summarization
+from tasks.common import answer_metrics, items_version
 from tasks.loaders import (QA_INSTRUCTION, SQUAD_FORMS, SQUAD_INSTRUCTION, SUMMARY_INSTRUCTION, DataError,
                            _lines, _need, _spoken, _unique)
 

@@ -1,3 +1,4 @@
+import contextlib
 import os
 from pathlib import Path
 
@@ -25,14 +26,23 @@ def _registries():
     return [v for m in (systems, tasks) for v in vars(m).values() if isinstance(v, Registry)]
 
 
+@contextlib.contextmanager
+def registries_kept():
+    """Every plug-in registry as it was before the block, once the block is done (failed or not)."""
+    states = [(reg, reg.snapshot()) for reg in _registries()]
+    try:
+        yield
+    finally:
+        for reg, state in states:
+            reg.restore(state)
+
+
 @pytest.fixture(autouse=True)
 def registries_restored():
     """Every plug-in registry as it was before the test: what a test registers (fakes, replaced
     entries) never leaks into the next one."""
-    states = [(reg, reg.snapshot()) for reg in _registries()]
-    yield
-    for reg, state in states:
-        reg.restore(state)
+    with registries_kept():
+        yield
 
 
 @pytest.fixture

@@ -49,10 +49,10 @@ def no_loading(monkeypatch, tmp_path):
 
 
 def _fingerprints(names, **options) -> dict[str, str]:
-    from bench.config import RunConfig
+    from bench.config import Plan
     from bench.plugins import Context, build_system
 
-    ctx = Context(**{**RunConfig().system_options(), **options})
+    ctx = Context(**{**Plan().system_options(), **options})
     return {n: build_system(n, ctx).fingerprint() for n in names}
 
 

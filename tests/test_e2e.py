@@ -155,6 +155,7 @@ def test_responses_drop_degenerate_outputs():
     assert instruction_for("What is the capital of Peru?") and instruction_for("the cat sat") is None
 
 
+@pytest.mark.slow
 def test_two_process_gloo_training_completes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -109,10 +109,10 @@ def test_judge_scores_caches_and_resumes(tmp_path, capsys, judged, monkeypatch):
 
 
 def test_no_judge_no_judge_rows_and_no_identity_change(tmp_path, capsys, judged):
-    from bench.config import RunConfig
+    from bench.config import Plan
 
-    assert RunConfig().identity() == RunConfig(data_dir="/x").identity()  # where data lives is not identity
-    assert RunConfig().identity() != RunConfig(judge="text").identity()
+    assert Plan().identity() == Plan(data_dir="/x").identity()  # where data lives is not identity
+    assert Plan().identity() != Plan(judge="text").identity()
     assert main(["run", "--systems", "fake", "--tasks", "summarize", "--limit", "2", "--output-dir",
                  str(tmp_path / "runs"), "--no-progress"]) == 0
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])

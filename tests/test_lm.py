@@ -146,7 +146,7 @@ def test_llm_rescoring_of_the_n_best(tmp_path):
 
     from bench.tts import Voice, synthesize
     from systems.asr.ctc import CTCASR, train_tokenizer
-    from systems.asr.lm import LLMRescorer, RescoreConfig
+    from systems.asr.rescore import LLMRescorer, RescoreConfig
     from tests.fakes import tiny_llm
 
     nbest = [[("a b", -1.0), ("a c", -1.5)]]

@@ -76,22 +76,20 @@ def test_snapshot_restore_and_temporary():
     assert reg.names() == ["a"]
 
 
-def test_a_registered_fake_leaks_into_no_other_test_1():
+def test_a_registered_fake_leaks_into_no_other_test():
+    """What a test registers is undone after it (conftest's autouse fixture), checked within one test
+    so that it holds whichever tests run and in whatever order."""
     import systems
     import tasks
+    from tests.conftest import registries_kept
 
-    systems.REGISTRY.register("leak-check", "tests.fakes:build_fake")
-    tasks.REGISTRY.register("leak-check", "tests.fakes:FakeQA")
-    systems.TRAINERS.register("leak-check", "json:dumps")
-
-
-def test_a_registered_fake_leaks_into_no_other_test_2():
-    import systems
-    import tasks
-
-    # conftest's autouse fixture restored every registry after the previous test
-    for reg in (systems.REGISTRY, tasks.REGISTRY, systems.TRAINERS):
-        assert "leak-check" not in reg.names()
+    regs = (systems.REGISTRY, tasks.REGISTRY, systems.TRAINERS)
+    with registries_kept():
+        systems.REGISTRY.register("leak-check", "tests.fakes:build_fake")
+        tasks.REGISTRY.register("leak-check", "tests.fakes:FakeQA")
+        systems.TRAINERS.register("leak-check", "json:dumps")
+        assert all("leak-check" in reg.names() for reg in regs)
+    assert not any("leak-check" in reg.names() for reg in regs)
 
 
 def test_builtin_task_names_are_their_tasks_names():

@@ -159,6 +159,7 @@ def _png_width(path: Path) -> int:
     return struct.unpack(">I", path.read_bytes()[16:20])[0]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium_at_1280_px_with_nothing_cut_off(run_dir, tmp_path):
     out = tmp_path / "shot.png"

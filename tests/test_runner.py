@@ -133,6 +133,7 @@ def _stored(db):
             return 0
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_of_a_real_child_run(tmp_path):
     """Kill a real run mid-way; rerunning finishes it with no output lost or stored twice, and the
     rows equal those of an uninterrupted run."""
@@ -171,6 +172,7 @@ def test_resume_after_sigkill_of_a_real_child_run(tmp_path):
     assert strip(run_dir) == strip(fresh_dir)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_give_the_single_process_table(tmp_path):
     """2 CPU ranks on gloo share the items and one SQLite cache; rank 0 reports; the rows equal a
     single-process run's."""
@@ -195,6 +197,7 @@ def test_torchrun_two_processes_give_the_single_process_table(tmp_path):
     assert len(lines) == 2 * (2 * 20 - 2)  # two runs × (items × conditions − the failing item twice)
 
 
+@pytest.mark.slow
 def test_repeated_sigkills_at_random_points_lose_and_duplicate_nothing(tmp_path):
     """Kill a real run five times at random moments (seeded), resuming each time; the final rows
     equal an uninterrupted run's and every output is stored exactly once."""

@@ -293,6 +293,7 @@ def _start_serve(port, log, env):
     return proc
 
 
+@pytest.mark.slow
 def test_killed_server_leaves_failed_items_and_a_resumable_run(tmp_path, capsys):
     from bench.cli import main
 

@@ -157,7 +157,8 @@ class CTCASR:
 
         from transformers import AutoTokenizer, ParakeetFeatureExtractor, ParakeetForCTC
 
-        from systems.asr.lm import BeamConfig, LLMRescorer, NgramLM, RescoreConfig
+        from systems.asr.lm import BeamConfig, NgramLM
+        from systems.asr.rescore import LLMRescorer, RescoreConfig
 
         path = Path(path)
         model = ParakeetForCTC.from_pretrained(path, use_safetensors=True).to(device).eval()

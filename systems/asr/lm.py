@@ -9,7 +9,8 @@ vocabulary can never output the rest.
 Beam search (`ctc_beam_search`) follows the CTC prefix search of Hannun et al. (2014), scored as
     log P_ctc(prefix) + alpha * log P_lm(complete words) + beta * #words
 with a penalty when the unfinished last word is not the prefix of any word the LM knows (the
-character trie check of pyctcdecode, which we cannot install beside numpy 2).
+character trie check of pyctcdecode, which we cannot install beside numpy 2). Its N best can then be
+rescored by a chat LLM (systems/asr/rescore.py); the `train lm` recipe is systems/asr/lm_recipe.py.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
 
 LN10 = math.log(10.0)
 NEG_INF = -math.inf
@@ -304,129 +304,6 @@ def ctc_beam_search(logp: np.ndarray, pieces: Sequence[str], blank: int, lm: Ngr
     return list(seen.items())[:nbest]
 
 
-@dataclass(frozen=True)
-class RescoreConfig:
-    """Second pass over the beam's N best transcripts with a neural LM: the chat LLM named `llm`."""
-    llm: str = "smollm2"
-    weight: float = 0.5   # on the LLM's natural-log probability of the transcript
-    nbest: int = 16
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-class LLMRescorer:
-    """Picks each utterance's transcript among its N best by beam score + weight x the chat LLM's
-    log-probability of the transcript as a user turn (after the chat template's text before the
-    user's words; the end-of-turn token included). The LLM loads on first use."""
-
-    def __init__(self, cfg: RescoreConfig, llm=None):
-        from systems.llm import ChatLLM
-
-        self.cfg = cfg
-        self.llm = llm or ChatLLM.load(cfg.llm)
-        self._prefix_state = None
-
-    def _prefix(self):
-        """The chat template up to where a user's words go, run once: (its KV cache, the log-probabilities
-        of the first token after it)."""
-        if self._prefix_state is None:
-            mark = "\x00"
-            tok = self.llm.tokenizer
-            text = tok.apply_chat_template([{"role": "user", "content": mark}], tokenize=False)
-            ids = torch.tensor([tok(text[: text.index(mark)], add_special_tokens=False)["input_ids"]], device=self.llm.device)
-            out = self.llm.model(input_ids=ids, use_cache=True)
-            self._prefix_state = out.cache, torch.log_softmax(out.logits[0, -1].float(), -1)
-        return self._prefix_state
-
-    @torch.inference_mode()
-    def log_probs(self, groups: Sequence[Sequence[str]], batch: int = 32, columns: int = 8192) -> dict[str, float]:
-        """{text: LLM log-probability} for the texts of every group (an utterance's N best: texts that
-        mostly open alike), after the template's cached prefix (computed once).
-
-        A group's texts are scored in token order, one per forward, each continuing the keys and values
-        of the text before it up to where the two part (a trie walked depth first): only each text's
-        own rest is run (and the one token before it, whose logits predict the rest's first). Groups
-        run side by side, one row each (at most `batch` rows and `columns` cached positions in all);
-        a row's cache keeps what earlier texts computed, and its mask shows it only its own path."""
-        from systems.llm import common_prefix
-
-        cache, first = self._prefix()
-        jobs = []  # per group: [(text, its token ids, how many tokens it shares with the text before)]
-        for g in groups:
-            if isinstance(g, str):
-                raise TypeError("log_probs takes groups of texts (lists of str), not texts")
-            order = sorted((self.llm.target_ids(t or " "), t) for t in dict.fromkeys(g))
-            jobs.append([(t, ids, common_prefix([ids, prev]) if k else 0)
-                         for k, ((ids, t), (prev, _)) in enumerate(zip(order, [order[0]] + order))])
-        width = lambda job: sum(len(ids) - max(0, l - 1) for _, ids, l in job)
-        jobs = sorted((j for j in jobs if j), key=width)
-        out: dict[str, float] = {}
-        i = 0
-        while i < len(jobs):
-            k = i + 1
-            while k < len(jobs) and k - i < batch and (k + 1 - i) * width(jobs[k]) <= columns:
-                k += 1
-            out.update(self._walk(jobs[i:k], cache, first))
-            i = k
-        return out
-
-    def _walk(self, jobs, cache, first: torch.Tensor) -> dict[str, float]:
-        import copy
-
-        dev, pad = self.llm.device, self.llm.pad_id
-        T = cache.get_seq_length()
-        past = copy.deepcopy(cache)
-        past.batch_repeat_interleave(len(jobs))
-        rows = list(range(len(jobs)))  # the groups still walking, one cache row each
-        cols = [[] for _ in jobs]  # per group: the cache column of each token of its current path
-        sums = [[0.0] for _ in jobs]  # per group: log-prob of its current path's first p tokens, p = 0, 1, ...
-        out, C, step = {}, T, 0
-        while rows:
-            segs = []
-            for r in rows:
-                t, ids, l = jobs[r][step]  # l: tokens shared with the text before (0: none; else >= 1)
-                start = max(0, l - 1)  # the shared token before the rest is run again: its logits predict the rest
-                segs.append((t, ids, l, start, ids[start:]))
-            W = max(len(sg) for *_, sg in segs)
-            ids_t = torch.full((len(rows), W), pad, dtype=torch.long, device=dev)
-            mask = torch.zeros((len(rows), C + W), dtype=torch.long, device=dev)
-            mask[:, :T] = 1
-            pos = torch.zeros((len(rows), W), dtype=torch.long, device=dev)
-            for j, (r, (_, _, _, start, sg)) in enumerate(zip(rows, segs)):
-                ids_t[j, : len(sg)] = torch.tensor(sg)
-                mask[j, cols[r][:start]] = 1
-                mask[j, C: C + len(sg)] = 1
-                pos[j] = torch.arange(start, start + W, device=dev) + T
-            logp = torch.log_softmax(self.llm.model(input_ids=ids_t, attention_mask=mask, position_ids=pos,
-                                                    cache=past).logits.float(), -1)
-            for j, (r, (t, ids, l, start, sg)) in enumerate(zip(rows, segs)):
-                if l == 0:  # the whole text: its first token from the template's last logits
-                    gained = [float(first[ids[0]])] + logp[j, : len(sg) - 1].gather(1, ids_t[j, 1: len(sg), None])[:, 0].tolist()
-                    sums[r] = [0.0]
-                else:  # logits at the re-run token predict the rest
-                    gained = logp[j, : len(sg) - 1].gather(1, ids_t[j, 1: len(sg), None])[:, 0].tolist()
-                    sums[r] = sums[r][: l + 1]
-                for g in gained:
-                    sums[r].append(sums[r][-1] + g)
-                cols[r] = cols[r][:start] + list(range(C, C + len(sg)))
-                out[t] = sums[r][-1]
-            C, step = C + W, step + 1
-            going = [j for j, r in enumerate(rows) if step < len(jobs[r])]
-            if len(going) < len(rows):
-                if going:
-                    past.batch_select_indices(torch.tensor(going, device=dev))
-                rows = [rows[j] for j in going]
-        return out
-
-    @staticmethod
-    def pick(nbest: Sequence[Sequence[tuple[str, float]]], lm_logp: Mapping[str, float], weight: float) -> list[str]:
-        return [max(n, key=lambda h: h[1] + weight * lm_logp[h[0]])[0] for n in nbest]
-
-    def __call__(self, nbest: Sequence[Sequence[tuple[str, float]]]) -> list[str]:
-        return self.pick(nbest, self.log_probs([[t for t, _ in n] for n in nbest]), self.cfg.weight)
-
-
 def _extend(text: str, piece: str) -> str:
     if piece.startswith(" ") and (not text or text.endswith(" ")):
         piece = piece.lstrip(" ")
@@ -440,7 +317,7 @@ def ctc_pieces(tokenizer) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Recipe: `audiochat-bench train lm --model DIR` (build DIR/lm.arpa.gz, tune DIR/decoding.json)
+# English word frequencies (the unigram mixture; the `train lm` recipe is systems/asr/lm_recipe.py)
 # ---------------------------------------------------------------------------------------------
 
 def _build_wordfreq(wheels: Sequence[Path], out: Path) -> None:
@@ -479,116 +356,3 @@ def english_word_frequencies(top: int = 50000) -> dict[str, float]:
                 if len(out) >= top:
                     return out
     return out
-
-
-def main(argv=None) -> int:
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(prog="audiochat-bench train lm", description=(
-        "Build the word n-gram LM of a CTC ASR model directory (DIR/lm.arpa.gz) from the text it was "
-        "trained on (its train_config.json) plus the most frequent English words, then, with --tune, "
-        "grid-search the beam-search weights on the dev sentences in dev voices (DIR/decoding.json)."))
-    ap.add_argument("--model", required=True, help="exported ASR directory (holds train_config.json)")
-    ap.add_argument("--order", type=int, default=3)
-    ap.add_argument("--words", type=int, default=50000, help="English words added to the vocabulary (0: none)")
-    ap.add_argument("--extra-weight", type=float, default=0.5, help="weight of the word-frequency list in the unigram mixture")
-    ap.add_argument("--tune", action="store_true", help="tune the beam-search weights on the dev set and write "
-                    "decoding.json, dropping any rescoring entry (the LM is built first only if DIR has none; "
-                    "without --tune or --tune-rescore it is always rebuilt)")
-    ap.add_argument("--tune-rescore", metavar="LLM", help="pick the weight of a second pass that rescores the "
-                    "beam's N best with this chat LLM (e.g. smollm2), on the dev sentences in 4 draws of dev voices; "
-                    "written into decoding.json (\"rescore\") where it lowers the dev WER")
-    ap.add_argument("--beam", type=int, default=BeamConfig.beam)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
-    from systems.asr.train import corpus, saved_config
-
-    model = Path(args.model)
-    path = model / "lm.arpa.gz"
-    if not path.exists() or not (args.tune or args.tune_rescore):
-        extra = english_word_frequencies(args.words) if args.words else None
-        arpa = build_arpa(corpus(saved_config(model)[0]), order=args.order, extra_unigrams=extra,
-                          extra_weight=args.extra_weight)
-        with gzip.open(path, "wt", encoding="utf-8", compresslevel=9) as f:
-            f.write(arpa)
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    if args.tune:
-        best = tune(model, args.beam, args.threads)
-        print(json.dumps(best))
-    if args.tune_rescore:
-        print(json.dumps(tune_rescore(model, args.tune_rescore, args.threads)))
-    return 0
-
-
-def tune(model: Path, beam: int, threads: int) -> dict:
-    """Grid-search alpha and beta by dev WER (the authored dev sentences in dev voices; never test)."""
-    import itertools
-    import json
-
-    import torch
-
-    from bench.textnorm import wer as corpus_wer
-    from bench.tts import synthesize
-    from systems.asr.ctc import CTCASR
-    from systems.asr.train import ASRTrainConfig, dev_set
-
-    torch.set_num_threads(threads)
-    (model / "decoding.json").unlink(missing_ok=True)
-    asr = CTCASR.from_pretrained(model)
-    dev = dev_set(ASRTrainConfig())
-    refs = [t for t, _ in dev]
-    logps = asr.log_probs([synthesize(t, v) for t, v in dev])
-    wer = lambda hyps: corpus_wer(refs, hyps)
-    rows = [{"decoder": "greedy", "wer": wer(asr.decode_greedy(logps))}]
-    lm = NgramLM.load(model / "lm.arpa.gz")
-    for alpha, beta, pen in itertools.product((0.2, 0.3, 0.4, 0.5, 0.7), (-1.0, 0.0, 1.0, 2.0),
-                                              (-6.0, -10.0, -15.0, -25.0)):
-        cfg = BeamConfig(beam=beam, alpha=alpha, beta=beta, partial_penalty=pen)
-        rows.append({"decoder": "beam", **cfg.as_dict(), "wer": wer(asr.decode_beam(logps, lm, cfg))})
-        print(json.dumps(rows[-1]), flush=True)
-    best = min((r for r in rows if r["decoder"] == "beam"), key=lambda r: r["wer"])
-    (model / "decoding.json").write_text(json.dumps({
-        "decoder": "beam", "lm": "lm.arpa.gz", **{k: best[k] for k in BeamConfig().as_dict()},
-        "tuned_on": f"{len(dev)} authored dev sentences in dev voices", "dev_wer": best["wer"],
-        "dev_wer_greedy": rows[0]["wer"]}, indent=1) + "\n")
-    return best
-
-
-def tune_rescore(model: Path, llm: str, threads: int, nbest: int = 16,
-                 weights: Sequence[float] = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)) -> dict:
-    """Pick the LLM rescoring weight by WER on the dev sentences in 4 draws of dev voices (never
-    test); record it in decoding.json where it beats plain beam search, else remove the entry."""
-    import json
-
-    import torch
-
-    from bench.textnorm import item_wer, wer as corpus_wer
-    from bench.tts import synthesize
-    from systems.asr.ctc import CTCASR
-    from systems.asr.train import ASRTrainConfig, dev_set
-
-    torch.set_num_threads(threads)
-    spec = model / "decoding.json"
-    if not spec.exists():
-        raise FileNotFoundError(f"{spec} not found: run `audiochat-bench train lm --model {model} --tune` first")
-    asr = CTCASR.from_pretrained(model, decoder="beam")
-    dev = dev_set(ASRTrainConfig(), draws=4)
-    refs = [t for t, _ in dev]
-    pieces = ctc_pieces(asr.tokenizer)
-    lists = [ctc_beam_search(lp, pieces, asr.blank, asr.lm, asr.beam, nbest=nbest)
-             for lp in asr.log_probs([synthesize(t, v) for t, v in dev])]
-    rescorer = LLMRescorer(RescoreConfig(llm=llm, nbest=nbest))
-    lm_logp = rescorer.log_probs([[t for t, _ in n] for n in lists])
-    wer = lambda hyps: corpus_wer(refs, hyps)
-    rows = {w: wer(LLMRescorer.pick(lists, lm_logp, w)) for w in (0.0, *weights)}
-    oracle = wer([min(n, key=lambda h: item_wer(h[0], r))[0] for r, n in zip(refs, lists)])
-    best = min(weights, key=rows.get)
-    conf = json.loads(spec.read_text())
-    conf.pop("rescore", None)
-    if rows[best] < rows[0.0]:
-        conf["rescore"] = {**RescoreConfig(llm=llm, weight=best, nbest=nbest).as_dict(),
-                           "tuned_on": f"{len(dev)} utterances: the dev sentences in 4 draws of dev voices",
-                           "dev_wer": rows[best], "dev_wer_without": rows[0.0], f"dev_wer_oracle_of_{nbest}": oracle}
-    spec.write_text(json.dumps(conf, indent=1) + "\n")
-    return {"weights": {str(w): round(v, 4) for w, v in rows.items()}, "oracle": oracle, "chosen": conf.get("rescore")}

@@ -11,8 +11,8 @@ from typing import Sequence
 
 from bench.plugins import Context, takes
 from bench.types import Generation, Request, System, TokenLogProbs
-from systems.common import (DecodeConfig, Lazy, decode_config, inference_mode, llm_prompt_counter, load_llm,
-                            shared_llm)
+from systems.common import DecodeConfig, Lazy, decode_config, inference_mode, llm_prompt_counter
+from systems.run_llm import load_llm, shared_llm
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
