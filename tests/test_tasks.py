@@ -165,12 +165,17 @@ def test_builtin_suites_are_toml_files_naming_known_plugins():
     import systems
     from tasks.suites import SUITE_DIR, SUITES
 
-    assert list(SUITES) == ["smoke", "default", "full", "real"]
+    assert list(SUITES) == ["smoke", "default", "full", "real", "voices"]
     assert {p.stem for p in SUITE_DIR.glob("*.toml")} == set(SUITES)
     assert SUITES["smoke"]["limit"] == 12 and SUITES["full"]["limit"] is None
+    # the voice-family suite: every spoken condition a family, each end-to-end system against its own cascade first
+    assert SUITES["voices"]["conditions"] == ["clean", "voice-kokoro", "voice-joe"]
+    assert SUITES["voices"]["baselines"][:2] == ["cascade-tokens", "cascade-whisper-tokens"]
+    assert "voice-joe" in SUITES["default"]["sweep_conditions"]  # the unseen voice without a flag
     for name, s in SUITES.items():
-        assert s["about"] and s["conditions"] == ["clean"], name
-        assert s["baselines"] == ["cascade", "text"] and s["bucket_systems"] == ["cascade", "cascade-whisper"]
+        assert s["about"] and s["bucket_systems"] == ["cascade", "cascade-whisper"], name
+        if name != "voices":
+            assert s["conditions"] == ["clean"] and s["baselines"] == ["cascade", "text"], name
         for n in s["systems"] + s.get("optional_systems", []) + s["baselines"] + s["bucket_systems"]:
             systems.REGISTRY.target(n)
         for n in s["tasks"] + s.get("sweep_tasks", []):
