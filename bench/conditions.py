@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from bench import voices
 from bench.registry import RegistryError
 from bench.types import Audio, Item, Turn
 
@@ -180,8 +181,6 @@ def respeak(family: str, per_turn: bool) -> ConditionFn:
     spoken turn without a transcript fails the item."""
 
     def apply(item: Item, seed: int) -> Item:
-        from bench import voices
-
         eng = voices.engine(family)
 
         def turn(t: Turn, k: int) -> Turn:
