@@ -86,9 +86,9 @@ def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random
         picked = [rng.choice(asr_rows if rng.random() < cfg.asr_prob else rows) for _ in range(cfg.batch_size)]
     else:  # no extra draw: the random stream of runs without the ASR task is unchanged
         picked = [rng.choice(rows) for _ in range(cfg.batch_size)]
-    requests = []
+    requests, mix = [], VoiceMix.parse(cfg.voices)
     for r in picked:
-        x = VoiceMix.parse(cfg.voices).speak(r["transcript"], rng).samples.astype(np.float64)
+        x = mix.speak(r["transcript"], rng).samples.astype(np.float64)
         if rng.random() < cfg.noise_prob:
             x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
         audio = Audio(np.clip(x, -1, 1).astype(np.float32))
