@@ -19,15 +19,16 @@ _TYPES = {"int": int, "float": float, "str": str}
 
 def add_dataclass_options(ap: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
     """One `--field-name` option per int/float/str field of `cls`, and `--flag/--no-flag` per bool
-    field (default None: keep the preset)."""
+    field (default None: keep the preset); a field's `metadata["help"]` comes before its default."""
     for f in fields(cls):
         if f.name in skip:
             continue
+        help = " ".join(filter(None, (f.metadata.get("help"), f"(default {'none' if f.default == '' else f.default})")))
         if f.type in _TYPES:
-            ap.add_argument(f"--{f.name.replace('_', '-')}", type=_TYPES[f.type], help=f"(default {f.default})")
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=_TYPES[f.type], help=help)
         elif f.type == "bool":
             ap.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
-                            help=f"(default {f.default})")
+                            help=help)
 
 
 def apply_options(cfg, args: argparse.Namespace) -> tuple[str, ...]:

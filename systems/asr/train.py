@@ -19,14 +19,14 @@ import random
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.conditions import mix_at_snr
 from systems.asr.ctc import log_mel
+from systems.augment import AUGMENT_HELP, Levers, gain_and_noise
 from systems.training import (StepFitter, add_dataclass_options, apply_options, replace_dir, resume_log,
                               warmup_cosine)
 
@@ -72,6 +72,7 @@ class ASRTrainConfig:
     # the voice engines the clips come from, with weights (`bench.voices.VoiceMix`: espeak,kokoro or
     # espeak=3,kokoro=1): training voices only, never a test or dev voice, never the evaluation-only voice
     voices: str = "espeak,kokoro"
+    augment: str = field(default="", metadata={"help": AUGMENT_HELP})
 
 
 # what a checkpoint saved before an option existed ran with
@@ -157,16 +158,12 @@ class SpeechStream(torch.utils.data.IterableDataset):
         nprng = np.random.default_rng(rng.randrange(2**32))
         fe = ParakeetFeatureExtractor()
         cfg = self.cfg
-        mix = VoiceMix.parse(cfg.voices)
+        mix, levers = VoiceMix.parse(cfg.voices), Levers.parse(cfg.augment)
+        lever_rng = random.Random(f"{cfg.seed}-{self.epoch_seed}-augment-{info.id if info else 0}")
         while True:
             texts = [self.text(rng) for _ in range(cfg.batch_size)]
-            wavs = []
-            for t in texts:
-                x = mix.speak(t, rng).samples.astype(np.float64)
-                x *= 10 ** (rng.uniform(*cfg.gain_db_range) / 20)
-                if rng.random() < cfg.noise_prob:
-                    x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
-                wavs.append(torch.from_numpy(np.clip(x, -1, 1).astype(np.float32)))
+            wavs = [torch.from_numpy(levers(gain_and_noise(mix.speak(t, rng).samples, cfg, rng, nprng), lever_rng))
+                    for t in texts]
             lengths = torch.tensor([w.numel() for w in wavs])
             waves = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)  # (B, samples)
             ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.conditions import mix_at_snr
+from systems.augment import AUGMENT_HELP, Levers, gain_and_noise
 from systems.audiochatllama.model import AudioChatLlama, ModelConfig
 from systems.training import (StepFitter, add_dataclass_options, apply_options, halve_safetensors, replace_dir,
                               resume_log, warmup_cosine)
@@ -59,6 +59,7 @@ class E2ETrainConfig:
     # the voice engines the clips come from, with weights (`bench.voices.VoiceMix`: espeak,kokoro or
     # espeak=3,kokoro=1): training voices only, never a test or dev voice, never the evaluation-only voice
     voices: str = "espeak,kokoro"
+    augment: str = field(default="", metadata={"help": AUGMENT_HELP})
 
 
 # options a resumed run takes from the command line (the rest come from the run's saved config)
@@ -76,9 +77,11 @@ def _dist():
     return int(os.environ.get("RANK", "0")), world
 
 
-def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random.Generator, asr_rows=()):
+def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random.Generator, asr_rows=(),
+                 lever_rng: random.Random | None = None):
     """Requests (speech of the transcripts in training voices, with the instruction) and targets; with
-    `cfg.asr_prob`, that share of the samples come from `asr_rows` (see `asr_targets`)."""
+    `cfg.asr_prob`, that share of the samples come from `asr_rows` (see `asr_targets`). `lever_rng`: the
+    augmentation levers' own random stream (`systems.augment`; default: one seeded from `cfg.seed`)."""
     from bench.types import Audio, Request, Turn
     from bench.voices import VoiceMix
 
@@ -86,12 +89,10 @@ def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random
         picked = [rng.choice(asr_rows if rng.random() < cfg.asr_prob else rows) for _ in range(cfg.batch_size)]
     else:  # no extra draw: the random stream of runs without the ASR task is unchanged
         picked = [rng.choice(rows) for _ in range(cfg.batch_size)]
-    requests, mix = [], VoiceMix.parse(cfg.voices)
+    requests, mix, levers = [], VoiceMix.parse(cfg.voices), Levers.parse(cfg.augment)
+    lever_rng = lever_rng or random.Random(f"{cfg.seed}-augment")
     for r in picked:
-        x = mix.speak(r["transcript"], rng).samples.astype(np.float64)
-        if rng.random() < cfg.noise_prob:
-            x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
-        audio = Audio(np.clip(x, -1, 1).astype(np.float32))
+        audio = Audio(levers(gain_and_noise(mix.speak(r["transcript"], rng).samples, cfg, rng, nprng), lever_rng))
         requests.append(Request(Turn("user", audio=audio, transcript=r["transcript"]), (), r["instruction"]))
     return requests, [r["ids"] for r in picked], picked
 
@@ -106,8 +107,9 @@ class SpeechBatches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()  # None: iterated in the training process itself
         rng = random.Random(self.seed if info is None else f"{self.seed}-worker{info.id}")
         nprng = np.random.default_rng(rng.randrange(2**32))
+        lever_rng = random.Random(f"{self.seed}-augment-{info.id if info else 0}")
         while True:
-            yield sample_batch(self.rows, self.cfg, rng, nprng, self.asr_rows)
+            yield sample_batch(self.rows, self.cfg, rng, nprng, self.asr_rows, lever_rng)
 
 
 def _as_is(batch):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from bench.voices import VoiceMix
+from systems.augment import Levers, gain_and_noise
 from systems.asr.train import OLD_DEFAULTS, ASRTrainConfig, SpeechStream, dev_set, spec_augment
 from systems.training import (StepFitter, add_dataclass_options, apply_options, replace_dir, resume_log,
                               warmup_cosine)
@@ -75,9 +76,10 @@ def cached_states(encoder, texts: list[str], cfg: BridgeTrainConfig, out: Path, 
     stored in `out/states-v{k}.pt`, so a resumed run, another head or another vocabulary reuses it,
     and a run with more voices a text computes only the passes it lacks."""
     data = []
-    mix = VoiceMix.parse(cfg.voices)
+    mix, levers = VoiceMix.parse(cfg.voices), Levers.parse(cfg.augment)
     for k in range(cfg.first_pass, cfg.first_pass + cfg.voices_per_text):
-        path = out / (f"states-v{k}.pt" if mix.tag == "espeak" else f"states-{mix.tag}-v{k}.pt")
+        tag = "" if mix.tag == "espeak" and not levers.probs else f"-{mix.tag}{levers.tag}"
+        path = out / f"states{tag}-v{k}.pt"
         if not path.exists():
             states = _encode_pass(encoder, texts, cfg, k, progress)
             tmp = path.with_suffix(".tmp")
@@ -94,11 +96,10 @@ def _encode_pass(encoder, texts: list[str], cfg: BridgeTrainConfig, k: int, prog
 
     from tqdm import tqdm
 
-    from bench.conditions import mix_at_snr
-
-    mix = VoiceMix.parse(cfg.voices)
+    mix, levers = VoiceMix.parse(cfg.voices), Levers.parse(cfg.augment)
     rng = random.Random(f"{cfg.seed}-bridge-cache-{k}")
     nprng = np.random.default_rng([cfg.seed, k])
+    lever_rng = random.Random(f"{cfg.seed}-bridge-augment-{k}")
     jobs = sorted(texts, key=len)
     out = []
     encoder.eval()
@@ -108,11 +109,7 @@ def _encode_pass(encoder, texts: list[str], cfg: BridgeTrainConfig, k: int, prog
         chunk = jobs[i:i + 32]
         wavs = []
         for t in chunk:
-            x = mix.speak(t, rng).samples.astype(np.float64)
-            x *= 10 ** (rng.uniform(*cfg.gain_db_range) / 20)
-            if rng.random() < cfg.noise_prob:
-                x = mix_at_snr(x, nprng.standard_normal(x.size), rng.uniform(*cfg.snr_range))
-            wavs.append(np.clip(x, -1, 1).astype(np.float32))
+            wavs.append(levers(gain_and_noise(mix.speak(t, rng).samples, cfg, rng, nprng), lever_rng))
         for t, s in zip(chunk, encoder.base_states(wavs)):
             out.append((s.half().clone(), t))
         bar.update(len(chunk))
