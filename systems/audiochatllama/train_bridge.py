@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import sys
 import time
@@ -65,6 +66,9 @@ class BridgeTrainConfig(ASRTrainConfig):
     # the head's vocabulary: the training text's LLM tokens; with N > 1 only those it has at least N times,
     # plus the one-character tokens, and every other token spelled with those (bridge.TokenVocab)
     min_count: int = 1
+    # voice passes of a seeded sample of this many training texts (0: every text): a cheaper pass, e.g. to
+    # measure one augmentation lever against a pass without it
+    texts: int = 0
 
 
 RUN_OPTIONS = ("threads", "workers", "bf16", "device", "steps")
@@ -79,6 +83,7 @@ def cached_states(encoder, texts: list[str], cfg: BridgeTrainConfig, out: Path, 
     mix, levers = VoiceMix.parse(cfg.voices), Levers.parse(cfg.augment)
     for k in range(cfg.first_pass, cfg.first_pass + cfg.voices_per_text):
         tag = "" if mix.tag == "espeak" and not levers.probs else f"-{mix.tag}{levers.tag}"
+        tag += f"-n{cfg.texts}" if cfg.texts else ""
         path = out / f"states{tag}-v{k}.pt"
         if not path.exists():
             states = _encode_pass(encoder, texts, cfg, k, progress)
@@ -92,8 +97,6 @@ def cached_states(encoder, texts: list[str], cfg: BridgeTrainConfig, out: Path, 
 def _encode_pass(encoder, texts: list[str], cfg: BridgeTrainConfig, k: int, progress: bool) -> list:
     """Voice pass `k` of `cached_states`: every text once, shortest first (a chunk's clips are of like
     length, so little padding is encoded), in random training voices, gains and noise."""
-    import random
-
     from tqdm import tqdm
 
     mix, levers = VoiceMix.parse(cfg.voices), Levers.parse(cfg.augment)
@@ -119,8 +122,6 @@ def _encode_pass(encoder, texts: list[str], cfg: BridgeTrainConfig, k: int, prog
 
 def cached_batches(data, cfg: BridgeTrainConfig, seed: int):
     """Endless (states (B, T, C), lengths, labels) batches drawn from the cached clips."""
-    import random
-
     rng = random.Random(seed)
     while True:
         picked = [data[rng.randrange(len(data))] for _ in range(cfg.batch_size)]
@@ -168,6 +169,8 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
     dev = dev_set(cfg)
     held = {t for t, _ in dev}
     texts = [t for t in (texts if texts is not None else training_texts()) if t not in held]
+    if 0 < cfg.texts < len(texts):
+        texts = random.Random(f"{cfg.seed}-texts").sample(texts, cfg.texts)
     step, start, opt_state = 0, 0, None
     if (ckpt / "trainer_state.pt").exists():
         saved = json.loads((ckpt / "train_config.json").read_text())
