@@ -30,6 +30,9 @@ class Plan:
     sweep_conditions: list[str] = field(default_factory=list)
     optional_systems: list[str] = field(default_factory=list)  # skipped with a warning if unavailable
     limit: int | None = None
+    # a task's own limit where it differs from `limit` (a suite's `[limits]` table: `spoken-qa = 100`);
+    # `--limit N` on the command line sets every task's, these included
+    limits: dict[str, int] = field(default_factory=dict)
     llm: str | None = None  # None: the embedded default
     dtype: str = "float32"
     device: str = "cpu"
@@ -67,6 +70,9 @@ class Plan:
         extra = self.sweep_conditions if task in self.sweep_tasks else []
         return list(dict.fromkeys(self.conditions + extra))
 
+    def limit_for(self, task: str) -> int | None:
+        return self.limits.get(task, self.limit)
+
     def roles(self) -> dict[str, str]:
         """The systems that play a role in this run: the topline is the first of `toplines` among the
         run's systems, else the first named (a scoring task's reference need not be compared); none
@@ -89,7 +95,7 @@ class Plan:
         for k in ("output_dir", "cache", "batch_size", "optional_systems", "toplines", "verdict_systems"):
             d.pop(k)
         d.pop("data_dir")
-        for k in ("judge", "aliases"):  # runs without one keep the identity they had before it existed
+        for k in ("judge", "aliases", "limits"):  # runs without one keep the identity they had before it existed
             if not d[k]:
                 d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
@@ -112,6 +118,8 @@ def resolve(suite: dict | None, overrides: dict) -> Plan:
                     cfg.system_args.setdefault(name, {}).update(args)
                 continue
             setattr(cfg, k, parse_list(v) if isinstance(getattr(cfg, k), list) and isinstance(v, str) else v)
+    if overrides.get("limit") is not None:  # one number asked for on the command line: every task's
+        cfg.limits = {}
     for i, entry in enumerate(cfg.systems):
         name, system = split_alias(entry)
         if name != entry:

@@ -82,6 +82,8 @@ def validate(plan: Plan) -> None:
         systems().target(plan.aliases.get(n, n))
     for n in plan.tasks:
         tasks().target(n.partition(":")[0])
+    if unknown := sorted(set(plan.limits) - set(plan.tasks)):
+        raise ValueError(f"limits names tasks the plan does not run: {', '.join(unknown)} (tasks: {', '.join(plan.tasks)})")
     for n in plan.conditions + plan.sweep_conditions:
         CONDITIONS.target(n)
     for name, args in plan.system_args.items():
@@ -94,7 +96,7 @@ def build_tasks(plan: Plan) -> dict[str, tuple[Task, list[Item]]]:
     from bench.plugins import build_task, task_data_kwargs
 
     return {name: (t := bind_roles(build_task(name, **task_data_kwargs(name, plan.data_dir)), plan.roles(), name),
-                   t.items(plan.limit))
+                   t.items(plan.limit_for(name)))
             for name in plan.tasks}
 
 
