@@ -251,7 +251,7 @@ def test_decoded_samples_are_bounded_by_channels_too():
 
 
 def test_long_prompt_is_refused_and_short_ones_overtake_long_ones():
-    s = _serve(max_prompt_tokens=8192, long_prompt_tokens=100)
+    s = _serve(max_prompt_tokens=8192, long_prompt_tokens=100)  # one worker (no long_system): both lanes on it
     port = s.server_address[1]
     try:
         err = _is_error(*_post(port, json.dumps(_chat("word " * 7200)).encode()), 400)  # 36 KB
