@@ -28,13 +28,16 @@ omit `temperature`, `top_p` and `max_tokens` or send the served values (0, 1, `-
 anything else is refused (400) rather than answered with a decode it did not ask for, because a
 cached or reported number must say how it was decoded.
 
-Batching: requests are queued and one worker thread answers up to `--max-batch` of them per
+Batching: requests are queued and a worker thread answers up to `--max-batch` of them per
 `generate_batch` call, gathering for `--batch-wait-ms` after the first (and while requests that
 have arrived are still being read), so concurrent clients get the throughput of a batched run.
-Systems are used from that one thread only (ChatLLM is not thread-safe). A full queue
+A system instance is used from one worker thread only (ChatLLM is not thread-safe). A full queue
 (`--max-queue`) answers 429; a system error on one request 500 (400 if the system says the input
 cannot be answered: ValueError), and the batch-mates still get their answers. A prompt over
-`--long-prompt-tokens` waits in a lane of its own, answered alone when no short request waits.
+`--long-prompt-tokens` waits in a lane of its own, answered alone by a worker with a second instance
+of the system (the same arguments: its weights twice in memory), so short requests are answered while
+a long one decodes; `--no-long-lane-worker` saves that memory, and a long prompt decoding on the one
+worker then holds the short requests behind it.
 
 Limits, all checked before any model work (bench/serve_api.py): the Host header must name this machine
 (loopback names and the bound address; `--allow-host` adds one) and a POST must be
@@ -102,17 +105,23 @@ class FromEmbeds:
 class Server(ThreadingHTTPServer):
     """The HTTP server around one system. `start()` serves from a background thread (tests);
     `serve_forever()` from this one (the command). `errors`: exceptions that escaped a handler
-    (each logged with its traceback; none is expected)."""
+    (each logged with its traceback; none is expected). `long_system`: a second instance of the
+    system, built the same way, that decodes prompts over `limits.long_prompt_tokens` on a worker of
+    its own (see `Batcher`)."""
 
     daemon_threads = True
     request_queue_size = 128  # a burst of concurrent clients must not wait on SYN retries
 
     def __init__(self, system: System, model: str | None = None, host: str = "127.0.0.1", port: int = 8000,
                  limits: Limits = Limits(), max_new_tokens: int = 64, max_batch: int = 8,
-                 batch_wait_ms: float = 10.0, max_queue: int = 64):
+                 batch_wait_ms: float = 10.0, max_queue: int = 64, long_system: System | None = None):
         self.system, self.model = system, model or system.name
         self.max_new_tokens = max_new_tokens
         self.fingerprint = system.fingerprint()
+        if long_system is not None and long_system.fingerprint() != self.fingerprint:
+            # an answer must not depend on which lane its prompt's length sent it to
+            raise ValueError(f"the long lane's system ({long_system.fingerprint()}) is not the same as the served "
+                             f"one ({self.fingerprint}): build both from the same arguments")
         self.created = int(time.time())
         self.prompt_tokens = PromptTokens(system)
         self.max_prompt_tokens = self.prompt_tokens.limit(limits.max_prompt_tokens, max_new_tokens)
@@ -122,9 +131,11 @@ class Server(ThreadingHTTPServer):
         self.limits = replace(limits, allowed_hosts=tuple(dict.fromkeys(limits.allowed_hosts + extra)))
         self.errors = 0
         wait = batch_wait_ms / 1000
-        self.batcher = Batcher(system, max_batch, wait, max_queue, self.limits.long_prompt_tokens)
+        long = self.limits.long_prompt_tokens
+        self.batcher = Batcher(system, max_batch, wait, max_queue, long, long_system)
         # POST /v1/completions with prompt_embeds, where the system decodes from embeddings (an LLM system)
-        self.embeds_batcher = (Batcher(FromEmbeds(system), max_batch, wait, max_queue, self.limits.long_prompt_tokens)
+        self.embeds_batcher = (Batcher(FromEmbeds(system), max_batch, wait, max_queue, long,
+                                       FromEmbeds(long_system) if long_system is not None else None)
                                if hasattr(system, "generate_from_embeds") else None)
         super().__init__((host, port), Handler)
         self._thread: threading.Thread | None = None
@@ -337,7 +348,11 @@ def add_parser(sub) -> None:
     s.add_argument("--max-prompt-tokens", type=int, help="longest prompt in tokens (default: the model's context less "
                    "--max-new-tokens; 8192 for a system without a tokenizer) → else 400")
     s.add_argument("--long-prompt-tokens", type=int, default=1024, help="prompts over this wait in their own lane, "
-                   "answered alone after short ones (default 1024)")
+                   "answered alone (default 1024)")
+    s.add_argument("--long-lane-worker", action=argparse.BooleanOptionalAction, default=True,
+                   help="answer the long lane on a worker of its own, with a second copy of the system (its weights "
+                   "twice in memory), so short requests are answered while a long prompt decodes (default); "
+                   "--no-long-lane-worker: one copy, and a long prompt being decoded holds every request behind it")
     s.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="a Host name to answer besides "
                    "localhost, 127.0.0.1, ::1 and the bound address (repeatable; the name a proxy forwards; '*': any)")
     s.add_argument("--no-warmup", action="store_true", help="skip the typed warm-up request before serving")
@@ -347,24 +362,32 @@ def cmd_serve(args) -> int:
     from bench.options import system_args_of
     from bench.plugins import Context, build_system
 
-    ctx = Context(llm=args.llm, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens,
-                  trust_remote_code=args.trust_remote_code)
-    system = build_system(args.system, ctx, system_args_of(args).get(args.system, {}))
-    if not args.no_warmup:  # load the weights now, not in the first client's timeout
-        try:
-            system.generate_batch([Request(Turn("user", text="Hello."))])
+    def build() -> System:  # a fresh Context each time: a second instance shares no model with the first
+        ctx = Context(llm=args.llm, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens,
+                      trust_remote_code=args.trust_remote_code)
+        return build_system(args.system, ctx, system_args_of(args).get(args.system, {}))
+
+    system = build()
+    long_system = build() if args.long_lane_worker else None
+    for s in (system, long_system):
+        if s is None or args.no_warmup:
+            continue
+        try:  # load the weights now, not in the first client's timeout
+            s.generate_batch([Request(Turn("user", text="Hello."))])
         except Exception as e:
             print(f"serve: warm-up request failed ({type(e).__name__}: {e}); serving anyway", file=sys.stderr)
     limits = Limits(max_body_bytes=int(args.max_body_mb * 2 ** 20), max_audio_seconds=args.max_audio_seconds,
                     max_prompt_tokens=args.max_prompt_tokens, long_prompt_tokens=args.long_prompt_tokens,
                     allowed_hosts=LOOPBACK_HOSTS + tuple(h.lower().strip("[]") for h in args.allow_host))
     server = Server(system, args.model_name, args.host, args.port, limits, args.max_new_tokens,
-                    args.max_batch, args.batch_wait_ms, args.max_queue)
+                    args.max_batch, args.batch_wait_ms, args.max_queue, long_system)
     if args.host not in LOOPBACK_HOSTS:
         print(f"serve: warning: bound to {args.host} with no authentication: anyone who can reach it can use it",
               file=sys.stderr)
     print(f"serving {args.system} as model {server.model!r} at {server.url} (fingerprint {server.fingerprint}; "
-          f"prompts up to {server.max_prompt_tokens} tokens); Ctrl-C stops", flush=True)
+          f"prompts up to {server.max_prompt_tokens} tokens; over {args.long_prompt_tokens}: the long lane, "
+          f"{'on a second copy of the system' if long_system is not None else 'on the same worker'}); Ctrl-C stops",
+          flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

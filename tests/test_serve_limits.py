@@ -41,9 +41,40 @@ class Slow(System):
         return [Generation(str(len(r.turn.text or "")), tokens=1) for r in requests]
 
 
-def _serve(system=None, **limits):
+class Gated(System):
+    """Answers with each prompt's size (characters, or rows of embeddings) and logs when it starts and
+    ends a batch (`log`: (event, instance, sizes)); a long prompt (over 1,000 characters or 100 rows)
+    sets `long_started`, then decodes until the test sets `release`."""
+
+    name = "gated"
+
+    def __init__(self, log: list, long_started: threading.Event, release: threading.Event):
+        self.log, self.long_started, self.release = log, long_started, release
+
+    def fingerprint(self):
+        return "gated-1"
+
+    def _answer(self, sizes: list[int], long: bool) -> list[Generation]:
+        self.log.append(("start", self, sizes))
+        if long:
+            self.long_started.set()
+            self.release.wait(timeout=30)
+        self.log.append(("end", self, sizes))
+        return [Generation(str(n), tokens=1) for n in sizes]
+
+    def generate_batch(self, requests):
+        sizes = [len(r.turn.text or "") for r in requests]
+        return self._answer(sizes, max(sizes) > 1000)
+
+    def generate_from_embeds(self, embeds):
+        sizes = [int(e.shape[0]) for e in embeds]
+        return self._answer(sizes, max(sizes) > 100)
+
+
+def _serve(system=None, long_system=None, **limits):
     kw = {"max_body_bytes": 2 ** 20, "max_audio_seconds": 10.0, **limits}
-    return Server(system or Slow(), port=0, limits=Limits(**kw), max_new_tokens=16, max_queue=8).start()
+    return Server(system or Slow(), port=0, limits=Limits(**kw), max_new_tokens=16, max_queue=8,
+                  long_system=long_system).start()
 
 
 @pytest.fixture
@@ -88,8 +119,9 @@ def _raw(port: int, head: bytes, body: bytes = b"", timeout: float = 20) -> tupl
     return int(lines[0].split()[1]), headers or {}, data.partition(b"\r\n\r\n")[2]
 
 
-def _post(port, body: bytes, content_type="application/json", host="127.0.0.1", extra=b"", length=None, timeout=20):
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+def _post(port, body: bytes, content_type="application/json", host="127.0.0.1", extra=b"", length=None, timeout=20,
+          path="/v1/chat/completions"):
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body) if length is None else length}\r\n").encode() + extra + b"\r\n"
     return _raw(port, head, body, timeout)
 
@@ -219,7 +251,7 @@ def test_decoded_samples_are_bounded_by_channels_too():
 
 
 def test_long_prompt_is_refused_and_short_ones_overtake_long_ones():
-    s = _serve(max_prompt_tokens=8192, long_prompt_tokens=100)
+    s = _serve(max_prompt_tokens=8192, long_prompt_tokens=100)  # one worker (no long_system): both lanes on it
     port = s.server_address[1]
     try:
         err = _is_error(*_post(port, json.dumps(_chat("word " * 7200)).encode()), 400)  # 36 KB
@@ -244,6 +276,90 @@ def test_long_prompt_is_refused_and_short_ones_overtake_long_ones():
     finally:
         s.stop()
     assert s.errors == 0
+
+
+def _until(condition, what: str) -> None:
+    deadline = time.monotonic() + 20  # (only against a hang: the order is checked by the events and the log)
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _prompt(route: str, size: int) -> tuple[bytes, str]:
+    """A body of `size` characters (chat) or rows of embeddings (prompt_embeds), and its path."""
+    if route == "chat":
+        return json.dumps(_chat("x" * size, "gated")).encode(), "/v1/chat/completions"
+    import torch
+
+    from systems.endpoint import embeds_base64
+
+    body = {"model": "gated", "prompt_embeds": embeds_base64(torch.zeros(size // 10, 4))}
+    return json.dumps(body).encode(), "/v1/completions"
+
+
+@pytest.mark.parametrize("route", ["chat", "embeds"])
+def test_a_short_request_is_answered_while_a_long_one_decodes(route):
+    """The long lane's own worker, with a second instance of the system: a short request sent while a
+    long one is decoding (provably: the long one holds its decode until the test releases it, which
+    the test does only after the short answer is in) is answered by the other instance."""
+    log, started, release = [], threading.Event(), threading.Event()
+    short_system, long_system = Gated(log, started, release), Gated(log, started, release)
+    s = _serve(short_system, long_system, long_prompt_tokens=100)
+    port, answers = s.server_address[1], {}
+    try:
+        body, path = _prompt(route, 2000)
+        long = threading.Thread(target=lambda: answers.update(long=_post(port, body, path=path, timeout=60)))
+        long.start()
+        assert started.wait(timeout=20)  # the long prompt is decoding, and stays so until released
+        status, _, answer = _post(port, _prompt(route, 20)[0], path=path)
+        assert status == 200, answer
+        assert not release.is_set() and "long" not in answers  # answered while the long one decodes
+        release.set()
+        long.join(timeout=20)
+        assert answers["long"][0] == 200
+    finally:
+        release.set()
+        s.stop()
+    assert s.errors == 0
+    long_size, short_size = (2000, 20) if route == "chat" else (200, 2)  # (characters, or rows)
+    assert [(event, system is long_system, sizes) for event, system, sizes in log] == [
+        ("start", True, [long_size]), ("start", False, [short_size]), ("end", False, [short_size]),
+        ("end", True, [long_size])]
+
+
+def test_without_the_long_lane_worker_a_decoding_long_prompt_holds_short_ones():
+    """--no-long-lane-worker: one worker, one instance; a short request queued while a long one decodes
+    starts only after it ends."""
+    log, started, release = [], threading.Event(), threading.Event()
+    s = _serve(Gated(log, started, release), long_prompt_tokens=100)
+    port, answers = s.server_address[1], {}
+    try:
+        threads = [threading.Thread(target=lambda n=n: answers.update({n: _post(port, _prompt("chat", n)[0])}))
+                   for n in (2000, 20)]
+        threads[0].start()
+        assert started.wait(timeout=20)
+        threads[1].start()
+        _until(lambda: s.batcher._short, "the short request to be queued")
+        assert [(event, sizes) for event, _, sizes in log] == [("start", [2000])]  # it waits
+        release.set()
+        for t in threads:
+            t.join(timeout=20)
+        assert answers[2000][0] == answers[20][0] == 200
+    finally:
+        release.set()
+        s.stop()
+    assert s.errors == 0
+    assert [(event, sizes) for event, _, sizes in log] == [
+        ("start", [2000]), ("end", [2000]), ("start", [20]), ("end", [20])]
+
+
+def test_the_long_lanes_system_must_be_the_served_one():
+    class Other(Slow):
+        def fingerprint(self):
+            return "other-1"
+
+    with pytest.raises(ValueError, match="not the same as the served one"):
+        Server(Slow(), port=0, long_system=Other())
 
 
 def test_full_queue_answers_429_with_retry_after():
