@@ -88,15 +88,19 @@ from bench.types import AudioError, Generation, Request, System, Turn
 __all__ = ["ApiError", "Batcher", "Limits", "Server", "parse_chat", "parse_embeds"]
 
 
-class FromEmbeds:
-    """The served system's decoding from prompt embeddings (its `generate_from_embeds`), as what a
-    `Batcher` answers with."""
+class Exclusive:
+    """One instance of the served system as a `Batcher` uses it: its chat decoding (`generate_batch`)
+    or, with `embeds`, its decoding from prompt embeddings (`generate_from_embeds`), under the
+    instance's lock, which the chat and the prompt-embeds batchers share (a system is not thread-safe,
+    and each batcher has its own worker)."""
 
-    def __init__(self, system: System):
-        self.system, self.name = system, system.name
+    def __init__(self, system: System, lock: threading.Lock, embeds: bool = False):
+        self.system, self.name, self.lock = system, system.name, lock
+        self._generate = system.generate_from_embeds if embeds else system.generate_batch
 
-    def generate_batch(self, embeds: list) -> list[Generation]:
-        return self.system.generate_from_embeds(embeds)
+    def generate_batch(self, batch: list) -> list[Generation]:
+        with self.lock:
+            return self._generate(batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,10 +136,15 @@ class Server(ThreadingHTTPServer):
         self.errors = 0
         wait = batch_wait_ms / 1000
         long = self.limits.long_prompt_tokens
-        self.batcher = Batcher(system, max_batch, wait, max_queue, long, long_system)
+        locks = {id(s): threading.Lock() for s in (system, long_system) if s is not None}
+
+        def exclusive(s, embeds=False):
+            return Exclusive(s, locks[id(s)], embeds) if s is not None else None
+
+        self.batcher = Batcher(exclusive(system), max_batch, wait, max_queue, long, exclusive(long_system))
         # POST /v1/completions with prompt_embeds, where the system decodes from embeddings (an LLM system)
-        self.embeds_batcher = (Batcher(FromEmbeds(system), max_batch, wait, max_queue, long,
-                                       FromEmbeds(long_system) if long_system is not None else None)
+        self.embeds_batcher = (Batcher(exclusive(system, True), max_batch, wait, max_queue, long,
+                                       exclusive(long_system, True))
                                if hasattr(system, "generate_from_embeds") else None)
         super().__init__((host, port), Handler)
         self._thread: threading.Thread | None = None

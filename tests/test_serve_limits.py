@@ -416,3 +416,31 @@ def test_messages_carry_no_internals(server):
     assert "cannot read audio" in err["message"] and "0x" not in err["message"] and "BytesIO" not in err["message"]
     err = _is_error(*_post(port, json.dumps(_chat("BOOM")).encode()), 500)
     assert "RuntimeError" in err["message"] and "0x" not in err["message"] and "/srv" not in err["message"]
+
+
+def test_chat_and_prompt_embeds_never_use_one_instance_at_once():
+    """The chat and the prompt-embeds batchers each have a worker, but share the served instance: a
+    prompt-embeds request that arrives while a chat request decodes waits for it (the system is not
+    thread-safe)."""
+    log, started, release = [], threading.Event(), threading.Event()
+    s = _serve(Gated(log, started, release), long_prompt_tokens=None)
+    port, answers = s.server_address[1], {}
+    try:
+        chat = threading.Thread(target=lambda: answers.update(chat=_post(port, _prompt("chat", 2000)[0])))
+        chat.start()
+        assert started.wait(timeout=20)  # the chat request is decoding until released
+        body, path = _prompt("embeds", 20)
+        embeds = threading.Thread(target=lambda: answers.update(embeds=_post(port, body, path=path)))
+        embeds.start()
+        _until(lambda: not s.embeds_batcher._short and s.embeds_batcher.batches, "the embeds batch to be taken")
+        time.sleep(0.2)  # its worker now waits on the instance's lock (without the lock it would have started)
+        assert [(event, sizes) for event, _, sizes in log] == [("start", [2000])]
+        release.set()
+        for t in (chat, embeds):
+            t.join(timeout=20)
+    finally:
+        release.set()
+        s.stop()
+    assert answers["chat"][0] == 200 and answers["embeds"][0] == 200
+    assert [(event, sizes) for event, _, sizes in log] == [("start", [2000]), ("end", [2000]), ("start", [2]),
+                                                           ("end", [2])]
