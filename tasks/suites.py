@@ -12,6 +12,8 @@ can copy and edit; `SUITES` maps each name to its dict. A suite's keys are `Plan
     sweep_tasks = ["asr"]                   # extra conditions for these tasks only
     sweep_conditions = ["white-snr10"]
     limit = 24                              # items per task; absent: every item
+    [limits]                                # a task's own limit (a table: after every other key)
+    spoken-qa = 100
     baselines = ["cascade", "text"]         # paired differences of every other system against these
     bucket_systems = ["cascade"]            # whose transcripts define the WER buckets (first present)
     toplines = ["text"]                     # in the headline, not ranked (it reads the gold text)
@@ -36,7 +38,7 @@ else:  # the same parser, before it joined the standard library
 from bench.registry import RegistryError
 
 SUITE_DIR = Path(__file__).parent / "suites"
-ORDER = ("smoke", "default", "full", "real")  # how `list` shows the built-in suites: quickest first
+ORDER = ("smoke", "default", "ablations", "full", "real")  # how `list` shows the built-in suites: quickest first
 
 
 def _known_keys() -> dict[str, Any]:
@@ -75,6 +77,10 @@ def suite_from_file(path: str | Path) -> dict:
         elif key == "limit":
             ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
             want = "a positive integer (leave it out for every item)"
+        elif key == "limits":
+            ok = isinstance(value, dict) and all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                                 for n in value.values())
+            want = "a table of task = positive integer"
         elif default is None or isinstance(default, dict):
             ok, want = True, ""  # free-form values (a path, per-system arguments): their users check them
         else:

@@ -184,3 +184,20 @@ def test_cuda_defaults_to_bf16_and_large_batches_unless_chosen():
     assert (gpu.dtype, gpu.batch_size) == ("bfloat16", 64)
     chosen = resolve({"batch_size": 16}, {"device": "cuda", "dtype": "float32"})
     assert (chosen.dtype, chosen.batch_size) == ("float32", 16)
+
+
+def test_a_task_takes_its_own_limit_and_a_command_line_limit_sets_every_one(tmp_path, fakes_registered):
+    from bench.config import resolve
+    from bench.evaluate import Plan, evaluate
+
+    plan = Plan(systems=["echo"], tasks=["fake-qa", "typed-qa"], limit=5, limits={"fake-qa": 3},
+                output_dir=str(tmp_path))
+    result = evaluate(plan, progress=False, log=lambda _: None)
+    assert len(result.outputs("echo", "fake-qa")) == 3 and len(result.outputs("echo", "typed-qa")) == 5
+    suite = {"limit": 24, "limits": {"spoken-qa": 100}}
+    assert resolve(suite, {}).limit_for("spoken-qa") == 100 and resolve(suite, {}).limit_for("asr") == 24
+    assert resolve(suite, {"limit": 5}).limit_for("spoken-qa") == 5
+    assert Plan(limits={}).identity() == Plan().identity() != Plan(limits={"asr": 3}).identity()
+    with pytest.raises(ValueError, match="limits names tasks the plan does not run: asr"):
+        evaluate(Plan(systems=["echo"], tasks=["fake-qa"], limits={"asr": 3}, output_dir=str(tmp_path)),
+                 progress=False, log=lambda _: None)

@@ -165,15 +165,25 @@ def test_builtin_suites_are_toml_files_naming_known_plugins():
     import systems
     from tasks.suites import SUITE_DIR, SUITES
 
-    assert list(SUITES) == ["smoke", "default", "full", "real", "voices"]
+    assert list(SUITES) == ["smoke", "default", "ablations", "full", "real", "voices"]
     assert {p.stem for p in SUITE_DIR.glob("*.toml")} == set(SUITES)
     assert SUITES["smoke"]["limit"] == 12 and SUITES["full"]["limit"] is None
     # the voice-family suite: every spoken condition a family, each end-to-end system against its own cascade first
     assert SUITES["voices"]["conditions"] == ["clean", "voice-kokoro", "voice-joe"]
     assert SUITES["voices"]["baselines"][:2] == ["cascade-tokens", "cascade-whisper-tokens"]
     assert "voice-joe" in SUITES["default"]["sweep_conditions"]  # the unseen voice without a flag
+    # the default asks the paper's question on enough spoken-QA items to decide it; the ablations have their suite
+    default, ablations = SUITES["default"], SUITES["ablations"]
+    assert default["limits"]["spoken-qa"] == 100 and "white-snr5" in default["sweep_conditions"]
+    ablated = {"cascade-tokens", "audiochatllama-continuous", "audiochatllama-lora", "audiochatllama-whisper-continuous"}
+    assert not ablated & set(default["systems"]) and ablated <= set(ablations["systems"]) <= set(SUITES["full"]["systems"])
     for name, s in SUITES.items():
-        assert s["about"] and s["bucket_systems"] == ["cascade", "cascade-whisper"], name
+        assert s["about"], name
+        for task in s.get("limits", {}):
+            assert task in s["tasks"], (name, task)
+        if name == "ablations":
+            continue
+        assert s["bucket_systems"] == ["cascade", "cascade-whisper"], name
         if name != "voices":
             assert s["conditions"] == ["clean"] and s["baselines"] == ["cascade", "text"], name
         for n in s["systems"] + s.get("optional_systems", []) + s["baselines"] + s["bucket_systems"]:
@@ -193,6 +203,10 @@ def test_a_users_suite_file(tmp_path):
     smoke = load_suite("smoke")
     smoke["systems"].append("changed")  # a copy: the built-in suite stays as it is
     assert "changed" not in SUITES["smoke"]["systems"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text((SUITE_DIR / "smoke.toml").read_text() + "\n[limits]\nspoken-qa = 0\n")
+    with pytest.raises(ValueError, match="limits must be a table of task = positive integer"):
+        suite_from_file(bad)
     with pytest.raises(KeyError, match="Did you mean 'smoke'"):
         load_suite("smoek")
     with pytest.raises(FileNotFoundError, match="nope.toml"):
