@@ -56,7 +56,7 @@ class ASRTrainConfig:
     seed: int = 0
     threads: int = 1
     workers: int = 1
-    bf16: bool = False  # autocast the forward pass to bfloat16 (1.3-1.5x faster on CPUs with AMX; measured)
+    bf16: bool = False  # autocast the forward pass to bfloat16 (faster on GPUs and on CPUs with AMX)
     device: str = "cpu"  # "cuda" where a GPU is lent (raise --workers: speech is synthesised on the CPU)
     # share of utterances that are random sequences of common English words (wordfreq's top
     # `wordlist_top` that have a vowel, so are read as words rather than spelled; drawn with weight
@@ -79,8 +79,8 @@ OLD_DEFAULTS = {"voices": "espeak"}
 LR_FLOOR = 0.05  # the cosine decays to this share of `lr`
 
 PRESETS = {
-    # Characters with 40 ms frames: the configuration measured to learn on CPU (../shared/FACTS.md);
-    # a 512-piece BPE at 80 ms ("bpe") sat on the CTC blank plateau for 500+ steps here.
+    # Characters with 40 ms frames: learns on a CPU in minutes (../shared/FACTS.md). "bpe", the defaults
+    # (512 pieces at 80 ms), leaves the CTC blank plateau only after hundreds of steps on a CPU.
     "small": dict(hidden=144, layers=6, heads=4, ffn=576, kernel=15, subsampling=4, vocab_size=30),
     "bpe": {},
     # Wider and deeper characters-at-40-ms model with big batches, for a GPU (speech synthesis on
@@ -172,8 +172,8 @@ class SpeechStream(torch.utils.data.IterableDataset):
             for i, s in enumerate(ids):
                 labels[i, :len(s)] = torch.tensor(s)
             # on a CPU run the workers compute the features (in parallel with the step); with a GPU the
-            # main process does, on the GPU, where they cost ~nothing (in a worker they took ~3/4 of
-            # its time: measured 0.8 s of features against 0.3 s of espeak for 64 utterances)
+            # main process does, on the GPU, where they cost next to nothing (on a worker's CPU they cost
+            # more than synthesising the speech)
             audio = log_mel(fe, waves, lengths) if cfg.device == "cpu" else (waves, lengths)
             yield audio, labels, float(lengths.sum()) / 16000
 
