@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -136,10 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     except (RegistryError, AssetError, CacheError, FileNotFoundError, ValueError, OSError) as e:
         print(f"audiochat-bench: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: every finished batch is in the cache; rerun (or use --resume) to continue",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during a run
+        from bench.record import Terminated
+
+        print(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: every finished batch is in the "
+              "cache; rerun (or use --resume) to continue", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,10 +251,22 @@ def _failed_beyond(result, max_fraction: float) -> list[str]:
             if n and (failed == n or failed / n > max_fraction)]
 
 
+def _unfinished(run_dir: Path, record) -> None:
+    """On stderr, for a run that did not finish (failed, or still running): its tables are what it stored."""
+    from bench.record import FINISHED, RUNNING
+
+    if record.status != FINISHED:
+        state = "is still running" if record.status == RUNNING else f"failed ({record.error})"
+        print(f"note: the run {state}: its tables hold the outputs it stored; `audiochat-bench run --resume "
+              f"{run_dir}` finishes it", file=sys.stderr)
+
+
 def cmd_score(args) -> int:
     from bench.evaluate import score_run
 
-    return _print_result(score_run(args.run_dir), args.full)
+    result = score_run(args.run_dir)
+    _unfinished(Path(args.run_dir), result.record)
+    return _print_result(result, args.full)
 
 
 def cmd_report(args) -> int:
@@ -262,7 +277,10 @@ def cmd_report(args) -> int:
     if not (d / "rows.jsonl").exists():
         raise FileNotFoundError(f"{d}: no rows.jsonl; run `audiochat-bench score {d}` first")
     rows = report.read_rows(d)
-    config = read_record(d).config if (d / "config.json").exists() else {}
+    record = read_record(d) if (d / "config.json").exists() else None
+    config = record.config if record else {}
+    if record:
+        _unfinished(d, record)
     report.write_rows(d, rows, config)
     _print_tables(rows, config, args.full)
     print(d)

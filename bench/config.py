@@ -15,6 +15,9 @@ from pathlib import Path
 from bench.registry import parse_list
 from bench.types import TOPLINE
 
+# the system the tasks named as the topline before it was a role of the run (the text topline)
+LEGACY_TOPLINE = "text"
+
 
 @dataclass
 class Plan:
@@ -54,8 +57,7 @@ class Plan:
     bucket_systems: list[str] = field(default_factory=list)
     # systems that read the gold text: shown in the headline, not ranked; the first present plays the
     # run's topline role (bench.types.TOPLINE: whose answers the agreement metrics and response-ppl use).
-    # Not in `identity`: no cache key depends on it (a scoring task's keys hold its reference's
-    # fingerprint), and every run before the role existed had the same one
+    # The list is presentation; the role changes those metrics' values, so `identity` holds the role
     toplines: list[str] = field(default_factory=list)
     # presentation only (not in `identity`): the systems that get a line of verdicts (default: all but
     # baselines and toplines)
@@ -90,7 +92,12 @@ class Plan:
                 "max_new_tokens": self.max_new_tokens, "trust_remote_code": self.trust_remote_code}
 
     def identity(self) -> str:
-        """Hash of what determines the results (not where they are written, nor batching)."""
+        """Hash of what determines the results (not where they are written, nor batching, nor how they
+        are shown): every row carries it as `config_hash`. The topline role is in it (it sets the values
+        of the agreement metrics and response-ppl, and no row names it); the `toplines` list beyond it is
+        presentation. Baselines and bucket systems stay in it though each row names the one it used
+        (`baseline`, `bucket_by`): a hash finer than needed mixes up no results, and taking them out
+        would change every run's identity."""
         d = asdict(self)
         for k in ("output_dir", "cache", "batch_size", "optional_systems", "toplines", "verdict_systems"):
             d.pop(k)
@@ -98,6 +105,9 @@ class Plan:
         for k in ("judge", "aliases", "limits"):  # runs without one keep the identity they had before it existed
             if not d[k]:
                 d.pop(k)
+        top = self.roles().get(TOPLINE)
+        if top != LEGACY_TOPLINE:  # runs with the topline every run had before the role keep their identity
+            d[TOPLINE] = top
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod

@@ -5,12 +5,21 @@ never changed by what happens to the run), the environment, where the run stands
 finished or failed, with the `error` that stopped it) and what it produced (fingerprints, skips,
 counts, the judge's tally, metric signatures). `RunLog` is its one writer.
 
+A run stopped by Ctrl-C or SIGTERM writes failed itself. One killed outright (SIGKILL, the machine's
+memory killer) cannot, so the record names the process that runs it (`pid` on `host`), and
+`read_record` reads a record that says running while that process is gone from this host as failed
+("the process ended without finishing").
+
 Records written before the version field existed (plain dicts, version 1) read as they are: every
 key they lack takes its default, and keys this version does not know are kept and written back.
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -20,6 +29,11 @@ from bench.config import environment
 
 VERSION = 2
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
+GONE = "the process ended without finishing"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a scheduler, torchrun stopping its workers) during a run: handled as Ctrl-C is."""
 
 
 def describe_error(e: BaseException) -> str:
@@ -36,6 +50,8 @@ class RunRecord:
     version: int = VERSION
     status: str = RUNNING
     error: str | None = None  # why a failed run stopped (`describe_error`)
+    pid: int | None = None  # the process running it (the last one, for a resumed run)...
+    host: str | None = None  # ...on this host (socket.gethostname())
     # the environment (bench.config.environment)
     python: str | None = None
     platform: str | None = None
@@ -70,17 +86,54 @@ class RunRecord:
 
 
 def read_record(run_dir: str | Path) -> RunRecord:
-    """The record of a run directory (any version)."""
+    """The record of a run directory (any version). One that says running while its process is gone
+    from this host (killed with no chance to write) reads failed, with the error `GONE`."""
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
-    return RunRecord.from_dict(json.loads(path.read_text()))
+    record = RunRecord.from_dict(json.loads(path.read_text()))
+    if record.status == RUNNING and record.pid and record.host == socket.gethostname() and process_gone(record.pid):
+        record.status, record.error = FAILED, f"{GONE} (pid {record.pid})"
+    return record
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process `pid` of this host has ended (a zombie, ended but not yet reaped, has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: there
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):  # no /proc (macOS): kill(0) answered, so there
+        return False
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within it, SIGTERM raises `Terminated` in the main thread, as Ctrl-C raises KeyboardInterrupt (so
+    the run's `finally` blocks and its record see it); elsewhere, or outside it, SIGTERM is as it was."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 class RunLog:
     """The one writer of a run's record. `update` changes fields and writes the file at once (a
-    killed run leaves what it had reached); `running()` brackets a run: the record says running,
-    then finished, or failed with the error on any exception, Ctrl-C included. `write` False (torchrun
+    killed run leaves what it had reached); `running()` brackets a run: the record says running (with
+    this process and host), then finished, or failed with the error on any exception, Ctrl-C and
+    SIGTERM included. `write` False (torchrun
     ranks other than 0, which never write the run directory): the record is kept in memory only."""
 
     def __init__(self, run_dir: Path, record: RunRecord, write: bool = True):
@@ -96,9 +149,10 @@ class RunLog:
 
     @contextmanager
     def running(self) -> Iterator["RunLog"]:
-        self.update(status=RUNNING, error=None, version=VERSION)
+        self.update(status=RUNNING, error=None, version=VERSION, pid=os.getpid(), host=socket.gethostname())
         try:
-            yield self
+            with sigterm_interrupts():
+                yield self
         except BaseException as e:  # KeyboardInterrupt and SystemExit too: the record must not say running
             self.update(status=FAILED, error=describe_error(e))
             raise

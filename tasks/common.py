@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 from bench.types import TOPLINE, Item, Metric, Turn
@@ -12,8 +13,9 @@ from tasks import metrics as M
 
 # Two folders, two variables: the public evaluation data beside the checkout (speech/, text/: the
 # `real` suite), and local copies of Hugging Face benchmarks (`run --data-dir`, tasks/benchmarks.py).
-ENV_DATA = "AUDIOCHAT_BENCH_DATA"
+ENV_PUBLIC_DATA = "AUDIOCHAT_BENCH_PUBLIC_DATA"
 ENV_DATA_DIR = "AUDIOCHAT_BENCH_DATA_DIR"
+ENV_PUBLIC_DATA_OLD = "AUDIOCHAT_BENCH_DATA"  # $AUDIOCHAT_BENCH_PUBLIC_DATA's old name: still read, with a warning
 
 
 def agree(fn):
@@ -52,12 +54,18 @@ def items_version(items: list[Item]) -> str:
 
 
 def public_data_dir() -> Path:
-    """The public evaluation data: $AUDIOCHAT_BENCH_DATA, else ../shared/data beside the checkout."""
-    d = Path(os.environ.get(ENV_DATA) or Path(__file__).resolve().parents[2] / "shared" / "data")
+    """The public evaluation data: $AUDIOCHAT_BENCH_PUBLIC_DATA (or its deprecated old name,
+    $AUDIOCHAT_BENCH_DATA), else ../shared/data beside the checkout."""
+    given = os.environ.get(ENV_PUBLIC_DATA)
+    if not given and os.environ.get(ENV_PUBLIC_DATA_OLD):
+        warnings.warn(f"${ENV_PUBLIC_DATA_OLD} is deprecated (it read too like ${ENV_DATA_DIR}, another folder): "
+                      f"set ${ENV_PUBLIC_DATA} instead", FutureWarning, stacklevel=2)
+        given = os.environ[ENV_PUBLIC_DATA_OLD]
+    d = Path(given or Path(__file__).resolve().parents[2] / "shared" / "data")
     if not d.is_dir():
         other = os.environ.get(ENV_DATA_DIR)
         hint = (f" (${ENV_DATA_DIR}={other} is another folder: local copies of Hugging Face benchmarks, "
                 "as `run --data-dir`)" if other else "")
-        raise FileNotFoundError(f"public evaluation data not found at {d}; set {ENV_DATA} to the folder "
+        raise FileNotFoundError(f"public evaluation data not found at {d}; set {ENV_PUBLIC_DATA} to the folder "
                                 f"holding speech/ and text/ (these tasks are optional){hint}")
     return d

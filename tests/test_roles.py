@@ -55,3 +55,11 @@ def test_runs_from_before_the_role_read_their_topline_from_the_reference_they_sc
         "reference_fingerprints": {"text": "smollm2@abc:float32"}, "status": "finished"}))
     plan, record = load_plan(tmp_path)
     assert plan.toplines == ["text"] and plan.roles() == {TOPLINE: "text"} and record.version == 1
+
+
+def test_the_topline_role_is_in_the_run_identity_and_the_rest_of_the_list_is_not():
+    """The role sets the values of the agreement metrics and response-ppl (no row names it); which other
+    systems are listed as toplines only changes how the headline shows them."""
+    plan = lambda toplines: Plan(systems=["text", "cascade"], tasks=["spoken-qa"], toplines=toplines).identity()
+    assert plan(["text"]) == plan(["text", "cascade"]) == "babfe0859e18"  # the identity runs had before the role
+    assert plan(["cascade"]) != plan(["text"]) and plan([]) != plan(["text"])

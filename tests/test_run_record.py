@@ -1,26 +1,38 @@
-"""The run record (config.json, bench/record.py): a run killed mid-generation reads "failed" with its
-error, `--resume` finishes it, and records written before the record had a version still read."""
+"""The run record (config.json, bench/record.py): a run stopped mid-generation (Ctrl-C, an exception,
+SIGTERM, SIGKILL) reads "failed" with its error, `--resume` finishes it, and records written before the
+record had a version still read."""
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from bench.cli import main
-from bench.record import FAILED, FINISHED, VERSION, RunLog, RunRecord, read_record
+from bench.record import FAILED, FINISHED, GONE, RUNNING, VERSION, RunLog, RunRecord, Terminated, read_record
 from tests.fakes import FakeSystem
 
-STOP = {"after": None}  # batches a Stopper answers before it raises (None: never)
+ROOT = Path(__file__).resolve().parents[1]
+STOP = {"after": None, "by": "ctrl-c"}  # batches a Stopper answers before it is stopped (None: never), and how
 
 
 class Stopper(FakeSystem):
-    """The fake system, killed at its (`after` + 1)-th batch: Ctrl-C (KeyboardInterrupt) there."""
+    """The fake system, stopped at its (`after` + 1)-th batch: Ctrl-C (KeyboardInterrupt) there, or a
+    SIGTERM to its own process."""
 
     def fingerprint(self) -> str:
         return "stopper-1"
 
     def generate_batch(self, requests):
         if STOP["after"] is not None:
-            if STOP["after"] == 0:
+            if STOP["after"] == 0 and STOP["by"] == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # (the handler raises before this ends)
+            elif STOP["after"] == 0:
                 raise KeyboardInterrupt
             STOP["after"] -= 1
         return super().generate_batch(requests)
@@ -41,7 +53,7 @@ def stoppers(fakes_registered):
     systems.REGISTRY.register("stopper", "tests.test_run_record:build_stopper")
     systems.REGISTRY.register("crasher", "tests.test_run_record:build_crasher")
     yield
-    STOP["after"] = None
+    STOP.update(after=None, by="ctrl-c")
 
 
 def _run_args(tmp_path, systems):
@@ -113,3 +125,75 @@ def test_the_record_round_trips_and_refuses_unknown_fields(tmp_path):
         log.update(fingreprints={})
     with pytest.raises(ValueError, match="not a run record"):
         RunRecord.from_dict({"status": "finished"})
+
+
+def test_sigterm_mid_generation_is_handled_as_ctrl_c_and_resume_finishes_it(tmp_path, capsys, stoppers):
+    before = signal.getsignal(signal.SIGTERM)
+    STOP.update(after=2, by="sigterm")
+    assert main(_run_args(tmp_path, "echo,stopper")) == 128 + signal.SIGTERM
+    assert "terminated: every finished batch is in the cache" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before  # the run's handler is gone with the run
+    run_dir = _run_dir(tmp_path)
+    record = read_record(run_dir)
+    assert record.status == FAILED and record.error == "Terminated: SIGTERM"
+    STOP["after"] = None
+    assert main(["run", "--resume", str(run_dir), "--no-progress"]) == 0
+    assert read_record(run_dir).status == FINISHED
+
+
+def test_a_record_left_running_by_a_process_gone_from_this_host_reads_failed(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead, here = int(gone.stdout), socket.gethostname()
+    log = RunLog(tmp_path, RunRecord(config={"systems": ["a"]}))
+    log.update(status=RUNNING, pid=dead, host=here)
+    record = read_record(tmp_path)
+    assert record.status == FAILED and record.error == f"{GONE} (pid {dead})"
+    assert json.loads((tmp_path / "config.json").read_text())["status"] == RUNNING  # reading writes nothing
+    log.update(pid=os.getpid())  # alive: still running
+    assert read_record(tmp_path).status == RUNNING
+    log.update(pid=dead, host="another-machine")  # another host's process: nothing to tell from here
+    assert read_record(tmp_path).status == RUNNING
+
+
+def _started_run(tmp_path, env) -> tuple[subprocess.Popen, Path]:
+    """A real `audiochat-bench run` of the slowed fake system, once it has stored two batches."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "cli_with_fakes.py"), *_run_args(tmp_path, "fake")],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and len((tmp_path / "gen.log").read_text().splitlines()
+                                         if (tmp_path / "gen.log").exists() else []) < 4:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    return proc, _run_dir(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_a_real_run_killed_mid_generation_reads_failed_and_resume_finishes_it(tmp_path, capsys, sig, fakes_registered):
+    """SIGKILL leaves the record saying running, with the dead process's pid: every reader (score, report,
+    --resume) reads it failed. SIGTERM is handled as Ctrl-C: the process writes failed itself."""
+    env = {**os.environ, "FAKE_DELAY": "0.5", "FAKE_LOG": str(tmp_path / "gen.log"), "PYTHONPATH": str(ROOT)}
+    proc, run_dir = _started_run(tmp_path, env)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    raw = json.loads((run_dir / "config.json").read_text())
+    assert raw["pid"] == proc.pid and raw["host"] == socket.gethostname()
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL and raw["status"] == RUNNING
+        error = f"{GONE} (pid {proc.pid})"
+    else:
+        assert proc.returncode == 128 + signal.SIGTERM and "terminated" in err and raw["status"] == FAILED
+        error = "Terminated: SIGTERM"
+    record = read_record(run_dir)
+    assert record.status == FAILED and record.error == error and list(record.fingerprints) == ["fake"]
+
+    capsys.readouterr()
+    assert main(["score", str(run_dir)]) == 0  # the outputs stored before the kill, said to be a failed run's
+    assert f"note: the run failed ({error})" in capsys.readouterr().err
+    assert main(["report", str(run_dir)]) == 0 and "note: the run failed" in capsys.readouterr().err
+    assert main(["run", "--resume", str(run_dir), "--no-progress"]) == 0
+    record = read_record(run_dir)
+    assert record.status == FINISHED and record.error is None and record.pid == os.getpid()
+    assert record.counts["cached"] >= 4 and sum(record.counts.values()) == 12
+    assert "note:" not in capsys.readouterr().err

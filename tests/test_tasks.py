@@ -221,13 +221,14 @@ def test_a_users_suite_file(tmp_path):
 
 
 def test_missing_public_data_names_the_variable_and_not_the_benchmark_one(monkeypatch, tmp_path):
-    """$AUDIOCHAT_BENCH_DATA (../shared/data: the real suite) and $AUDIOCHAT_BENCH_DATA_DIR (`--data-dir`:
-    Hugging Face benchmark copies) are easy to confuse: the error says which is which."""
+    """$AUDIOCHAT_BENCH_PUBLIC_DATA (../shared/data: the real suite) and $AUDIOCHAT_BENCH_DATA_DIR (`--data-dir`:
+    Hugging Face benchmark copies) are two folders: the error says which is which."""
     from tasks.builtin import public_data_dir
 
-    monkeypatch.setenv("AUDIOCHAT_BENCH_DATA", str(tmp_path / "absent"))
+    monkeypatch.delenv("AUDIOCHAT_BENCH_DATA", raising=False)
+    monkeypatch.setenv("AUDIOCHAT_BENCH_PUBLIC_DATA", str(tmp_path / "absent"))
     monkeypatch.setenv("AUDIOCHAT_BENCH_DATA_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"set AUDIOCHAT_BENCH_DATA to .*DATA_DIR=.* is another folder"):
+    with pytest.raises(FileNotFoundError, match=r"set AUDIOCHAT_BENCH_PUBLIC_DATA to .*DATA_DIR=.* is another folder"):
         public_data_dir()
     monkeypatch.delenv("AUDIOCHAT_BENCH_DATA_DIR")
     with pytest.raises(FileNotFoundError) as err:
@@ -235,3 +236,15 @@ def test_missing_public_data_names_the_variable_and_not_the_benchmark_one(monkey
     assert "DATA_DIR" not in str(err.value)
     (tmp_path / "absent").mkdir()
     assert public_data_dir() == tmp_path / "absent"
+
+
+def test_the_public_datas_old_variable_still_works_with_a_warning(monkeypatch, tmp_path):
+    from tasks.builtin import public_data_dir
+
+    monkeypatch.delenv("AUDIOCHAT_BENCH_PUBLIC_DATA", raising=False)
+    monkeypatch.setenv("AUDIOCHAT_BENCH_DATA", str(tmp_path))
+    with pytest.warns(FutureWarning, match=r"\$AUDIOCHAT_BENCH_DATA is deprecated.*AUDIOCHAT_BENCH_PUBLIC_DATA"):
+        assert public_data_dir() == tmp_path
+    monkeypatch.setenv("AUDIOCHAT_BENCH_PUBLIC_DATA", str(tmp_path / "new"))
+    (tmp_path / "new").mkdir()
+    assert public_data_dir() == tmp_path / "new"  # the new name wins, and nothing is said

@@ -1,25 +1,23 @@
 """Training recipe for the CTC Conformer ASR: `audiochat-bench train asr [--preset small] [...]`.
 
-Reads top to bottom: config → text → tokenizer → model → data stream → optimiser → loop with
-periodic logs, dev WER, checkpoints and resume → export.
+Reads top to bottom: config → text → tokenizer → model → data stream → optimiser → one step's
+loss, handed to the one training loop (`systems/training.py`: logs, dev WER, checkpoints, resume) → export.
 
 Speech is synthesised on the fly by the project's espeak TTS from the training sentences
 (systems/asr/corpus.py; never ../shared/data), in training voices only (dev and test voices are
 held out), with gain and white-noise augmentation and SpecAugment on the features.
-Checkpoints hold the model weights (safetensors), the optimiser state and the config, so a killed
-run resumes where it stopped; `--export DIR` writes a loadable model directory with a card.
+Checkpoints hold the model weights (safetensors), the optimiser state and the config (the loop's
+layout), so a killed run resumes where it stopped; `--export DIR` writes a loadable model directory.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
-import shutil
 import random
 import re
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +25,9 @@ import torch
 
 from systems.asr.ctc import log_mel
 from systems.augment import AUGMENT_HELP, Levers, gain_and_noise
-from systems.training import (StepFitter, add_dataclass_options, apply_options, replace_dir, resume_log,
-                              warmup_cosine)
+from systems.training import (Origin, Run, add_dataclass_options, apply_options, copy_record, fit, optimizer_step,
+                              step_rngs, warmup_cosine)
+from systems.training import saved_config as _saved_config
 
 
 @dataclass
@@ -46,6 +45,7 @@ class ASRTrainConfig:
     warmup: int = 500
     steps: int = 30000
     weight_decay: float = 1e-3
+    grad_clip: float = 5.0  # the gradient norm's ceiling (0: none)
     noise_prob: float = 0.5
     snr_range: tuple = (5.0, 35.0)
     gain_db_range: tuple = (-10.0, 3.0)
@@ -56,7 +56,7 @@ class ASRTrainConfig:
     seed: int = 0
     threads: int = 1
     workers: int = 1
-    bf16: bool = False  # autocast the forward pass to bfloat16 (1.3-1.5x faster on CPUs with AMX; measured)
+    bf16: bool = False  # autocast the forward pass to bfloat16 (faster on GPUs and on CPUs with AMX)
     device: str = "cpu"  # "cuda" where a GPU is lent (raise --workers: speech is synthesised on the CPU)
     # share of utterances that are random sequences of common English words (wordfreq's top
     # `wordlist_top` that have a vowel, so are read as words rather than spelled; drawn with weight
@@ -77,10 +77,11 @@ class ASRTrainConfig:
 
 # what a checkpoint saved before an option existed ran with
 OLD_DEFAULTS = {"voices": "espeak"}
+LR_FLOOR = 0.05  # the cosine decays to this share of `lr`
 
 PRESETS = {
-    # Characters with 40 ms frames: the configuration measured to learn on CPU (../shared/FACTS.md);
-    # a 512-piece BPE at 80 ms ("bpe") sat on the CTC blank plateau for 500+ steps here.
+    # Characters with 40 ms frames: learns on a CPU in minutes (../shared/FACTS.md). "bpe", the defaults
+    # (512 pieces at 80 ms), leaves the CTC blank plateau only after hundreds of steps on a CPU.
     "small": dict(hidden=144, layers=6, heads=4, ffn=576, kernel=15, subsampling=4, vocab_size=30),
     "bpe": {},
     # Wider and deeper characters-at-40-ms model with big batches, for a GPU (speech synthesis on
@@ -101,10 +102,9 @@ ARCHITECTURE = ("hidden", "layers", "heads", "ffn", "kernel", "subsampling", "vo
 
 
 def saved_config(directory: Path, overrides: dict | None = None) -> tuple[ASRTrainConfig, dict]:
-    """The config a run saved in DIR/train_config.json, with `overrides` applied, and the whole record
-    (step, start_step, last log line)."""
-    saved = json.loads((Path(directory) / "train_config.json").read_text())
-    return ASRTrainConfig(**{**OLD_DEFAULTS, **saved["config"], **(overrides or {})}), saved
+    """The config a run saved in DIR (its training record, `systems.training.read_record`), with
+    `overrides` applied, and the whole record (step, start_step, last log line)."""
+    return _saved_config(ASRTrainConfig, directory, overrides, OLD_DEFAULTS)
 
 
 def corpus(cfg: ASRTrainConfig) -> list[str]:
@@ -135,10 +135,11 @@ def dev_set(cfg: ASRTrainConfig, draws: int = 1) -> list[tuple[str, str]]:
 
 class SpeechStream(torch.utils.data.IterableDataset):
     """An endless stream of (audio, labels, seconds of audio) batches of synthetic speech, where audio is
-    (features, mask) on a CPU run and (padded waveforms, lengths) on a GPU run (see `train_step`)."""
+    (features, mask) on a CPU run and (padded waveforms, lengths) on a GPU run (see `train_step`); the
+    first is step `first_step`'s, and each is a function of its step (`systems.training.step_rngs`)."""
 
-    def __init__(self, sentences, tokenizer, cfg: ASRTrainConfig, epoch_seed: int, words: dict[str, float] | None = None):
-        self.sentences, self.tok, self.cfg, self.epoch_seed = sentences, tokenizer, cfg, epoch_seed
+    def __init__(self, sentences, tokenizer, cfg: ASRTrainConfig, first_step: int, words: dict[str, float] | None = None):
+        self.sentences, self.tok, self.cfg, self.first_step = sentences, tokenizer, cfg, first_step
         words = {w: f for w, f in (words or {}).items() if re.search("[aeiouy]", w)}
         self.words = list(words)
         self.word_cum = list(itertools.accumulate(f ** 0.5 for f in words.values()))
@@ -153,14 +154,10 @@ class SpeechStream(torch.utils.data.IterableDataset):
 
         from bench.voices import VoiceMix
 
-        info = torch.utils.data.get_worker_info()
-        rng = random.Random(f"{self.cfg.seed}-{self.epoch_seed}-{info.id if info else 0}")
-        nprng = np.random.default_rng(rng.randrange(2**32))
         fe = ParakeetFeatureExtractor()
         cfg = self.cfg
         mix, levers = VoiceMix.parse(cfg.voices), Levers.parse(cfg.augment)
-        lever_rng = random.Random(f"{cfg.seed}-{self.epoch_seed}-augment-{info.id if info else 0}")
-        while True:
+        for rng, nprng, lever_rng in step_rngs(cfg.seed, self.first_step):
             texts = [self.text(rng) for _ in range(cfg.batch_size)]
             wavs = [torch.from_numpy(levers(gain_and_noise(mix.speak(t, rng).samples, cfg, rng, nprng), lever_rng))
                     for t in texts]
@@ -171,17 +168,17 @@ class SpeechStream(torch.utils.data.IterableDataset):
             for i, s in enumerate(ids):
                 labels[i, :len(s)] = torch.tensor(s)
             # on a CPU run the workers compute the features (in parallel with the step); with a GPU the
-            # main process does, on the GPU, where they cost ~nothing (in a worker they took ~3/4 of
-            # its time: measured 0.8 s of features against 0.3 s of espeak for 64 utterances)
+            # main process does, on the GPU, where they cost next to nothing (on a worker's CPU they cost
+            # more than synthesising the speech)
             audio = log_mel(fe, waves, lengths) if cfg.device == "cpu" else (waves, lengths)
             yield audio, labels, float(lengths.sum()) / 16000
 
 
-def spec_augment(x: torch.Tensor, mask: torch.Tensor, cfg: ASRTrainConfig, g: torch.Generator) -> torch.Tensor:
+def spec_augment(x: torch.Tensor, mask: torch.Tensor, cfg: ASRTrainConfig, g: torch.Generator | None) -> torch.Tensor:
     """Frequency and time masking on (B, T, F) features (set to zero, the mean after normalisation):
     `freq_masks` bands of 0..`freq_mask_width` mel bins and `time_masks` spans of up to
-    `time_mask_frac` of each utterance's frames. The random draws come from the CPU generator `g`;
-    the masking runs on the features' device in a few vectorised operations."""
+    `time_mask_frac` of each utterance's frames. The random draws come from the CPU generator `g`
+    (None: torch's own); the masking runs on the features' device in a few vectorised operations."""
     B, T, F = x.shape
     lengths = mask.sum(-1).cpu()  # (B,)
 
@@ -200,15 +197,13 @@ def spec_augment(x: torch.Tensor, mask: torch.Tensor, cfg: ASRTrainConfig, g: to
 
 def lr_at(step: int, cfg: ASRTrainConfig, start: int = 0) -> float:
     """`cfg.lr` warmed up from `start` (see `warmup_cosine`), decaying to 5 % of it at `cfg.steps`."""
-    return cfg.lr * warmup_cosine(step, cfg.warmup, cfg.steps, 0.05, start)
+    return cfg.lr * warmup_cosine(step, cfg.warmup, cfg.steps, LR_FLOOR, start)
 
 
-def train_step(model, opt, batch, lr: float, cfg: ASRTrainConfig, g: torch.Generator, fe=None) -> float:
-    """One optimisation step on an (audio, labels) batch, where audio is (features, mask) or, for a GPU
-    run, (waveforms, lengths) that `fe` turns into features on the GPU; returns the CTC loss."""
+def ctc_loss(model, batch, cfg: ASRTrainConfig, g: torch.Generator | None, fe=None) -> torch.Tensor:
+    """The CTC loss on an (audio, labels) batch, where audio is (features, mask) or, for a GPU run,
+    (waveforms, lengths) that `fe` turns into features on the GPU; SpecAugment on the features."""
     audio, labels = batch
-    for group in opt.param_groups:
-        group["lr"] = lr
     dev = model.device
     if fe is not None:
         feats, mask = log_mel(fe, audio[0].to(dev, non_blocking=True), audio[1])
@@ -216,11 +211,15 @@ def train_step(model, opt, batch, lr: float, cfg: ASRTrainConfig, g: torch.Gener
         feats, mask = (t.to(dev) for t in audio)
     feats = spec_augment(feats, mask, cfg, g)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):  # the CTC loss itself stays fp32
-        loss = model(input_features=feats, attention_mask=mask, labels=labels.to(dev)).loss
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-    opt.step()
+        return model(input_features=feats, attention_mask=mask, labels=labels.to(dev)).loss
+
+
+def train_step(model, opt, batch, lr: float, cfg: ASRTrainConfig, g: torch.Generator, fe=None) -> float:
+    """One optimisation step at learning rate `lr` on an (audio, labels) batch (see `ctc_loss`); returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    loss = ctc_loss(model, batch, cfg, g, fe)
+    optimizer_step(opt, loss, cfg.grad_clip)
     return loss.item()
 
 
@@ -234,108 +233,54 @@ def evaluate(asr, dev) -> float:
     return wer([t for t, _ in dev], hyps)
 
 
-def save_checkpoint(out: Path, asr, opt, step: int, cfg: ASRTrainConfig, log_tail: dict, start: int = 0) -> None:
-    """Atomic: written to a temporary folder, then swapped in for the previous checkpoint."""
-    tmp = out / "ckpt.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    asr.save_pretrained(tmp)
-    torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "trainer_state.pt")
-    (tmp / "train_config.json").write_text(json.dumps({"config": asdict(cfg), "step": step, "start_step": start,
-                                                             **log_tail}, indent=1))
-    replace_dir(tmp, out / "ckpt")
-
-
-def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, progress: bool = True,
-          init_from: Path | None = None, given: tuple[str, ...] = (), fit_steps: bool = False) -> dict:
-    """Train into `out`, resuming from `out/ckpt` if it exists; else, with `init_from` (an exported
-    model directory holding train_config.json), continue from those weights and that step with a
-    fresh optimiser, warmed up again over `warmup` steps (how a new machine carries on from the
-    committed checkpoint). Either way the saved config is kept except for RUN_OPTIONS and the
-    options named in `given` (those the user typed; never the architecture). With `fit_steps` and
-    `max_minutes`, `steps` is lowered after 300 steps to what the measured speed fits in the time
-    left, so the learning-rate schedule ends when the time does (the checkpoint records the result)."""
+def build(cfg: ASRTrainConfig, origin: Origin) -> Run:
+    """The model (from scratch, or the weights at `origin.path`), AdamW, the speech stream from
+    `origin.step` on, and the step: the CTC loss with SpecAugment (masks drawn from torch's generator)."""
     from systems.asr.ctc import CTCASR, train_tokenizer
 
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    sentences = corpus(cfg)
     dev = dev_set(cfg)
-    dev_texts = {t for t, _ in dev}
-    sentences = [s for s in sentences if s not in dev_texts]
-    ckpt = out / "ckpt"
-    keep = set(RUN_OPTIONS) | set(given) - set(ARCHITECTURE)
-    typed = {k: v for k, v in asdict(cfg).items() if k in keep}
-    start = 0
-    if (ckpt / "trainer_state.pt").exists():
-        asr = CTCASR.from_pretrained(ckpt)
-        asr.model.train()
-        state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
-        step = int(state["step"])
-        cfg, saved = saved_config(ckpt, typed)
-        start = int(saved.get("start_step", 0))
-        resume_log(out / "train_log.jsonl", step)
-        print(f"resuming from step {step}", file=sys.stderr)
-    elif init_from is not None:
-        asr = CTCASR.from_pretrained(init_from, decoder="greedy")
+    held = {t for t, _ in dev}
+    sentences = [s for s in corpus(cfg) if s not in held]
+    if origin.path is not None:
+        asr = CTCASR.from_pretrained(origin.path, decoder="greedy")
         asr.lexicon = None  # dev WER during training is plain greedy, as in a run from scratch
-        asr.model.train()
-        cfg, saved = saved_config(init_from, typed)
-        step, state = int(saved["step"]), None
-        start = step
-        print(f"continuing from {init_from} at step {step} (fresh optimiser, warm-up {cfg.warmup} steps)",
-              file=sys.stderr)
     else:
         tok = train_tokenizer(sentences, cfg.vocab_size)
         asr = CTCASR.build(tok, cfg.hidden, cfg.layers, cfg.heads, cfg.ffn, cfg.kernel, cfg.subsampling, cfg.dropout)
-        state, step = None, 0
     model = asr.model.to(cfg.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
     words = None
     if cfg.wordlist_frac > 0:
         from systems.asr.lm import english_word_frequencies
         words = english_word_frequencies(cfg.wordlist_top)
-    stream = SpeechStream(sentences, asr.tokenizer, cfg, epoch_seed=step, words=words)
+    stream = SpeechStream(sentences, asr.tokenizer, cfg, origin.step, words=words)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
-                                         persistent_workers=cfg.workers > 0,
-                                         pin_memory=cfg.device != "cpu")
-    g = torch.Generator().manual_seed(cfg.seed + step)
-    log_path = out / "train_log.jsonl"
-    t_start, seen_audio, losses = time.time(), 0.0, []
+                                         persistent_workers=cfg.workers > 0, pin_memory=cfg.device != "cpu")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params / 1e6:.2f} M parameters, {len(sentences)} training sentences, {len(dev)} dev", file=sys.stderr)
-    last, fit = {}, StepFitter(step, max_minutes, t_start, fit_steps)
+    fe, heard = (None if cfg.device == "cpu" else asr.fe), [0.0]
 
-    def log(evaluate_dev: bool) -> dict:
-        entry = {"step": step, "loss": float(np.mean(losses)), "lr": lr_at(step, cfg, start),
-                 "elapsed_s": round(time.time() - t_start, 1), "audio_h": round(seen_audio / 3600, 3)}
-        losses.clear()
-        if evaluate_dev:
-            entry["dev_wer"] = evaluate(asr, dev)
-        with open(log_path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-        if progress:
-            print(json.dumps(entry), file=sys.stderr, flush=True)
-        return entry
+    def loss(batch) -> torch.Tensor:
+        audio, labels, seconds = batch
+        heard[0] += seconds
+        return ctc_loss(model, (audio, labels), cfg, None, fe)
 
-    fe = None if cfg.device == "cpu" else asr.fe
-    for audio, labels, secs in loader:
-        if step >= cfg.steps or (max_minutes and time.time() - t_start > 60 * max_minutes):
-            break
-        losses.append(train_step(model, opt, (audio, labels), lr_at(step, cfg, start), cfg, g, fe))
-        step += 1
-        seen_audio += secs
-        cfg.steps = fit(step, cfg.steps)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            last = log(step % cfg.eval_every == 0 or step == cfg.steps)
-        if step % cfg.ckpt_every == 0:
-            save_checkpoint(out, asr, opt, step, cfg, last, start)
-    if losses:  # stopped by the clock between two log lines: log (and measure) where it stopped
-        last = log(True)
-    save_checkpoint(out, asr, opt, step, cfg, last, start)
-    return {"step": step, **last}
+    return Run(asr, opt, loader, loss, save=lambda d, record: asr.save_pretrained(d),
+               evaluate=lambda: {"dev_wer": evaluate(asr, dev)}, stats=lambda: {"audio_h": round(heard[0] / 3600, 3)},
+               lr_floor=LR_FLOOR)
+
+
+def train(cfg: ASRTrainConfig, out: Path, max_minutes: float | None = None, progress: bool = True,
+          init_from: Path | None = None, given: tuple[str, ...] = (), fit_steps: bool = False) -> dict:
+    """Train into `out` with the one loop (`systems.training.fit`), resuming from `out/ckpt` if it exists;
+    else, with `init_from` (an exported model directory), continue from those weights and that step with a
+    fresh optimiser, warmed up again over `warmup` steps (how a new machine carries on from the committed
+    checkpoint). Either way the saved config is kept except for RUN_OPTIONS and the options named in
+    `given` (those the user typed; never the architecture). With `fit_steps` and `max_minutes`, `steps`
+    is lowered to what the measured speed fits in the time (the checkpoint records the result)."""
+    keep = tuple(set(RUN_OPTIONS) | set(given) - set(ARCHITECTURE))
+    return fit(cfg, out, build, init_from=init_from, keep=keep, old_defaults=OLD_DEFAULTS,
+               max_minutes=max_minutes, fit_steps=fit_steps, progress=progress)
 
 
 def main(argv=None) -> int:
@@ -358,7 +303,7 @@ def main(argv=None) -> int:
         from systems.asr.ctc import CTCASR
 
         CTCASR.from_pretrained(out / "ckpt", decoder="greedy").save_pretrained(args.export, half=True)
-        shutil.copy(out / "ckpt" / "train_config.json", Path(args.export) / "train_config.json")
+        copy_record(out / "ckpt", Path(args.export))
         words = sorted({w for s in corpus(saved_config(out / "ckpt")[0]) for w in s.split()})
         Path(args.export, "lexicon.txt").write_text("\n".join(words) + "\n")
         print(args.export)

@@ -3,8 +3,9 @@
 Top to bottom: config → responses (the frozen LLM's answers to typed transcripts, from
 `data responses`) → model (encoder from the trained CTC ASR or Whisper, projector, frozen LLM,
 optional LoRA) → a stream of synthetic speech of those transcripts in training voices → AdamW →
-loop: cross-entropy on the response tokens given the audio (+ optional KL to the text-prompted
-distributions), periodic logs and checkpoints (trainable weights + optimiser + config), resume.
+one step's loss: cross-entropy on the response tokens given the audio (+ optional KL to the text-prompted
+distributions), handed to the one training loop (`systems/training.py`: logs, checkpoints of the
+trainable weights + optimiser + config, resume).
 
 Multi-process: run under `torchrun --nproc-per-node N -m systems.audiochatllama.train ...`; ranks
 train on different samples, gradients are averaged by DDP (gloo on CPU, nccl on GPUs), rank 0 logs
@@ -17,9 +18,7 @@ import json
 import os
 import random
 import shutil
-import sys
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,8 @@ import torch
 
 from systems.augment import AUGMENT_HELP, Levers, gain_and_noise
 from systems.audiochatllama.model import AudioChatLlama, ModelConfig
-from systems.training import (StepFitter, add_dataclass_options, apply_options, halve_safetensors, replace_dir,
-                              resume_log, warmup_cosine)
+from systems.training import (Origin, Run, add_dataclass_options, apply_options, config_from_dict, copy_record, fit,
+                              halve_safetensors, step_rngs)
 
 
 @dataclass
@@ -41,6 +40,7 @@ class E2ETrainConfig:
     warmup: int = 100
     steps: int = 5000
     weight_decay: float = 1e-2
+    grad_clip: float = 1.0  # the gradient norm's ceiling (0: none)
     kl_weight: float = 0.0  # > 0: the Ultravox variant (KL to the text-prompted distributions)
     # Share of samples that are the ASR task through the frozen LLM: under the `asr` task's instruction,
     # the target is the transcript itself (then end of turn), drawn from all training transcripts, not
@@ -98,17 +98,14 @@ def sample_batch(rows, cfg: E2ETrainConfig, rng: random.Random, nprng: np.random
 
 
 class SpeechBatches(torch.utils.data.IterableDataset):
-    """Endless `sample_batch` results, each DataLoader worker with its own random stream."""
+    """Endless `sample_batch` results, the first for step `first_step`, each a function of its step
+    (`systems.training.step_rngs`), whichever process makes it."""
 
-    def __init__(self, rows, cfg: E2ETrainConfig, seed: str, asr_rows=()):
-        self.rows, self.cfg, self.seed, self.asr_rows = rows, cfg, seed, asr_rows
+    def __init__(self, rows, cfg: E2ETrainConfig, seed: str, asr_rows=(), first_step: int = 0):
+        self.rows, self.cfg, self.seed, self.asr_rows, self.first_step = rows, cfg, seed, asr_rows, first_step
 
     def __iter__(self):
-        info = torch.utils.data.get_worker_info()  # None: iterated in the training process itself
-        rng = random.Random(self.seed if info is None else f"{self.seed}-worker{info.id}")
-        nprng = np.random.default_rng(rng.randrange(2**32))
-        lever_rng = random.Random(f"{self.seed}-augment-{info.id if info else 0}")
-        while True:
+        for rng, nprng, lever_rng in step_rngs(self.seed, self.first_step):
             yield sample_batch(self.rows, self.cfg, rng, nprng, self.asr_rows, lever_rng)
 
 
@@ -130,10 +127,10 @@ def response_targets(llm, rows) -> list[dict]:
     return [{**r, "ids": list(r["ids"]) + ([] if r.get("capped") else [llm.eos_ids[0]])} for r in rows]
 
 
-def batches(rows, cfg: E2ETrainConfig, seed: str, asr_rows=()):
-    """An endless iterator of (requests, targets, picked): made in turn by the caller with no workers
-    (the random stream of earlier versions), else by `cfg.workers` processes ahead of the step."""
-    data = SpeechBatches(rows, cfg, seed, asr_rows)
+def batches(rows, cfg: E2ETrainConfig, seed: str, asr_rows=(), first_step: int = 0):
+    """An endless iterator of (requests, targets, picked) from step `first_step` on: made in turn by the
+    caller with no workers, else by `cfg.workers` processes ahead of the step (the same batches)."""
+    data = SpeechBatches(rows, cfg, seed, asr_rows, first_step)
     if cfg.workers == 0:
         return iter(data)
     return iter(torch.utils.data.DataLoader(data, batch_size=None, collate_fn=_as_is, num_workers=cfg.workers,
@@ -167,113 +164,68 @@ def check_responses_llm(header: dict, identity: str, path) -> None:
                          "own with `audiochat-bench data responses --llm SPEC --out FILE`, then pass --responses FILE")
 
 
-def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, model: AudioChatLlama | None = None,
-          rows: list[dict] | None = None, init_from: Path | None = None, fit_steps: bool = False,
-          asr_texts: list[str] | None = None) -> dict:
-    """Train into `out`, resuming from `out/ckpt` if it exists; else, with `init_from` (an exported
-    checkpoint), continue from its trainable weights and step with a fresh optimiser. With `fit_steps`
-    and `max_minutes`, `steps` is lowered to what the measured speed fits in the time (StepFitter).
-    `asr_texts`: the ASR task's transcripts (default: all training transcripts, with `cfg.asr_prob`)."""
-    from systems.audiochatllama.data import read_responses, transcripts
+def build(cfg: E2ETrainConfig, origin: Origin, model: AudioChatLlama | None = None, rows=(), header=None,
+          asr_texts=None, lora_r: int = 0) -> Run:
+    """The model (resumed, continued from an exported checkpoint with `lora_r` adapters added where it
+    had none, `model` as given, or built from `cfg.model`), AdamW over its trainable groups, DDP where
+    torchrun started several processes, the batches from `origin.step` on (each rank its own), and the
+    step: the loss of the requests' targets, with the KL term where `kl_weight` > 0."""
+    from systems.audiochatllama.data import transcripts
 
     rank, world = _dist()
-    torch.set_num_threads(cfg.threads)
-    out.mkdir(parents=True, exist_ok=True)
-    header = None
-    if rows is None:
-        header, rows = read_responses(cfg.responses)
-    ckpt = out / "ckpt"
-    step, start, opt_state = 0, 0, None  # start: the step a fresh optimiser began at (warm-up from there)
-    if (ckpt / "trainer_state.pt").exists():
-        saved = json.loads((ckpt / "config.json").read_text())
-        cfg = from_dict({**OLD_DEFAULTS, **saved["train"], **{k: getattr(cfg, k) for k in RUN_OPTIONS}})
-        model = AudioChatLlama.load(ckpt, llm=model.llm if model else None, encoder=model.encoder if model else None)
-        state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
-        step, opt_state = int(state["step"]), state["optimizer"]
-        start = int(saved.get("start_step", 0))
-        if rank == 0:
-            resume_log(out / "train_log.jsonl", step)
-            print(f"resuming from step {step}", file=sys.stderr)
-    elif init_from is not None:
-        saved = json.loads((Path(init_from) / "config.json").read_text())
-        lora_r = cfg.model.lora_r  # asked for now: adapters added to a checkpoint trained without
-        cfg = from_dict({**OLD_DEFAULTS, **saved["train"], **{k: getattr(cfg, k) for k in (*RUN_OPTIONS, *NEW_RUN_OPTIONS)}})
-        model = AudioChatLlama.load(init_from, llm=model.llm if model else None, encoder=model.encoder if model else None,
-                                    add_lora=lora_r)
+    if origin.path is not None:
+        model = AudioChatLlama.load(origin.path, llm=model.llm if model else None,
+                                    encoder=model.encoder if model else None, add_lora=0 if origin.resumed else lora_r)
         cfg.model = model.cfg
-        step = start = int(saved.get("step", 0))
-        if rank == 0:
-            print(f"continuing from {init_from} at step {step} (fresh optimiser)", file=sys.stderr)
     elif model is None:
         model = AudioChatLlama.build(cfg.model)
     if header is not None:
         check_responses_llm(header, model.llm.identity, cfg.responses)
-    torch.manual_seed(cfg.seed)  # same projector init on every rank (DDP also broadcasts it)
     model.to(cfg.device).train()
     model.lm.eval()  # the frozen LLM: no dropout
     groups = [{"params": [p for p in model.projector.parameters()], "lr": cfg.lr},
               {"params": [p for n, p in model.lm.named_parameters() if p.requires_grad], "lr": cfg.lr}]
     if cfg.model.train_encoder:
         groups.append({"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": cfg.encoder_lr})
-    groups = [g for g in groups if g["params"]]
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    base_lrs = [g["lr"] for g in groups]
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
-    wrapped = model
-    if world > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+    wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     rows = response_targets(model.llm, rows)
     asr_rows = asr_targets(model.llm, asr_texts or transcripts()) if cfg.asr_prob else ()
-    data = batches(rows, cfg, f"{cfg.seed}-{rank}-{step}", asr_rows)
-    t0, losses, last = time.time(), [], {}
-    fit = StepFitter(step, max_minutes, t0, fit_steps and rank == 0 and world == 1)  # DDP ranks must agree
-    log_path = out / "train_log.jsonl"
-    while step < cfg.steps and not (max_minutes and time.time() - t0 > 60 * max_minutes):
-        requests, targets, picked = next(data)
-        for g, base in zip(opt.param_groups, base_lrs):
-            g["lr"] = base * warmup_cosine(step, cfg.warmup, cfg.steps, 0.1, start)
+    data = batches(rows, cfg, f"{cfg.seed}-{rank}", asr_rows, origin.step)
+
+    def loss(batch) -> torch.Tensor:
+        requests, targets, picked = batch
         with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
             teacher = teacher_logits(model, picked) if cfg.kl_weight else None
-            loss = wrapped(requests, targets, teacher, cfg.kl_weight)  # forward = loss (DDP syncs through it)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
-        opt.step()
-        step += 1
-        cfg.steps = fit(step, cfg.steps)
-        losses.append(loss.item())
-        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-            last = {"step": step, "loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
-                    "elapsed_s": round(time.time() - t0, 1), "world": world}
-            losses = []
-            with open(log_path, "a") as f:
-                f.write(json.dumps(last) + "\n")
-            print(json.dumps(last), file=sys.stderr, flush=True)
-        if rank == 0 and step % cfg.ckpt_every == 0:
-            save_checkpoint(out, model, opt, step, start, cfg, last)
-    if rank == 0:
-        save_checkpoint(out, model, opt, step, start, cfg, last)
-    if world > 1:
+            return wrapped(requests, targets, teacher, cfg.kl_weight)  # forward = loss (DDP syncs through it)
+
+    def save(directory: Path, record: dict) -> None:  # the model's own config.json carries the record too
+        model.save(directory, {"train": record["config"], **{k: record[k] for k in ("step", "start_step", "last_log")}})
+
+    return Run(model, opt, data, loss, save, stats=lambda: {"world": world}, lr_floor=0.1, rank=rank, world=world)
+
+
+def train(cfg: E2ETrainConfig, out: Path, max_minutes: float | None = None, model: AudioChatLlama | None = None,
+          rows: list[dict] | None = None, init_from: Path | None = None, fit_steps: bool = False,
+          asr_texts: list[str] | None = None) -> dict:
+    """Train into `out` with the one loop (`systems.training.fit`), resuming from `out/ckpt` if it exists;
+    else, with `init_from` (an exported checkpoint), continue from its trainable weights and step with a
+    fresh optimiser. With `fit_steps` and `max_minutes`, `steps` is lowered to what the measured speed fits
+    in the time (one process only). `asr_texts`: the ASR task's transcripts (default: all training
+    transcripts, with `cfg.asr_prob`)."""
+    from systems.audiochatllama.data import read_responses
+
+    header = None
+    if rows is None:
+        header, rows = read_responses(cfg.responses)
+    lora_r = cfg.model.lora_r  # asked for now: adapters added to a checkpoint trained without
+    result = fit(cfg, out, lambda c, origin: build(c, origin, model, rows, header, asr_texts, lora_r),
+                 init_from=init_from, keep=RUN_OPTIONS, keep_init=(*RUN_OPTIONS, *NEW_RUN_OPTIONS),
+                 old_defaults=OLD_DEFAULTS, max_minutes=max_minutes, fit_steps=fit_steps)
+    if _dist()[1] > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()  # a rank leaving with it alive can abort at exit
-    return {**last, "step": step}  # (the last log may be a few steps behind)
-
-
-def save_checkpoint(out: Path, model: AudioChatLlama, opt, step: int, start: int, cfg: E2ETrainConfig,
-                    last: dict) -> None:
-    tmp = out / "ckpt.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, {"train": asdict(cfg), "step": step, "start_step": start, "last_log": last})
-    torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "trainer_state.pt")
-    replace_dir(tmp, out / "ckpt")
-
-
-def from_dict(d: dict) -> E2ETrainConfig:
-    d = dict(d)
-    m = ModelConfig(**d.pop("model", {}))
-    names = {f.name for f in fields(E2ETrainConfig)}
-    return E2ETrainConfig(model=m, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+    return result  # (the last log may be a few steps behind)
 
 
 PRESETS = {
@@ -321,10 +273,11 @@ def main(argv=None) -> int:
         dst.mkdir(parents=True, exist_ok=True)
         for name in ("trainable.safetensors", "config.json"):
             shutil.copy(out / "ckpt" / name, dst / name)
+        copy_record(out / "ckpt", dst)
         halve_safetensors(dst / "trainable.safetensors")
         print(dst)
         return 0
-    cfg = from_dict(PRESETS[args.preset])
+    cfg = config_from_dict(E2ETrainConfig, PRESETS[args.preset])
     for k in ("encoder_path", "llm", "lora_r", "train_encoder", "out_norm"):  # model options
         if getattr(args, k) is not None:
             setattr(cfg.model, k, getattr(args, k))

@@ -7,19 +7,17 @@ encoder stays frozen, every training text is spoken `voices_per_text` times once
 voices, gain, noise) and encoded once, and adapter + head train on those states (`--mask-states`:
 SpecAugment on them each step); `--no-cached` trains the encoder too on the ASR recipe's fresh speech
 every step (`systems/asr/train.py`: SpecAugment too). Dev WER (greedy, decoded by the LLM's tokenizer)
-on the ASR dev sentences in dev voices. Checkpoints (weights, optimiser, config) every
-`ckpt_every` steps; a killed run resumes where it stopped; `--export DIR` writes the encoder
-directory that `train e2e --preset tokens` starts from.
+on the ASR dev sentences in dev voices. The one training loop (`systems/training.py`) logs, checkpoints
+(weights, optimiser, config) every `ckpt_every` steps and resumes a killed run where it stopped;
+`--export DIR` writes the encoder directory that `train e2e --preset tokens` starts from.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import random
-import shutil
 import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +26,7 @@ import torch
 from bench.voices import VoiceMix
 from systems.augment import Levers, gain_and_noise
 from systems.asr.train import OLD_DEFAULTS, ASRTrainConfig, SpeechStream, dev_set, spec_augment
-from systems.training import (StepFitter, add_dataclass_options, apply_options, replace_dir, resume_log,
-                              warmup_cosine)
+from systems.training import Origin, Run, add_dataclass_options, apply_options, copy_record, fit, step_rngs
 
 
 @dataclass
@@ -120,10 +117,10 @@ def _encode_pass(encoder, texts: list[str], cfg: BridgeTrainConfig, k: int, prog
     return out
 
 
-def cached_batches(data, cfg: BridgeTrainConfig, seed: int):
-    """Endless (states (B, T, C), lengths, labels) batches drawn from the cached clips."""
-    rng = random.Random(seed)
-    while True:
+def cached_batches(data, cfg: BridgeTrainConfig, seed: int, first_step: int = 0):
+    """Endless (states (B, T, C), lengths, labels) batches drawn from the cached clips, the first for step
+    `first_step`, each a function of its step (`systems.training.step_rngs`)."""
+    for rng, _, _ in step_rngs(seed, first_step):
         picked = [data[rng.randrange(len(data))] for _ in range(cfg.batch_size)]
         lengths = torch.tensor([s.shape[0] for s, _ in picked])
         states = torch.nn.utils.rnn.pad_sequence([s.float() for s, _ in picked], batch_first=True)
@@ -151,19 +148,51 @@ def evaluate(encoder, tokenizer, dev) -> float:
     return wer([t for t, _ in dev], hyps)
 
 
-def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, fit_steps: bool = False,
-          texts: list[str] | None = None, tokenizer=None, encoder=None, progress: bool = True) -> dict:
-    """Train into `out`, resuming from `out/ckpt` if it holds one. `texts`, `tokenizer`, `encoder`:
-    stand-ins for tests (default: the training transcripts, the LLM's tokenizer, `cfg.init`'s encoder)."""
+def load_encoder(cfg: BridgeTrainConfig, origin: Origin, texts: list[str], tokenizer, encoder=None):
+    """The encoder and head: the checkpoint's on resume, else `encoder`, else built from `cfg.init` (Whisper's
+    frozen encoder, a token head's own directory, or a character CTC model's encoder with a fresh head)."""
+    from systems.audiochatllama.bridge import TokenCTCEncoder, WhisperTokenCTCEncoder
+
+    if origin.path is not None:
+        return TokenCTCEncoder.load(origin.path)
+    if encoder is not None:
+        return encoder
+    if cfg.init.startswith("whisper"):
+        return WhisperTokenCTCEncoder.from_whisper(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers,
+                                                   min_count=cfg.min_count)
+    if (TokenCTCEncoder.resolve(cfg.init) / "bridge.json").exists():
+        encoder = TokenCTCEncoder.load(cfg.init)
+        if encoder.meta.get("llm") != cfg.llm:
+            raise ValueError(f"{cfg.init} is a token head over {encoder.meta.get('llm')}'s tokens, not {cfg.llm}'s: "
+                             f"pass --llm {encoder.meta.get('llm')}, or a character CTC model's directory as --init")
+        return encoder
+    return TokenCTCEncoder.from_ctc(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers, cfg.min_count)
+
+
+def optimizer(cfg: BridgeTrainConfig, encoder) -> torch.optim.AdamW:
+    """AdamW over the head and adapter at `lr`, and, off the cached route, the encoder under them at
+    `encoder_lr` (on the cached route it is frozen: its states are computed once)."""
+    base = encoder.base_parameters()  # the encoder under the adapter (Whisper's: none, it stays frozen)
+    if not cfg.cached and not base:
+        raise ValueError("this encoder stays frozen (Whisper's): train its head with the cached route, --cached")
+    for q in base:
+        q.requires_grad_(not cfg.cached)
+    own = {id(q) for q in base}
+    groups = [{"params": [p for p in encoder.parameters() if id(p) not in own], "lr": cfg.lr}]
+    if not cfg.cached:
+        groups.append({"params": base, "lr": cfg.encoder_lr})
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def build(cfg: BridgeTrainConfig, origin: Origin, out: Path, texts=None, tokenizer=None, encoder=None,
+          progress: bool = True) -> Run:
+    """The encoder and head (`load_encoder`), AdamW (`optimizer`), the batches (cached states or fresh
+    speech) from `origin.step` on, and the step: the CTC loss over the LLM's tokens."""
     from transformers import AutoTokenizer
 
-    from systems.audiochatllama.bridge import ClassTokenizer, TokenCTCEncoder, WhisperTokenCTCEncoder
+    from systems.audiochatllama.bridge import ClassTokenizer
     from systems.llm import resolve_llm
 
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "ckpt"
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(resolve_llm(cfg.llm)[0])
     dev = dev_set(cfg)
@@ -171,111 +200,48 @@ def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, f
     texts = [t for t in (texts if texts is not None else training_texts()) if t not in held]
     if 0 < cfg.texts < len(texts):
         texts = random.Random(f"{cfg.seed}-texts").sample(texts, cfg.texts)
-    step, start, opt_state = 0, 0, None
-    if (ckpt / "trainer_state.pt").exists():
-        saved = json.loads((ckpt / "train_config.json").read_text())
-        cfg = BridgeTrainConfig(**{**OLD_DEFAULTS, **saved["config"], **{k: getattr(cfg, k) for k in RUN_OPTIONS}})
-        encoder = TokenCTCEncoder.load(ckpt)
-        state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location="cpu")
-        step, opt_state, start = int(state["step"]), state["optimizer"], int(saved.get("start_step", 0))
-        resume_log(out / "train_log.jsonl", step)
-        print(f"resuming from step {step}", file=sys.stderr)
-    elif encoder is None and cfg.init.startswith("whisper"):
-        encoder = WhisperTokenCTCEncoder.from_whisper(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers,
-                                                      min_count=cfg.min_count)
-    elif encoder is None and (TokenCTCEncoder.resolve(cfg.init) / "bridge.json").exists():
-        encoder = TokenCTCEncoder.load(cfg.init)
-        if encoder.meta.get("llm") != cfg.llm:
-            raise ValueError(f"{cfg.init} is a token head over {encoder.meta.get('llm')}'s tokens, not {cfg.llm}'s: "
-                             f"pass --llm {encoder.meta.get('llm')}, or a character CTC model's directory as --init")
-    elif encoder is None:
-        encoder = TokenCTCEncoder.from_ctc(cfg.init, tokenizer, texts, cfg.llm, cfg.adapter_layers, cfg.min_count)
+    encoder = load_encoder(cfg, origin, texts, tokenizer, encoder)
     encoder.to(cfg.device).train()
-    base = encoder.base_parameters()  # the encoder under the adapter (Whisper's: none, it stays frozen)
-    if not cfg.cached and not base:
-        raise ValueError("this encoder stays frozen (Whisper's): train its head with the cached route, --cached")
-    for q in base:  # cached: frozen, its states computed once
-        q.requires_grad_(not cfg.cached)
-    own = {id(q) for q in base}
-    groups = [{"params": [p for p in encoder.parameters() if id(p) not in own], "lr": cfg.lr}]
-    if not cfg.cached:
-        groups.append({"params": base, "lr": cfg.encoder_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
-    base_lrs = [g["lr"] for g in groups]
+    opt = optimizer(cfg, encoder)
     if cfg.cached:
         labels = ClassTokenizer(tokenizer, encoder.vocab)
         data = [(s, labels(t)["input_ids"]) for s, t in cached_states(encoder, texts, cfg, out, progress)]
         encoder.train()
-        loader = cached_batches(data, cfg, cfg.seed + step)
+        batches = cached_batches(data, cfg, cfg.seed, origin.step)
     else:
-        stream = SpeechStream(texts, ClassTokenizer(tokenizer, encoder.vocab), cfg, epoch_seed=step)
-        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
-                                             persistent_workers=cfg.workers > 0)
-    g = torch.Generator().manual_seed(cfg.seed + step)
+        stream = SpeechStream(texts, ClassTokenizer(tokenizer, encoder.vocab), cfg, origin.step)
+        batches = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
+                                              persistent_workers=cfg.workers > 0)
     if progress:
         print(f"{len(encoder.vocab)} classes ({len(encoder.vocab.ids)} LLM tokens), {len(texts)} training texts, "
               f"{len(dev)} dev", file=sys.stderr)
-    t0, losses, last, seen = time.time(), [], {}, 0.0
-    fit = StepFitter(step, max_minutes, t0, fit_steps)
+    heard, dev_type = [0.0], torch.device(cfg.device).type
 
-    def log(with_dev: bool) -> dict:
-        entry = {"step": step, "loss": float(np.mean(losses)) if losses else None,
-                 "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.time() - t0, 1),
-                 "audio_h": round(seen / 3600, 3)}
-        losses.clear()
-        if with_dev:
-            entry["dev_wer"] = evaluate(encoder, tokenizer, dev)
-        with open(out / "train_log.jsonl", "a") as f:
-            f.write(json.dumps(entry) + "\n")
-        if progress:
-            print(json.dumps(entry), file=sys.stderr, flush=True)
-        return entry
-
-    for batch in loader:
-        if step >= cfg.steps or (max_minutes and time.time() - t0 > 60 * max_minutes):
-            break
-        scale = warmup_cosine(step, cfg.warmup, cfg.steps, 0.05, start)
-        for grp, base in zip(opt.param_groups, base_lrs):
-            grp["lr"] = base * scale
-        with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+    def loss(batch) -> torch.Tensor:  # SpecAugment's masks from torch's generator (the loop keeps its state)
+        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=cfg.bf16):
             if cfg.cached:
                 states, lengths, labels = batch
-                secs = 0.0
                 if cfg.mask_states:
-                    states = spec_augment(states, torch.arange(states.shape[1])[None] < lengths[:, None], cfg, g)
-                loss = encoder.ctc_loss_states(*encoder.adapt(states.to(cfg.device), lengths), labels.to(cfg.device))
-            else:
-                (feats, mask), labels, secs = batch
-                feats, mask = feats.to(cfg.device), mask.to(cfg.device)
-                loss = encoder.ctc_loss(spec_augment(feats, mask, cfg, g), mask, labels.to(cfg.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(encoder.parameters(), 5.0)
-        opt.step()
-        losses.append(loss.item())
-        step += 1
-        seen += secs
-        cfg.steps = fit(step, cfg.steps)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            last = log(step % cfg.eval_every == 0 or step == cfg.steps)
-        if step % cfg.ckpt_every == 0:
-            save_checkpoint(out, encoder, opt, step, start, cfg, last)
-    if losses:
-        last = log(True)
-    save_checkpoint(out, encoder, opt, step, start, cfg, last)
-    return {**last, "step": step}
+                    states = spec_augment(states, torch.arange(states.shape[1])[None] < lengths[:, None], cfg, None)
+                return encoder.ctc_loss_states(*encoder.adapt(states.to(cfg.device), lengths), labels.to(cfg.device))
+            (feats, mask), labels, seconds = batch
+            heard[0] += seconds
+            feats, mask = feats.to(cfg.device), mask.to(cfg.device)
+            return encoder.ctc_loss(spec_augment(feats, mask, cfg, None), mask, labels.to(cfg.device))
+
+    return Run(encoder, opt, batches, loss, save=lambda d, record: encoder.save(d),
+               evaluate=lambda: {"dev_wer": evaluate(encoder, tokenizer, dev)},
+               stats=lambda: {"audio_h": round(heard[0] / 3600, 3)})
 
 
-def save_checkpoint(out: Path, encoder, opt, step: int, start: int, cfg: BridgeTrainConfig, last: dict) -> None:
-    tmp = out / "ckpt.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save(tmp)
-    torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "trainer_state.pt")
-    (tmp / "train_config.json").write_text(json.dumps({"config": asdict(cfg), "step": step, "start_step": start,
-                                                        "last_log": last}, indent=1))
-    replace_dir(tmp, out / "ckpt")
+def train(cfg: BridgeTrainConfig, out: Path, max_minutes: float | None = None, fit_steps: bool = False,
+          texts: list[str] | None = None, tokenizer=None, encoder=None, progress: bool = True) -> dict:
+    """Train into `out` with the one loop (`systems.training.fit`), resuming from `out/ckpt` if it holds one.
+    `texts`, `tokenizer`, `encoder`: stand-ins for tests (default: the training transcripts, the LLM's
+    tokenizer, `cfg.init`'s encoder)."""
+    return fit(cfg, out, lambda c, origin: build(c, origin, out, texts, tokenizer, encoder, progress),
+               keep=RUN_OPTIONS, old_defaults=OLD_DEFAULTS, max_minutes=max_minutes, fit_steps=fit_steps,
+               progress=progress)
 
 
 def main(argv=None) -> int:
@@ -294,8 +260,7 @@ def main(argv=None) -> int:
         from systems.audiochatllama.bridge import TokenCTCEncoder
 
         TokenCTCEncoder.load(out / "ckpt").save(args.export, half=True)
-        for name in ("train_config.json",):
-            shutil.copy(out / "ckpt" / name, Path(args.export) / name)
+        copy_record(out / "ckpt", Path(args.export))
         print(args.export)
         return 0
     cfg = BridgeTrainConfig()
