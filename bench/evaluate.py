@@ -157,7 +157,6 @@ class _Run:
     built: dict
     ctx: Context
     stats: GenStats
-    gconf: dict
     cache: OutputCache | None = None
 
     def system(self, name: str):
@@ -169,6 +168,12 @@ class _Run:
                                                 self.plan.system_args.get(name, {}))
                 self.built[name].name = name
         return self.built[name]
+
+    def gconf(self, task: Task) -> dict:
+        """The generation config of `task`'s outputs in this run (its answer length: the cache key's)."""
+        from bench.runner import task_gen_config
+
+        return task_gen_config(task, self.plan.max_new_tokens)
 
     def generate(self, system, task: Task, slots: list, gconf: dict, targets: dict | None = None) -> None:
         """This rank's share of what `slots` lack, then every rank's outputs into rank 0's cache."""
@@ -191,6 +196,7 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
     validate(plan)
     tasks = build_tasks(plan)
     run = _start(plan, run_dir, progress, log, built)
+    run.runlog.update(decoding={name: run.gconf(task) for name, (task, _) in tasks.items()})
     with run.runlog.running():  # from here on an exception, Ctrl-C too, leaves the record failed
         run.cache = dist.open_cache(plan.cache_path(), run.rank, run.world)  # ranks > 0: their own store
         try:
@@ -202,7 +208,7 @@ def evaluate(plan: Plan, run_dir: str | Path | None = None, progress: bool = Tru
 def _start(plan: Plan, run_dir, progress: bool, log, built: dict | None) -> _Run:
     """The run directory (new, or the one resumed) with its record, and what the phases share."""
     from bench.plugins import Context
-    from bench.runner import GenStats, gen_config
+    from bench.runner import GenStats
 
     rank, world = dist.world()
     if run_dir is not None:
@@ -213,7 +219,7 @@ def _start(plan: Plan, run_dir, progress: bool, log, built: dict | None) -> _Run
     if rank == 0:
         log(f"run directory: {run_dir}" + (f" ({world} processes)" if world > 1 else ""))
     return _Run(plan, RunLog(run_dir, record, write=rank == 0), rank, world, progress and rank == 0, log,
-                dict(built or {}), Context(**plan.system_options()), GenStats(), gen_config(plan.max_new_tokens))
+                dict(built or {}), Context(**plan.system_options()), GenStats())
 
 
 def _phases(run: _Run, tasks: dict, write: bool) -> RunResult:
@@ -253,10 +259,10 @@ def _references(run: _Run, tasks: dict) -> dict[str, dict[str, str | None]]:
     for task, items in tasks.values():
         if task.mode == "score":
             ref_fps[task.reference_system] = fp = run.system(task.reference_system).fingerprint()
-            run.generate(run.system(task.reference_system), task, slots_for(fp, task, items, ["clean"], run.gconf),
-                         run.gconf)
+            run.generate(run.system(task.reference_system), task,
+                         slots_for(fp, task, items, ["clean"], run.gconf(task)), run.gconf(task))
     run.runlog.update(reference_fingerprints=ref_fps)
-    return dist.broadcast({name: reference_answers(run.cache, ref_fps[task.reference_system], task, items, run.gconf)
+    return dist.broadcast({name: reference_answers(run.cache, ref_fps[task.reference_system], task, items, run.gconf(task))
                            for name, (task, items) in tasks.items() if task.mode == "score"}
                           if run.rank == 0 else None)
 
@@ -280,7 +286,7 @@ def _generation(run: _Run, tasks: dict, targets: dict) -> dict[str, str]:
         run.runlog.update(fingerprints={**run.runlog.record.fingerprints, sname: fingerprints[sname]},
                           skipped=dict(skipped))
         for tname, (task, items) in tasks.items():
-            gconf = score_gconf(task, run.gconf, refs.get(task.reference_system))
+            gconf = score_gconf(task, run.gconf(task), refs.get(task.reference_system))
             slots = slots_for(fingerprints[sname], task, items, run.plan.conditions_for(tname), gconf)
             run.generate(run.system(sname), task, slots, gconf, targets.get(tname))
     run.runlog.update(skipped=skipped)
@@ -303,7 +309,7 @@ def _scoring(runlog: RunLog, plan: Plan, fingerprints: dict, tasks: dict, cache,
     """Rows and per-item records from the cache alone (no model), the judge's verdicts among them;
     the record gets how corpus metrics were computed (sacrebleu signatures, the WER normaliser)."""
     from bench.profile import HARNESS
-    from bench.runner import gen_config, score_all
+    from bench.runner import score_all
     from bench.scoring import task_signatures
 
     sigs = {n: s for n, (t, _) in tasks.items() if (s := task_signatures(t))}
@@ -311,7 +317,7 @@ def _scoring(runlog: RunLog, plan: Plan, fingerprints: dict, tasks: dict, cache,
         runlog.update(metric_signatures=sigs)
     record = runlog.record
     with profile.time(HARNESS, "scoring"):
-        rows, records = score_all(tasks, plan.conditions_for, fingerprints, cache, gen_config(plan.max_new_tokens),
+        rows, records = score_all(tasks, plan.conditions_for, fingerprints, cache, plan.max_new_tokens,
                                   record.reference_fingerprints, plan.baselines, plan.bucket_systems)
         if plan.judge and record.judge:
             from bench.judge import judge_rows

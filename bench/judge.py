@@ -23,7 +23,7 @@ from typing import Mapping
 
 from bench.types import Generation, Item, Metric, Task, Turn
 
-PROMPT_VERSION = "judge-v1"
+PROMPT_VERSION = "judge-v2"  # v2: the judge is asked for MAX_NEW_TOKENS (v1 keys said so; it generated the run's cap)
 MAX_NEW_TOKENS = 24  # a verdict is a digit or a letter; room for "Score: 4" and a closing period
 INSTRUCTION = "You are a strict and fair grader of answers. Reply in exactly the format asked for."
 
@@ -141,9 +141,10 @@ def judge_gconf() -> dict:
     return gen_config(MAX_NEW_TOKENS)
 
 
-def run_judge(judge, plan, tasks: dict, fingerprints: dict, cache, gconf: dict, progress: bool = True) -> dict:
+def run_judge(judge, plan, tasks: dict, fingerprints: dict, cache, gconf_for, progress: bool = True) -> dict:
     """Ask `judge` every prompt of every judged task that the cache lacks (batched, committed per
-    batch: resumable). Returns {"fingerprint", "generated", "cached", "failed"} for config.json."""
+    batch: resumable); `gconf_for(task)`: the generation config of the answers judged. Returns
+    {"fingerprint", "generated", "cached", "failed"} for config.json."""
     from bench.runner import GenStats, generate, slots_for
 
     stats, jconf = GenStats(), judge_gconf()
@@ -152,7 +153,7 @@ def run_judge(judge, plan, tasks: dict, fingerprints: dict, cache, gconf: dict, 
             continue
         conditions = plan.conditions_for(tname)
         jt = JudgeTask(task)
-        for c, records in _records(cache, fingerprints, task, items, conditions, gconf).items():
+        for c, records in _records(cache, fingerprints, task, items, conditions, gconf_for(task)).items():
             gens = _gens(records)
             asks = prompts(task, items, gens, *_roles(plan, gens))
             generate(judge, jt, slots_for(judge.fingerprint(), jt, asks, ["clean"], jconf), cache, jconf,

@@ -12,7 +12,7 @@ import time
 from bench.conditions import apply
 from bench.evaluate import Plan, evaluate
 from bench.plugins import Context, build_system, build_task
-from bench.runner import gen_config
+from bench.runner import task_gen_config
 from bench.types import Request
 
 
@@ -20,11 +20,13 @@ def system_perf(systems: list[str], task_name: str, limit: int, batch_sizes: lis
     task = build_task(task_name)
     items = task.items(limit)
     ctx = Context(**options)
-    gconf = gen_config(int(options.get("max_new_tokens", 64)))
+    cap = int(options.get("max_new_tokens", 64))
+    gconf = task_gen_config(task, cap)
     requests = []
     for it in items:
         m = apply("clean", it)
-        requests.append(Request(m.turn, m.history, m.instruction, task.transcript_only))
+        requests.append(Request(m.turn, m.history, m.instruction, task.transcript_only, gconf["max_new_tokens"],
+                                tuple(gconf.get("stop", ()))))
     audio = sum(t.audio.seconds for r in requests for t in (*r.history, r.turn) if t.audio is not None)
     lines = [f"# System throughput: {task_name}, {len(items)} items ({audio:.0f} s of audio), greedy, "
              f"max_new_tokens={gconf['max_new_tokens']}", "",
@@ -43,7 +45,7 @@ def system_perf(systems: list[str], task_name: str, limit: int, batch_sizes: lis
                 tokens += sum(g.tokens for g in gens)
             with tempfile.TemporaryDirectory() as tmp:
                 plan = Plan(systems=[name], tasks=[task_name], limit=limit, batch_size=bs, output_dir=tmp,
-                            max_new_tokens=gconf["max_new_tokens"], llm=options.get("llm"))
+                            max_new_tokens=cap, llm=options.get("llm"))
                 t0 = time.perf_counter()
                 evaluate(plan, progress=False, write=False, log=lambda _: None, built={name: system})
                 t_run = time.perf_counter() - t0

@@ -68,6 +68,7 @@ class RunRecord:
     seconds: float | None = None  # generation's wall time
     judge: dict | None = None  # bench.judge.run_judge's tally
     metric_signatures: dict = field(default_factory=dict)  # how corpus metrics were computed
+    decoding: dict = field(default_factory=dict)  # task → its generation config (answer length, stop strings)
     extra: dict = field(default_factory=dict)  # keys of another version, kept as they were
 
     def to_dict(self) -> dict:

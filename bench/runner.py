@@ -44,8 +44,19 @@ class GenStats:
     profile: Profile = field(default_factory=Profile)  # where the time went (bench/profile.py)
 
 
-def gen_config(max_new_tokens: int) -> dict:
-    return {"max_new_tokens": int(max_new_tokens), "greedy": True}
+def gen_config(max_new_tokens: int, stop: Sequence[str] = ()) -> dict:
+    """The generation config in an output's cache key (and what the system is asked for)."""
+    conf: dict = {"max_new_tokens": int(max_new_tokens), "greedy": True}
+    if stop:  # (absent when there are none: the keys of tasks without stop strings stay what they were)
+        conf["stop"] = list(stop)
+    return conf
+
+
+def task_gen_config(task: Task, max_new_tokens: int) -> dict:
+    """A task's generation config in a run whose cap is `max_new_tokens`: the task's own answer length
+    where it declares one (the run's cap where that is smaller) and its stop strings."""
+    own = task.max_new_tokens
+    return gen_config(max_new_tokens if own is None else min(own, max_new_tokens), task.stop)
 
 
 def slots_for(fingerprint: str, task: Task, items: Sequence[Item], conditions: Sequence[str],
@@ -71,9 +82,10 @@ def _call(system: System, requests: list[Request], targets: list[str] | None) ->
 
 
 def _generate_batch(system: System, batch: list[Slot], task: Task, targets: dict[str, str | None] | None,
-                    profile: Profile) -> list[tuple[Generation | None, str | None]]:
+                    profile: Profile, gconf: dict) -> list[tuple[Generation | None, str | None]]:
     """Generate (or, for a scoring task, score the `targets`) for a batch; on error, retry one by one
-    so that a bad item fails alone. `profile` gets the audio stage and the model call's stages."""
+    so that a bad item fails alone. `profile` gets the audio stage and the model call's stages; each
+    request asks for the answer length of `gconf` (the cache key's)."""
     requests, results, idx, wanted = [], [None] * len(batch), [], []
     t_audio = time.perf_counter()
     for i, s in enumerate(batch):
@@ -81,7 +93,8 @@ def _generate_batch(system: System, batch: list[Slot], task: Task, targets: dict
             if targets is not None and targets.get(s.item.id) is None:
                 raise ValueError(f"no reference answer from {task.reference_system!r} to score")
             it = cond_mod.apply(s.condition, s.item)
-            requests.append(Request(it.turn, it.history, it.instruction, task.transcript_only))
+            requests.append(Request(it.turn, it.history, it.instruction, task.transcript_only,
+                                    gconf.get("max_new_tokens"), tuple(gconf.get("stop", ()))))
             wanted.append(targets[s.item.id] if targets is not None else None)
             idx.append(i)
         except Exception as e:  # the condition could not be applied (bad audio...) or no target
@@ -126,7 +139,7 @@ def generate(system: System, task: Task, slots: Sequence[Slot], cache: OutputCac
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         t0 = time.perf_counter()
-        results = _generate_batch(system, batch, task, targets, stats.profile)
+        results = _generate_batch(system, batch, task, targets, stats.profile, gconf)
         stats.model_seconds += time.perf_counter() - t0
         records = []
         for s, (g, err) in zip(batch, results):
@@ -158,17 +171,18 @@ def read_records(cache: OutputCache, slots: Iterable[Slot]) -> dict[tuple[str, s
 
 
 def score_all(tasks: dict[str, tuple[Task, list[Item]]], conditions_for,
-              fingerprints: dict[str, str], cache: OutputCache, gconf: dict,
+              fingerprints: dict[str, str], cache: OutputCache, max_new_tokens: int,
               ref_fingerprints: dict[str, str] | None = None, baselines: Sequence[str] = (),
               bucket_systems: Sequence[str] = ()) -> tuple[list[dict], dict]:
     """Rows for every task × its conditions (`conditions_for(task name)`) × system, from the cache
-    alone, with paired differences against `baselines` and WER-bucket rows by the first of
-    `bucket_systems` present; also the per-item records
+    alone (the outputs of a run whose cap was `max_new_tokens`), with paired differences against
+    `baselines` and WER-bucket rows by the first of `bucket_systems` present; also the per-item records
     {(task, condition): {system: {item id: Record | None}}}."""
     rows: list[dict] = []
     per_item: dict = {}
     for tname, (task, items) in tasks.items():
-        task_gconf = score_gconf(task, gconf, (ref_fingerprints or {}).get(task.reference_system))
+        task_gconf = score_gconf(task, task_gen_config(task, max_new_tokens),
+                                 (ref_fingerprints or {}).get(task.reference_system))
         conditions = conditions_for(tname)
         recs = {sname: read_records(cache, slots_for(fp, task, items, conditions, task_gconf))
                 for sname, fp in fingerprints.items()}

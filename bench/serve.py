@@ -96,9 +96,13 @@ class Exclusive:
 
     def __init__(self, system: System, lock: threading.Lock, embeds: bool = False):
         self.system, self.name, self.lock = system, system.name, lock
-        self._generate = system.generate_from_embeds if embeds else system.generate_batch
+        self._generate = self._from_embeds if embeds else system.generate_batch
 
-    def generate_batch(self, batch: list) -> list[Generation]:
+    def _from_embeds(self, requests: list) -> list[Generation]:
+        return self.system.generate_from_embeds([r.embeds for r in requests],
+                                                [(r.max_new_tokens, r.stop) for r in requests])
+
+    def generate_batch(self, batch: list) -> list[Generation]:  # (Request, or EmbedsRequest with `embeds`)
         with self.lock:
             return self._generate(batch)
 

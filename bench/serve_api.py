@@ -195,9 +195,10 @@ def _user_turn(content: Any, where: str, limits: Limits) -> Turn:
     return Turn("user", audio=_audio_of(audio[0], f"{where}[0]", limits))
 
 
-def _check_decoding(body: Any, model: str, max_new_tokens: int) -> None:
+def _check_decoding(body: Any, model: str, max_new_tokens: int) -> tuple[int | None, tuple[str, ...]]:
     """The checks every completion body passes: a JSON object, for the served model, greedy, one answer
-    of the served length."""
+    of at most the served length. Returns the answer length asked for (`max_tokens`: None where not
+    sent) and the stop strings (`stop`: a string or up to 4), which a run's endpoint sends per task."""
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     if "model" not in body:
@@ -213,16 +214,25 @@ def _check_decoding(body: Any, model: str, max_new_tokens: int) -> None:
         raise ApiError(400, "this server decodes greedily only: send temperature 0 or omit it", param="temperature")
     if body.get("top_p") not in (None, 1, 1.0):
         raise ApiError(400, "this server decodes greedily only: send top_p 1 or omit it", param="top_p")
+    asked = None
     for key in ("max_tokens", "max_completion_tokens"):
-        if body.get(key) is not None and body[key] != max_new_tokens:
-            raise ApiError(400, f"{key}={str(body[key])[:20]}: this server answers with at most {max_new_tokens} "
-                           f"tokens (serve --max-new-tokens); send {max_new_tokens} (run --max-new-tokens "
-                           f"{max_new_tokens}) or omit it", param=key)
+        n = body.get(key)
+        if n is None:
+            continue
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= max_new_tokens:
+            raise ApiError(400, f"{key}={str(n)[:20]}: this server answers with at most {max_new_tokens} "
+                           f"tokens (serve --max-new-tokens); send 1 to {max_new_tokens} or omit it", param=key)
+        asked = n if asked is None else min(asked, n)
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
+    if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):
+        raise ApiError(400, "stop must be a string or a list of at most 4 non-empty strings", param="stop")
+    return asked, tuple(stops)
 
 
 def parse_chat(body: Any, model: str, max_new_tokens: int, limits: Limits) -> Request:
     """The harness request of an OpenAI chat-completions body (ApiError, with its HTTP status, if not)."""
-    _check_decoding(body, model, max_new_tokens)
+    asked, stop = _check_decoding(body, model, max_new_tokens)
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise ApiError(400, "messages must be a non-empty list", param="messages")
@@ -247,13 +257,27 @@ def parse_chat(body: Any, model: str, max_new_tokens: int, limits: Limits) -> Re
     if not isinstance(only, bool):
         raise ApiError(400, "audiochat must be an object and audiochat.transcript_only true or false",
                        param="audiochat")
-    return Request(turns[-1], tuple(turns[:-1]), "\n".join(instruction) or None, transcript_only=only)
+    return Request(turns[-1], tuple(turns[:-1]), "\n".join(instruction) or None, transcript_only=only,
+                   max_new_tokens=asked, stop=stop)
 
 
-def parse_embeds(body: Any, model: str, max_new_tokens: int, limits: Limits):
+@dataclass(frozen=True)
+class EmbedsRequest:
+    """A completions body with prompt embeddings: the (T, hidden) tensor and the answer length asked."""
+
+    embeds: Any
+    max_new_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @property
+    def shape(self):
+        return self.embeds.shape
+
+
+def parse_embeds(body: Any, model: str, max_new_tokens: int, limits: Limits) -> EmbedsRequest:
     """The (T, hidden) prompt embeddings of a completions body with vLLM's `prompt_embeds` (base64 of
     `torch.save`; read with `weights_only`, so it can hold tensors and nothing that runs)."""
-    _check_decoding(body, model, max_new_tokens)
+    asked, stop = _check_decoding(body, model, max_new_tokens)
     data = body.get("prompt_embeds")
     if data is None:
         raise ApiError(400, "send prompt_embeds (base64 of torch.save of a (tokens, hidden) tensor, the whole "
@@ -277,7 +301,7 @@ def parse_embeds(body: Any, model: str, max_new_tokens: int, limits: Limits):
                        param="prompt_embeds")
     if not bool(torch.isfinite(embeds).all()):
         raise ApiError(400, "prompt_embeds holds NaN or Inf", param="prompt_embeds")
-    return embeds
+    return EmbedsRequest(embeds, asked, stop)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,7 +352,7 @@ def _usage(prompt_tokens: int, gen: Generation) -> dict:
 
 
 def _finish(gen: Generation, max_new_tokens: int) -> str:
-    return "length" if gen.tokens >= max_new_tokens else "stop"
+    return "length" if gen.tokens >= max_new_tokens else "stop"  # (a shorter max_tokens asked: see `respond`)
 
 
 def text_completion(gen: Generation, prompt_tokens: int, model: str, fingerprint: str, system: str,

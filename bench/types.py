@@ -122,12 +122,17 @@ class Request:
     """What a system is asked: answer `turn` after `history`, following `instruction`.
 
     `transcript_only`: the task scores only the system's reading of the spoken turn (ASR), so a
-    system that has an explicit transcript may skip generating a response."""
+    system that has an explicit transcript may skip generating a response. `max_new_tokens` and
+    `stop`: how long the answer may be, the task's (`Task.max_new_tokens`, `Task.stop`; None: the
+    system's own cap): at most that many generated tokens, and the answer ends before the first stop
+    string that follows its opening whitespace."""
 
     turn: Turn
     history: tuple[Turn, ...] = ()
     instruction: str | None = None
     transcript_only: bool = False
+    max_new_tokens: int | None = None
+    stop: tuple[str, ...] = ()
 
 
 @dataclass
@@ -259,6 +264,11 @@ class Task:
     mode: str = "generate"
     reference_system: str | None = None  # whose answers a scoring task scores: a system's name or a role (TOPLINE)
     primary: str | None = None  # the metric that leads the task in the headline (default: its first)
+    # How long its answers are, the same for every system: a cap on generated tokens (None: the run's
+    # `max_new_tokens`; the run's cap still applies where smaller) and strings that end an answer. Both
+    # reach each system in its `Request` and are part of the output cache key (bench.runner.task_gen_config).
+    max_new_tokens: int | None = None
+    stop: tuple[str, ...] = ()
 
     def items(self, limit: int | None = None) -> list[Item]:
         raise NotImplementedError

@@ -75,7 +75,8 @@ class Cascade(System):
         total_audio = sum(durs.values()) or 1.0
         todo = [i for i, r in enumerate(requests) if not r.transcript_only]
         t0 = time.perf_counter()
-        answers = dict(zip(todo, self.llm.generate([self._messages(requests[i], hyps) for i in todo], self.cfg)))
+        answers = dict(zip(todo, self.llm.generate([self._messages(requests[i], hyps) for i in todo],
+                                                   [self.cfg.for_request(requests[i]) for i in todo])))
         llm_secs = (time.perf_counter() - t0) / max(len(todo), 1)
         out = []
         for i, r in enumerate(requests):

@@ -119,10 +119,42 @@ def llm_identity(spec: str, dtype: str = "float32") -> str:
 
 @dataclass(frozen=True)
 class DecodeConfig:
+    """Greedy decoding: at most `max_new_tokens`, and the answer ends before the first of the `stop`
+    strings that follows its opening whitespace (`cut_at_stop`)."""
+
     max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
-        return {"max_new_tokens": self.max_new_tokens, "greedy": True}
+        return {"max_new_tokens": self.max_new_tokens, "greedy": True, **({"stop": list(self.stop)} if self.stop else {})}
+
+    def asked(self, max_new_tokens: int | None, stop: Sequence[str] = ()) -> "DecodeConfig":
+        """This config with an answer length asked for (None: this config's) and those stop strings."""
+        return DecodeConfig(self.max_new_tokens if max_new_tokens is None else max_new_tokens, tuple(stop))
+
+    def for_request(self, request: Request) -> "DecodeConfig":
+        """This config with the request's own answer length and stop strings (its task's)."""
+        return self.asked(request.max_new_tokens, request.stop)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str | None:
+    """`text` (its opening whitespace dropped: an answer that opens with a blank line is not an empty
+    one) cut before the first of the `stop` strings; None where none occurs."""
+    body = text.lstrip()
+    at = [i for i in (body.find(s) for s in stop if s) if i >= 0]
+    return body[:min(at)] if at else None
+
+
+def trim_ids(ids: Sequence[int], cfg: DecodeConfig, decode: Callable[[Sequence[int]], str]) -> list[int]:
+    """Generated ids (EOS already cut) as decoding under `cfg` would have left them: at most
+    `max_new_tokens`, ending with the token that completes a stop string (greedy tokens do not depend on
+    where decoding stops, so a longer generation trimmed equals a shorter one)."""
+    ids = list(ids[:cfg.max_new_tokens])
+    if cfg.stop:
+        for n in range(1, len(ids) + 1):
+            if cut_at_stop(decode(ids[:n]), cfg.stop) is not None:
+                return ids[:n]
+    return ids
 
 
 # ---------------------------------------------------------------------------------------------

@@ -129,10 +129,15 @@ class OpenAIEndpoint(System):
     def _complete(self, request: Request) -> Generation:
         """One chat completion; an ASR request (`transcript_only`) says so where the server takes the
         `audiochat` extension (`serve`: a cascade then skips its LLM), and is sent plain elsewhere."""
-        payload: dict = {"messages": to_openai_messages(request)}
+        payload: dict = {"messages": to_openai_messages(request), **self._length(request.max_new_tokens, request.stop)}
         if request.transcript_only and "transcript_only" in self._extensions():
             payload["audiochat"] = {"transcript_only": True}
         return self._send(payload, "/chat/completions")
+
+    def _length(self, max_new_tokens: int | None, stop: Sequence[str]) -> dict:
+        """The answer length of a request (its task's, else this endpoint's cap) as OpenAI fields."""
+        return {"max_tokens": self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                **({"stop": list(stop)} if stop else {})}
 
     def _extensions(self) -> frozenset:
         """The `audiochat` request extensions the served model lists in `GET {base_url}/models`, asked
@@ -149,17 +154,20 @@ class OpenAIEndpoint(System):
                     self._ext = frozenset()
         return self._ext
 
-    def complete_embeds(self, embeds: Sequence) -> list[Generation]:
+    def complete_embeds(self, embeds: Sequence, cfgs: Sequence | None = None) -> list[Generation]:
         """Completions of whole, already templated prompts given as input embeddings ((T, hidden)
         tensors): `POST {base_url}/completions` with `prompt_embeds` (base64 of `torch.save`), the
-        route of vLLM's `--enable-prompt-embeds` and of `serve`. Concurrent, like `generate_batch`;
-        raises the first failure."""
-        futures = [self._pool.submit(self._send, {"prompt_embeds": embeds_base64(e)}, "/completions") for e in embeds]
+        route of vLLM's `--enable-prompt-embeds` and of `serve`; `cfgs`: each one's DecodeConfig (its
+        answer length; default this endpoint's cap). Concurrent, like `generate_batch`; raises the first failure."""
+        lengths = [self._length(None, ()) if c is None else self._length(c.max_new_tokens, c.stop)
+                   for c in (cfgs or [None] * len(embeds))]
+        futures = [self._pool.submit(self._send, {"prompt_embeds": embeds_base64(e), **n}, "/completions")
+                   for e, n in zip(embeds, lengths)]
         return [f.result() for f in futures]
 
     def _send(self, payload: dict, path: str) -> Generation:
         """One greedy completion request, retried with exponential backoff on 429, 5xx and connection errors."""
-        body = json.dumps({"model": self.model, **payload, "temperature": 0, "max_tokens": self.max_new_tokens,
+        body = json.dumps({"model": self.model, "max_tokens": self.max_new_tokens, **payload, "temperature": 0,
                            "n": 1, "stream": False}).encode()
         url = f"{self.base_url}{path}"
         t0 = time.perf_counter()

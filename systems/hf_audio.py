@@ -32,7 +32,8 @@ import numpy as np
 
 from bench.plugins import Context, build_system, family
 from bench.types import Audio, Generation, Request, System, TokenLogProbs
-from systems.common import DecodeConfig, cut_at_eos, decode_config, inference_mode, resolve_model_dir, to_messages
+from systems.common import DecodeConfig, cut_at_eos, cut_at_stop, decode_config, inference_mode, resolve_model_dir, to_messages
+from systems.common import trim_ids
 
 ASR_SHORTHANDS = {"whisper": "cascade-whisper", "ctc": "cascade", "tokens": "cascade-tokens"}
 HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken"]
@@ -247,17 +248,24 @@ class HFAudioLLM:
         return {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in out.items() if k not in drop}
 
     @inference_mode
-    def generate(self, conversations: list[list[dict]], cfg: DecodeConfig) -> list[tuple[str, int]]:
-        """Greedy answers: [(text, number of generated tokens)]."""
+    def generate(self, conversations: list[list[dict]], cfgs: Sequence[DecodeConfig]) -> list[tuple[str, int]]:
+        """Greedy answers, each under its own config (answer length, stop strings): [(text, number of
+        generated tokens)]."""
         if not conversations:
             return []
         x = self.inputs(conversations)
-        out = self.model.generate(**x, max_new_tokens=cfg.max_new_tokens, do_sample=False, num_beams=1,
-                                  eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
+        out = self.model.generate(**x, max_new_tokens=max(c.max_new_tokens for c in cfgs), do_sample=False,
+                                  num_beams=1, eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
                                   temperature=None, top_p=None, top_k=None)
         new = cut_at_eos(out[:, x["input_ids"].shape[1]:], self.eos_ids)
         tok = self.processor.tokenizer
-        return [(tok.decode(ids, skip_special_tokens=True).strip(), len(ids)) for ids in new]
+        answers = []
+        for ids, cfg in zip(new, cfgs):
+            ids = trim_ids(ids, cfg, lambda t: tok.decode(t, skip_special_tokens=True))
+            text = tok.decode(ids, skip_special_tokens=True)
+            cut = cut_at_stop(text, cfg.stop) if cfg.stop else None
+            answers.append(((text if cut is None else cut).strip(), len(ids)))
+        return answers
 
     @inference_mode
     def logprobs(self, conversation: list[dict], target: str) -> TokenLogProbs:
@@ -350,7 +358,8 @@ class HFAudioSystem(System):
         # but its answer (the task's instruction asks it to transcribe)
         todo = [i for i, r in enumerate(requests) if not (r.transcript_only and self.spec.mode != "audio")]
         t0 = time.perf_counter()
-        answers = dict(zip(todo, self.llm.generate([self._conversation(requests[i], hyps) for i in todo], self.cfg)))
+        answers = dict(zip(todo, self.llm.generate([self._conversation(requests[i], hyps) for i in todo],
+                                                   [self.cfg.for_request(requests[i]) for i in todo])))
         per = (time.perf_counter() - t0) / max(len(todo), 1)
         n = max(len(requests), 1)
         out = []

@@ -19,6 +19,17 @@ from bench.assets import weights_identity  # noqa: F401  (re-exported)
 from bench.types import TokenLogProbs
 # the torch-free part (what a fully cached run needs for fingerprints), re-exported from here
 from systems.common import DEFAULT_LLM, EMBEDDED_LLMS, DecodeConfig, Messages, cut_at_eos, resolve_llm  # noqa: F401
+from systems.common import cut_at_stop, trim_ids
+
+Decoding = DecodeConfig | Sequence[DecodeConfig]  # one config for every prompt, or one per prompt
+
+
+def per_prompt(cfg: Decoding, n: int) -> list[DecodeConfig]:
+    """`n` prompts' decoding configs from one config or one per prompt."""
+    cfgs = [cfg] * n if isinstance(cfg, DecodeConfig) else list(cfg)
+    if len(cfgs) != n:
+        raise ValueError(f"{len(cfgs)} decoding configs for {n} prompts")
+    return cfgs
 
 
 class ChatLLM:
@@ -121,35 +132,46 @@ class ChatLLM:
                     temperature=None, top_p=None, top_k=None)
 
     # -- generation ---------------------------------------------------------------------------
-    def generate_ids(self, prompts: Sequence[Sequence[int]], cfg: DecodeConfig = DecodeConfig(),
+    # `cfg` below: one DecodeConfig for every prompt, or one per prompt (a task's answer length).
+    def generate_ids(self, prompts: Sequence[Sequence[int]], cfg: Decoding = DecodeConfig(),
                      rows: int | None = None) -> list[list[int]]:
         """Greedy continuation of each prompt; returns new ids without EOS (see `_greedy`)."""
         return self._greedy([list(p) for p in prompts], cfg, rows)
 
-    def generate(self, batch: Sequence[Messages], cfg: DecodeConfig = DecodeConfig(),
+    def generate(self, batch: Sequence[Messages], cfg: Decoding = DecodeConfig(),
                  rows: int | None = None) -> list[tuple[str, int]]:
         """Greedy answers to a batch of conversations: [(text, n_generated_tokens)]."""
         if not batch:
             return []
-        return self.answers(self.generate_ids([self.prompt_ids(m) for m in batch], cfg, rows))
+        return self.answers(self.generate_ids([self.prompt_ids(m) for m in batch], cfg, rows), cfg)
 
-    def answers(self, new: Sequence[Sequence[int]]) -> list[tuple[str, int]]:
-        """Generated ids as answers: [(text, n_generated_tokens)]."""
-        return [(self.tokenizer.decode(t, skip_special_tokens=True).strip(), len(t)) for t in new]
+    def answers(self, new: Sequence[Sequence[int]], cfg: Decoding = DecodeConfig()) -> list[tuple[str, int]]:
+        """Generated ids as answers: [(text, n_generated_tokens)], each text cut before its stop string."""
+        out = []
+        for t, c in zip(new, per_prompt(cfg, len(new))):
+            text = self.tokenizer.decode(t, skip_special_tokens=True)
+            cut = cut_at_stop(text, c.stop) if c.stop else None
+            out.append(((text if cut is None else cut).strip(), len(t)))
+        return out
 
-    def generate_embeds(self, embeds: Sequence[torch.Tensor], cfg: DecodeConfig = DecodeConfig(),
+    def generate_embeds(self, embeds: Sequence[torch.Tensor], cfg: Decoding = DecodeConfig(),
                         rows: int | None = None) -> list[list[int]]:
         """Greedy continuation of embedding sequences [(T_i, D)] (how AudioChatLlama's spliced
         audio enters); returns new ids without EOS."""
         return self._greedy(list(embeds), cfg, rows)
 
+    def _stopped(self, ids: list[int], stop: tuple[str, ...]) -> bool:
+        """Whether an answer so far holds one of its stop strings (after its opening whitespace)."""
+        return bool(stop) and cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stop) is not None
+
     max_rows = 64  # rows decoded at once by `_greedy` (the pool of its continuous batching)
 
     @torch.inference_mode()
-    def _greedy(self, prompts: list, cfg: DecodeConfig, rows: int | None) -> list[list[int]]:
+    def _greedy(self, prompts: list, cfg: Decoding, rows: int | None) -> list[list[int]]:
         """Greedy decoding of every prompt (token ids, or (T, D) input embeddings), continuously
         batched: prompts enter shortest first (little padding), a row leaves the batch the step it
-        ends (EOS or max_new_tokens) and waiting prompts are prefilled into the free rows, so no
+        ends (EOS, its max_new_tokens, or the token that completes one of its stop strings: then its
+        ids end with that token) and waiting prompts are prefilled into the free rows, so no
         step computes a finished or padded-out row. Each row attends only to its own tokens (left
         padding masked, explicit positions), which gives `model.generate`'s tokens: the tests hold
         it to token identity on fixed prompt sets. The cache's layers (`SlackLayer`) write each
@@ -157,10 +179,12 @@ class ChatLLM:
         dynamic KV cache (sliding windows, recurrent state) take `model.generate` batch by batch."""
         if not prompts:
             return []
+        cfgs = per_prompt(cfg, len(prompts))
         rows = max(1, rows or self.max_rows)
         if not self._plain_cache():
-            return [t for i in range(0, len(prompts), rows) for t in self._hf_generate(prompts[i:i + rows], cfg)]
-        eos, limit = set(self.eos_ids), cfg.max_new_tokens
+            return [t for i in range(0, len(prompts), rows)
+                    for t in self._hf_generate(prompts[i:i + rows], cfgs[i:i + rows])]
+        eos = set(self.eos_ids)
         out: list[list[int]] = [[] for _ in prompts]
         waiting = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))[::-1]  # pop() = shortest
         live: list[int] = []  # prompt index of each row of the pool
@@ -170,9 +194,9 @@ class ChatLLM:
             """Append each row's new token; the positions of the rows that go on."""
             keep = []
             for j, (i, t) in enumerate(zip(idx, toks)):
-                if t not in eos:
+                if t not in eos and cfgs[i].max_new_tokens > 0:
                     out[i].append(t)
-                    if len(out[i]) < limit:
+                    if len(out[i]) < cfgs[i].max_new_tokens and not self._stopped(out[i], cfgs[i].stop):
                         keep.append(j)
             return keep
 
@@ -181,7 +205,7 @@ class ChatLLM:
                 take = [waiting.pop() for _ in range(min(rows - len(live), len(waiting)))]
                 c2, m2, logits = self._prefill([prompts[i] for i in take])
                 nxt = logits.argmax(-1)
-                keep = step_done(nxt.tolist(), take) if limit > 0 else []
+                keep = step_done(nxt.tolist(), take)
                 if keep:
                     k = torch.tensor(keep, device=self.device)
                     c2.batch_select_indices(k)
@@ -282,16 +306,23 @@ class ChatLLM:
         return self._plain
 
     @torch.inference_mode()
-    def _hf_generate(self, prompts: list, cfg: DecodeConfig) -> list[list[int]]:
+    def _hf_generate(self, prompts: list, cfg: Decoding) -> list[list[int]]:
         """`model.generate` on one left-padded batch (ids or embeddings): the reference `_greedy`
-        is tested against, and the path of models with other caches."""
+        is tested against, and the path of models with other caches. Rows with a shorter cap or a
+        stop string are trimmed to what they would have generated alone (`trim_ids`)."""
+        cfgs = per_prompt(cfg, len(prompts))
+        longest = DecodeConfig(max(c.max_new_tokens for c in cfgs))
+        if longest.max_new_tokens == 0:
+            return [[] for _ in prompts]
         x, mask = self._left_pad(prompts)
         if isinstance(prompts[0], torch.Tensor):  # with inputs_embeds only, generate returns just the new tokens
-            return cut_at_eos(self.model.generate(inputs_embeds=x, attention_mask=mask, **self._gen_kwargs(cfg)),
-                              self.eos_ids)
-        ids = x
-        out = self.model.generate(input_ids=ids, attention_mask=mask, **self._gen_kwargs(cfg))
-        return cut_at_eos(out[:, ids.shape[1]:], self.eos_ids)
+            new = cut_at_eos(self.model.generate(inputs_embeds=x, attention_mask=mask, **self._gen_kwargs(longest)),
+                             self.eos_ids)
+        else:
+            out = self.model.generate(input_ids=x, attention_mask=mask, **self._gen_kwargs(longest))
+            new = cut_at_eos(out[:, x.shape[1]:], self.eos_ids)
+        decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
+        return [trim_ids(t, c, decode) for t, c in zip(new, cfgs)]
 
     def embed(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Token embeddings (T, D) of `ids`: how typed text enters an embedding sequence."""

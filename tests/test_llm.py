@@ -183,3 +183,41 @@ def test_slack_kv_layer_writes_in_place_and_holds_what_concatenation_holds():
     ref.keys, ref.values = torch.cat([extra, ref.keys], 2), torch.cat([extra, ref.values], 2)
     step(2, b=1)
     assert layer.get_seq_length() == ref.get_seq_length()
+
+
+def test_each_prompt_decodes_to_its_own_length_and_stop_string(tiny):
+    """Per-prompt configs (a task's answer length and stop strings): each answer is what its prompt gives
+    alone under its config, on the continuous-batching path and on `model.generate`'s: at most its
+    `max_new_tokens`, its ids ending with the token that completes a stop string, its text cut before it."""
+    from systems.common import cut_at_stop, trim_ids
+
+    prompts = [tiny.prompt_ids(_msgs(q)) for q in PROMPTS * 2]
+    full = tiny.generate_ids(prompts, DecodeConfig(16))
+    decode = lambda ids: tiny.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    # a character an answer holds after it opens: it must end that answer there
+    k, stop = next((k, ch) for k, f in enumerate(full) for ch in decode(f).lstrip()[2:]
+                   if ch.isascii() and ch.isprintable() and ch.strip())
+    cfgs = [DecodeConfig(16, (stop,)) if j % 2 == k % 2 else DecodeConfig(3 + j % 5) for j in range(len(prompts))]
+    want = [trim_ids(f, c, decode) for f, c in zip(full, cfgs)]
+    assert all(len(w) == min(len(f), c.max_new_tokens) for f, w, c in zip(full, want, cfgs) if not c.stop)
+    assert len(want[k]) < len(full[k]) and cut_at_stop(decode(want[k][:-1]), (stop,)) is None
+    for rows in (1, 3, 64):
+        assert tiny.generate_ids(prompts, cfgs, rows) == want, rows
+    tiny._plain = False  # `model.generate`, then trimmed
+    try:
+        assert tiny.generate_ids(prompts, cfgs, 4) == want
+    finally:
+        tiny._plain = None
+    answers = tiny.answers(want, cfgs)
+    assert answers[k] == (cut_at_stop(decode(want[k]), (stop,)).strip(), len(want[k]))
+    assert not any(stop in text for (text, _), c in zip(answers, cfgs) if c.stop)
+    assert [n for _, n in tiny.generate([_msgs(q) for q in PROMPTS * 2], cfgs)] == [len(w) for w in want]
+
+
+def test_stop_strings_count_only_after_the_answer_opens():
+    from systems.common import cut_at_stop
+
+    assert cut_at_stop("\n\nParis.\nThe capital", ("\n",)) == "Paris."
+    assert cut_at_stop("Paris.", ("\n",)) is None
+    assert cut_at_stop("a b. c d", (".", " c")) == "a b"
+

@@ -48,6 +48,7 @@ def test_run_writes_tables_and_records_failures(capsys, tmp_path, fakes_register
     assert len(failed) == 1 and "cannot answer" in failed[0]["error"]
     meta = json.loads((run_dir / "config.json").read_text())
     assert meta["status"] == "finished" and meta["packages"]["torch"] and "seed" in meta["config"]
+    assert meta["decoding"] == {"fake-qa": {"max_new_tokens": 64, "greedy": True}}  # each task's, in the record
     assert set(meta["fingerprints"]) == {"fake", "echo"}
     assert "| fake |" in (run_dir / "table.md").read_text()
     first = log.read_text().splitlines()
@@ -245,3 +246,34 @@ def test_locked_cache_is_a_clear_error(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_tasks_answer_length_reaches_the_system_and_the_cache_key(tmp_path):
+    """A task that declares its answer length and stop strings: every system is asked for them in its
+    requests, they are part of the output's cache key (a change generates again) and the run's cap still
+    applies where smaller; a task that declares none keeps the keys it had."""
+    from bench.cache import OutputCache
+    from bench.runner import GenStats, gen_config, generate, slots_for, task_gen_config
+    from tests.fakes import FakeQA, FakeSystem
+
+    class ShortQA(FakeQA):
+        max_new_tokens, stop = 8, ("\n",)
+
+    class Recorder(FakeSystem):
+        def generate_batch(self, requests):
+            self.asked = [(r.max_new_tokens, r.stop) for r in requests]
+            return super().generate_batch(requests)
+
+    short, plain = ShortQA(4), FakeQA(4)
+    assert task_gen_config(plain, 64) == gen_config(64) == {"max_new_tokens": 64, "greedy": True}
+    assert task_gen_config(short, 64) == {"max_new_tokens": 8, "greedy": True, "stop": ["\n"]}
+    assert task_gen_config(short, 4)["max_new_tokens"] == 4
+    items = short.items()
+    keys = lambda gconf: [s.key for s in slots_for("fp", short, items, ["clean"], gconf)]  # noqa: E731
+    assert len({*keys(task_gen_config(short, 64)), *keys(task_gen_config(plain, 64)),
+                *keys(task_gen_config(short, 4))}) == 3 * len(items)
+    system, cache = Recorder(), OutputCache(tmp_path / "c.sqlite")
+    gconf = task_gen_config(short, 64)
+    generate(system, short, slots_for(system.fingerprint(), short, items, ["clean"], gconf), cache, gconf, 4,
+             GenStats(), progress=False)
+    assert system.asked == [(8, ("\n",))] * len(items)

@@ -379,3 +379,22 @@ def test_text_served_cannot_hear_audio_and_says_so(text_server):
     _, server = text_server
     with pytest.raises(EndpointError, match="HTTP 400 .*text cannot answer this request: .*no gold transcript"):
         _client(server.url, "text", retries=2).generate_batch([Request(Turn("user", audio=_tone()))])
+
+
+def test_a_request_asks_for_its_tasks_answer_length_and_the_server_honours_it(flaky):
+    """A run's endpoint sends each request's answer length and stop strings (its task's); `serve` takes a
+    length up to its own cap and the stop strings into the request, and refuses a longer one."""
+    url = f"http://127.0.0.1:{flaky.server_address[1]}/v1"
+    client = _client(url, "m")
+    client.generate_batch([Request(Turn("user", text="hi"), max_new_tokens=8, stop=("\n",))])
+    client.generate_batch([Request(Turn("user", text="hi"))])
+    assert [(b["max_tokens"], b.get("stop")) for b in flaky.bodies[-2:]] == [(8, ["\n"]), (16, None)]
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    req = parse_chat({**body, "max_tokens": 8, "stop": "\n"}, "m", 16, Limits())
+    assert (req.max_new_tokens, req.stop) == (8, ("\n",))
+    assert parse_chat(body, "m", 16, Limits()).max_new_tokens is None
+    from bench.serve import ApiError
+
+    for bad in ({"max_tokens": 17}, {"max_tokens": 0}, {"max_tokens": "8"}, {"stop": ["a"] * 5}, {"stop": [""]}):
+        with pytest.raises(ApiError):
+            parse_chat({**body, **bad}, "m", 16, Limits())

@@ -64,10 +64,11 @@ class AudioChatLlamaSystem(System):
         t0 = time.perf_counter()
         embeds = self.model.request_embeds(requests)
         t1 = time.perf_counter()
+        cfgs = [self.cfg.for_request(r) for r in requests]
         if self.remote is not None:  # the frozen LLM's decode on the server, from these embeddings
-            answers = [(g.text.strip(), g.tokens) for g in self.remote.complete_embeds(embeds)]
+            answers = [(g.text.strip(), g.tokens) for g in self.remote.complete_embeds(embeds, cfgs)]
         else:
-            answers = self.model.llm.answers(self.model.llm.generate_embeds(embeds, self.cfg))
+            answers = self.model.llm.answers(self.model.llm.generate_embeds(embeds, cfgs), cfgs)
         t2 = time.perf_counter()
         n = max(len(requests), 1)
         return [Generation(text=text, tokens=k, seconds={"encoder": (t1 - t0) / n, "llm": (t2 - t1) / n})
