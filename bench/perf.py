@@ -37,12 +37,15 @@ def system_perf(systems: list[str], task_name: str, limit: int, batch_sizes: lis
         system.generate_batch(requests[:1])  # warm-up: weights loaded, first-call costs paid
         one = None  # items/s at batch 1 (the VoiceBench loop), where measured
         for bs in batch_sizes:
+            forget = getattr(system, "forget", lambda: None)  # (a cascade remembers transcripts: each pass hears anew)
+            forget()
             t_bare, tokens = 0.0, 0
             for i in range(0, len(requests), bs):
                 t0 = time.perf_counter()
                 gens = system.generate_batch(requests[i:i + bs])
                 t_bare += time.perf_counter() - t0
                 tokens += sum(g.tokens for g in gens)
+            forget()
             with tempfile.TemporaryDirectory() as tmp:
                 plan = Plan(systems=[name], tasks=[task_name], limit=limit, batch_size=bs, output_dir=tmp,
                             max_new_tokens=cap, llm=options.get("llm"))

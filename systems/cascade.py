@@ -26,32 +26,53 @@ DEFAULT_TOKEN_CTC = CHECKPOINTS / "token-ctc-smollm2"
 DEFAULT_WHISPER_TOKEN_CTC = CHECKPOINTS / "token-ctc-whisper-smollm2"
 
 
+def _digest(audio: Audio) -> tuple:
+    """What identifies a clip's speech: its samples and rate."""
+    return hashlib.blake2b(audio.samples.tobytes(), digest_size=16).digest(), audio.sample_rate
+
+
 class Cascade(System):
     name = "cascade"
 
+    heard_max = 4096  # transcripts remembered (`_transcribe`)
+
     def __init__(self, asr, llm, cfg: DecodeConfig = DecodeConfig(), warn: bool = True):
         self.asr, self.llm, self.cfg, self.warn = asr, llm, cfg, warn
+        self._heard: dict[tuple, str] = {}  # audio digest → transcript, this process's
 
     def fingerprint(self) -> str:
         blob = json.dumps({"class": "Cascade/2", "asr": self.asr.identity, "llm": self.llm.identity,
                            "warning": TRANSCRIPT_WARNING if self.warn else None, **self.cfg.as_dict()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def forget(self) -> None:
+        """Drop the remembered transcripts (`perf` times the ASR on every pass over the same clips)."""
+        self._heard.clear()
+
     def prompt_counter(self):
         # a spoken turn becomes its transcript: ~3 LLM tokens a second of speech (FACTS.md), 4 to be safe
         return llm_prompt_counter(self.llm, 4.0, self._system_prompt)
 
     def _transcribe(self, requests: Sequence[Request]) -> tuple[dict[int, str], dict[int, float], dict[str, float]]:
-        """Hypotheses for every spoken user turn of every request, in one batched ASR call.
+        """Hypotheses for every spoken user turn of every request, in one batched ASR call for the
+        audio not heard before: a clip's transcript is remembered by its samples, so the same speech
+        (response-ppl scores the spoken-QA clips; a conversation's earlier turns) is recognised once.
         Returns ({id(turn): text}, {id(turn): seconds of audio}, ASR seconds: {"asr": total, and the
         ASR's own stages as "asr.encoder", ... where it reports them (`last_seconds`)})."""
         turns = [t for r in requests for t in (*r.history, r.turn) if t.role == "user" and isinstance(t.audio, Audio)]
+        keys = [_digest(t.audio) for t in turns]
+        new = {k: t.audio for k, t in zip(keys, turns) if k not in self._heard}
         t0 = time.perf_counter()
-        texts = self.asr.transcribe([t.audio for t in turns]) if turns else []
+        texts = self.asr.transcribe(list(new.values())) if new else []
         secs = {"asr": time.perf_counter() - t0}
-        if turns:
+        if new:
             secs.update({f"asr.{k}": v for k, v in (getattr(self.asr, "last_seconds", None) or {}).items()})
-        return ({id(t): h for t, h in zip(turns, texts)}, {id(t): t.audio.seconds for t in turns}, secs)
+        got = dict(zip(new, texts))
+        hyps = {id(t): got[k] if k in got else self._heard[k] for t, k in zip(turns, keys)}
+        while self._heard and len(self._heard) + len(got) > self.heard_max:
+            del self._heard[next(iter(self._heard))]  # the oldest first
+        self._heard.update(got)
+        return hyps, {id(t): t.audio.seconds for t in turns}, secs
 
     def _view(self, hyps: dict[int, str]):
         def view(t: Turn) -> str:

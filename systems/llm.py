@@ -297,7 +297,7 @@ class ChatLLM:
             from transformers.cache_utils import DynamicLayer
 
             params = inspect.signature(self.model.forward).parameters
-            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+            self._cache_kw = cache_keyword(self.model)
             self._keep_kw = "logits_to_keep" in params
             cache = DynamicCache(config=self.model.config)
             with torch.inference_mode():
@@ -420,6 +420,14 @@ def _slack_layer_class():
                 super().batch_select_indices(indices)
 
     return SlackLayer
+
+
+def cache_keyword(module) -> str:
+    """The name a transformers model's forward gives its KV-cache argument (`cache`, or the older
+    `past_key_values`)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 def common_prefix(prompts: list) -> int:

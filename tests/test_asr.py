@@ -148,6 +148,69 @@ def test_cascade_reads_every_spoken_turn_through_asr(tiny):
     assert Cascade(asr, tiny, DecodeConfig(8), warn=False).fingerprint() != c.fingerprint()
 
 
+def test_cascade_hears_each_clip_once(tiny):
+    """The same speech again (response-ppl scores the spoken-QA clips; a turn twice in a batch) takes the
+    transcript already made: one ASR call for the new clips only, none when every clip was heard."""
+    from systems.cascade import Cascade
+    from systems.llm import DecodeConfig
+
+    asr = _FakeASR()
+    c = Cascade(asr, tiny, DecodeConfig(4))
+    clip = lambda n: Turn("user", audio=Audio(np.full(n, 0.1, np.float32)))  # noqa: E731
+    seen: list[list[int]] = []
+    asr.transcribe = lambda audios: seen.append([a.samples.size for a in audios]) or [f"heard {a.samples.size}" for a in audios]
+    first = c.generate_batch([Request(clip(800), transcript_only=True), Request(clip(800), transcript_only=True),
+                              Request(clip(1600), transcript_only=True)])
+    again = c.score_batch([(Request(clip(1600)), "ok"), (Request(clip(800)), "ok")])
+    assert seen == [[800, 1600]] and len(again) == 2
+    assert [g.transcript for g in first] == ["heard 800", "heard 800", "heard 1600"]
+    c.generate_batch([Request(clip(2400), transcript_only=True), Request(clip(800), transcript_only=True)])
+    assert seen[-1] == [2400]
+    c.forget()
+    c.heard_max = 1  # the oldest transcripts go first
+    c.generate_batch([Request(clip(800), transcript_only=True)])
+    c.generate_batch([Request(clip(1600), transcript_only=True), Request(clip(800), transcript_only=True)])
+    assert seen[-2:] == [[800], [1600]] and len(c._heard) == 1
+
+
+def test_whisper_decodes_each_clip_as_it_would_alone(monkeypatch):
+    """Whisper pads a clip by its own length (8 s, or its length rounded up to 4 s) and caps its transcript
+    by its own length, so a transcript never depends on the clips decoded beside it; clips of one padded
+    length decode together."""
+    from systems.asr import whisper as W
+
+    asr = W.WhisperASR.__new__(W.WhisperASR)
+    asr.pad_seconds, asr.bucket_seconds, asr.max_new_tokens = 8.0, 4.0, 128
+    calls = []
+
+    def encode(audios, min_seconds=None):  # (B, frames / 2, 1): each row says how long its input was padded
+        calls.append((len(audios), min_seconds))
+        n = int(round(max(min_seconds, *(a.seconds for a in audios)) * 100)) // 2
+        return torch.full((len(audios), n, 1), float(n))
+
+    class Model:  # "generates" max_new_tokens tokens that name the encoder length (no EOT)
+        device = "cpu"
+
+        def generate(self, encoder_outputs, decoder_input_ids, max_new_tokens, **kw):
+            n = encoder_outputs.last_hidden_state[:, 0, 0].long()
+            return torch.cat([decoder_input_ids, (n[:, None] % 1000).repeat(1, max_new_tokens)], 1)
+
+    class Tok:
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join(f"w{t}x{k}" for k, t in enumerate(ids))  # (no loops to cut)
+
+    asr.encode, asr.model, asr.tokenizer = encode, Model(), Tok()
+    secs = [1.0, 3.5, 7.9, 9.0, 11.5, 12.5, 20.0, 2.0]
+    audios = [Audio(np.full(int(s * 16000), 0.1, np.float32)) for s in secs]
+    together = asr.transcribe(audios)
+    assert sorted(calls) == sorted([(4, 8.0), (2, 12.0), (1, 16.0), (1, 20.0)])  # one call per padded length
+    calls.clear()
+    alone = [asr.transcribe([a])[0] for a in audios]
+    assert together == alone
+    assert [len(t.split()) for t in together] == [min(128, int(6 * s) + 10) for s in secs]
+    assert asr.padded_seconds(audios[3]) == 12.0 and asr.padded_seconds(audios[0]) == 8.0
+
+
 def test_cascade_without_checkpoint_says_how_to_get_one(tmp_path):
     from bench.plugins import Context
     from systems.cascade import ctc_asr

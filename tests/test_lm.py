@@ -161,6 +161,7 @@ def test_llm_rescoring_of_the_n_best(tmp_path):
     assert set(together) == set(texts) and all(v < 0 for v in together.values())
     assert together == pytest.approx(alone, abs=1e-4)  # a shared prefix run once scores as the text alone
     assert rescorer.log_probs([texts], batch=64) == pytest.approx(alone, abs=1e-4)  # one group, one chunk
+    assert rescorer.log_probs(groups, batch=1, width=3) == pytest.approx(alone, abs=1e-4)  # many rows, one a forward
     # the cached template prefix gives what scoring the whole user turn from scratch gives
     text = llm.tokenizer.apply_chat_template([{"role": "user", "content": "\x00"}], tokenize=False)
     prefix = llm.embed(llm.tokenizer(text[: text.index("\x00")], add_special_tokens=False)["input_ids"])

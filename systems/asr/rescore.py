@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from systems.llm import ChatLLM, common_prefix
+from systems.llm import ChatLLM, cache_keyword
 
 
 @dataclass(frozen=True)
@@ -45,79 +45,64 @@ class LLMRescorer:
         return self._prefix_state
 
     @torch.inference_mode()
-    def log_probs(self, groups: Sequence[Sequence[str]], batch: int = 32, columns: int = 8192) -> dict[str, float]:
+    def log_probs(self, groups: Sequence[Sequence[str]], batch: int = 8, width: int = 256) -> dict[str, float]:
         """{text: LLM log-probability} for the texts of every group (an utterance's N best: texts that
         mostly open alike), after the template's cached prefix (computed once).
 
-        A group's texts are scored in token order, one per forward, each continuing the keys and values
-        of the text before it up to where the two part (a trie walked depth first): only each text's
-        own rest is run (and the one token before it, whose logits predict the rest's first). Groups
-        run side by side, one row each (at most `batch` rows and `columns` cached positions in all);
-        a row's cache keeps what earlier texts computed, and its mask shows it only its own path."""
+        The texts' tokens form one trie (texts that open alike, in one group or in several, share
+        their first nodes), and each node that some text continues is run once: its logits give its
+        children's log-probabilities (a text's first token's come from the prefix's logits, its last
+        token, the end of turn, is never run). Nodes go into rows of about `width` tokens, whole subtrees
+        depth first, `batch` rows a forward; a node sits at the position of its depth after the prefix
+        and attends to the prefix and its own ancestors only (a tree mask), so every text's tokens see
+        exactly what they would see alone."""
         cache, first = self._prefix()
-        jobs = []  # per group: [(text, its token ids, how many tokens it shares with the text before)]
+        texts: dict[str, list[int]] = {}
         for g in groups:
             if isinstance(g, str):
                 raise TypeError("log_probs takes groups of texts (lists of str), not texts")
-            order = sorted((self.llm.target_ids(t or " "), t) for t in dict.fromkeys(g))
-            jobs.append([(t, ids, common_prefix([ids, prev]) if k else 0)
-                         for k, ((ids, t), (prev, _)) in enumerate(zip(order, [order[0]] + order))])
-        width = lambda job: sum(len(ids) - max(0, l - 1) for _, ids, l in job)
-        jobs = sorted((j for j in jobs if j), key=width)
-        out: dict[str, float] = {}
-        i = 0
-        while i < len(jobs):
-            k = i + 1
-            while k < len(jobs) and k - i < batch and (k + 1 - i) * width(jobs[k]) <= columns:
-                k += 1
-            out.update(self._walk(jobs[i:k], cache, first))
-            i = k
-        return out
+            for t in g:
+                texts.setdefault(t, self.llm.target_ids(t or " "))
+        trie = _Trie(texts.values())
+        logp = {n: float(first[trie.token[n]]) for n in trie.kids[0].values()}  # node → log p(its token | path)
+        rows = trie.rows(width)
+        for i in range(0, len(rows), batch):
+            logp.update(self._run(trie, rows[i:i + batch], cache))
+        return {t: sum(logp[n] for n in trie.path(ids)) for t, ids in texts.items()}
 
-    def _walk(self, jobs, cache, first: torch.Tensor) -> dict[str, float]:
-        dev, pad = self.llm.device, self.llm.pad_id
-        T = cache.get_seq_length()
+    def _run(self, trie: "_Trie", rows: list[list[int]], cache) -> dict[int, float]:
+        """One forward over `rows` (trie nodes, whole subtrees): the log-probability of every child of
+        every node run."""
+        dev, T = self.llm.device, cache.get_seq_length()
+        L = max(map(len, rows))
+        ids = torch.full((len(rows), L), self.llm.pad_id, dtype=torch.long)
+        pos = torch.full((len(rows), L), T, dtype=torch.long)
+        mask = torch.zeros((len(rows), 1, L, T + L), dtype=torch.bool)
+        mask[..., :T] = True  # the prefix; a padding position sees only it
+        for r, nodes in enumerate(rows):
+            col = {n: c for c, n in enumerate(nodes)}
+            for c, n in enumerate(nodes):
+                ids[r, c], pos[r, c] = trie.token[n], T + trie.depth[n] - 1
+                a = n
+                while a:  # the node and its ancestors (a subtree's root is a child of the trie's root)
+                    mask[r, 0, c, T + col[a]] = True
+                    a = trie.parent[a]
         past = copy.deepcopy(cache)
-        past.batch_repeat_interleave(len(jobs))
-        rows = list(range(len(jobs)))  # the groups still walking, one cache row each
-        cols = [[] for _ in jobs]  # per group: the cache column of each token of its current path
-        sums = [[0.0] for _ in jobs]  # per group: log-prob of its current path's first p tokens, p = 0, 1, ...
-        out, C, step = {}, T, 0
-        while rows:
-            segs = []
-            for r in rows:
-                t, ids, l = jobs[r][step]  # l: tokens shared with the text before (0: none; else >= 1)
-                start = max(0, l - 1)  # the shared token before the rest is run again: its logits predict the rest
-                segs.append((t, ids, l, start, ids[start:]))
-            W = max(len(sg) for *_, sg in segs)
-            ids_t = torch.full((len(rows), W), pad, dtype=torch.long, device=dev)
-            mask = torch.zeros((len(rows), C + W), dtype=torch.long, device=dev)
-            mask[:, :T] = 1
-            pos = torch.zeros((len(rows), W), dtype=torch.long, device=dev)
-            for j, (r, (_, _, _, start, sg)) in enumerate(zip(rows, segs)):
-                ids_t[j, : len(sg)] = torch.tensor(sg)
-                mask[j, cols[r][:start]] = 1
-                mask[j, C: C + len(sg)] = 1
-                pos[j] = torch.arange(start, start + W, device=dev) + T
-            logp = torch.log_softmax(self.llm.model(input_ids=ids_t, attention_mask=mask, position_ids=pos,
-                                                    cache=past).logits.float(), -1)
-            for j, (r, (t, ids, l, start, sg)) in enumerate(zip(rows, segs)):
-                if l == 0:  # the whole text: its first token from the template's last logits
-                    gained = [float(first[ids[0]])] + logp[j, : len(sg) - 1].gather(1, ids_t[j, 1: len(sg), None])[:, 0].tolist()
-                    sums[r] = [0.0]
-                else:  # logits at the re-run token predict the rest
-                    gained = logp[j, : len(sg) - 1].gather(1, ids_t[j, 1: len(sg), None])[:, 0].tolist()
-                    sums[r] = sums[r][: l + 1]
-                for g in gained:
-                    sums[r].append(sums[r][-1] + g)
-                cols[r] = cols[r][:start] + list(range(C, C + len(sg)))
-                out[t] = sums[r][-1]
-            C, step = C + W, step + 1
-            going = [j for j, r in enumerate(rows) if step < len(jobs[r])]
-            if len(going) < len(rows):
-                if going:
-                    past.batch_select_indices(torch.tensor(going, device=dev))
-                rows = [rows[j] for j in going]
+        past.batch_repeat_interleave(len(rows))
+        decoder = self.llm.model.get_decoder()
+        hidden = decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                         **{cache_keyword(decoder): past}, use_cache=True).last_hidden_state
+        run = [(r, c, n) for r, nodes in enumerate(rows) for c, n in enumerate(nodes)]
+        head = self.llm.model.get_output_embeddings()
+        out: dict[int, float] = {}
+        for k in range(0, len(run), 256):  # the LM head only where a child is predicted, a few hundred at a time
+            part = run[k:k + 256]
+            h = hidden[torch.tensor([r for r, _, _ in part]), torch.tensor([c for _, c, _ in part])]
+            lp = torch.log_softmax(head(h).float(), -1)
+            for (_, _, n), row in zip(part, lp):
+                kids = list(trie.kids[n].values())
+                got = row[torch.tensor([trie.token[x] for x in kids], device=row.device)].tolist()
+                out.update(zip(kids, got))
         return out
 
     @staticmethod
@@ -126,3 +111,48 @@ class LLMRescorer:
 
     def __call__(self, nbest: Sequence[Sequence[tuple[str, float]]]) -> list[str]:
         return self.pick(nbest, self.log_probs([[t for t, _ in n] for n in nbest]), self.cfg.weight)
+
+
+class _Trie:
+    """The token trie of a set of texts: node 0 the root (the end of the prefix); each other node a
+    token after its parent's path."""
+
+    def __init__(self, seqs):
+        self.token, self.parent, self.depth, self.kids = [-1], [0], [0], [{}]
+        for ids in seqs:
+            n = 0
+            for x in ids:
+                if x not in self.kids[n]:
+                    self.kids[n][x] = len(self.token)
+                    self.token.append(x)
+                    self.parent.append(n)
+                    self.depth.append(self.depth[n] + 1)
+                    self.kids.append({})
+                n = self.kids[n][x]
+
+    def path(self, ids) -> list[int]:
+        """The nodes of a text's tokens."""
+        out, n = [], 0
+        for x in ids:
+            n = self.kids[n][x]
+            out.append(n)
+        return out
+
+    def rows(self, width: int) -> list[list[int]]:
+        """The nodes that have children, in rows: each subtree of the root whole (depth first), packed
+        into rows of at most `width` nodes (a larger subtree alone in its row)."""
+        rows: list[list[int]] = []
+        for top in sorted(self.kids[0].values(), key=lambda n: self.token[n]):
+            nodes, stack = [], [top]
+            while stack:
+                n = stack.pop()
+                if self.kids[n]:
+                    nodes.append(n)
+                    stack.extend(sorted(self.kids[n].values(), key=lambda m: -self.token[m]))
+            if not nodes:
+                continue
+            if rows and len(rows[-1]) + len(nodes) <= width:
+                rows[-1].extend(nodes)
+            else:
+                rows.append(nodes)
+        return rows

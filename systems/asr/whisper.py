@@ -8,11 +8,13 @@ CTranslate2 zeros for it are dropped.
 
 `WhisperASR.transcribe` runs the encoder on the real clip length (padding to `pad_seconds`, default
 8 s, instead of Whisper's 30 s: on short clips 30 s of padding invites repetition loops, and costs
-~7× more compute), slicing the positional embedding accordingly.
+~7× more compute), slicing the positional embedding accordingly; each clip is padded and capped by its
+own length, so clips of the same padded length decode together, many at a time.
 """
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zipfile
 from pathlib import Path
@@ -156,7 +158,7 @@ WHISPER_BASE = Asset(
     build=_build, size_mb=133)
 
 SOT, EN, TRANSCRIBE, NO_TIMESTAMPS, EOT = 50258, 50259, 50359, 50363, 50257
-DECODING = "greedy;max_tokens=6/s+10;loop-cut"  # part of the identity: changing decoding changes cache keys
+DECODING = "greedy;max_tokens=6/s+10;loop-cut;pad=8s,4s-buckets"  # part of the identity: changing decoding changes cache keys
 TOKENS_PER_SECOND = 6  # English speech runs at ~3-4 Whisper tokens a second: more is a repetition loop
 
 
@@ -188,7 +190,7 @@ class WhisperASR:
     """Whisper behind the ASR interface: `transcribe(list[Audio]) -> list[str]` (greedy, English)."""
 
     def __init__(self, path: Path, identity: str, device: str = "cpu", pad_seconds: float = 8.0,
-                 max_new_tokens: int = 128):
+                 max_new_tokens: int = 128, bucket_seconds: float = 4.0):
         from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
         from transformers.utils import logging as hf_logging
 
@@ -197,6 +199,7 @@ class WhisperASR:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.fe = WhisperFeatureExtractor.from_pretrained(path)
         self.identity, self.pad_seconds, self.max_new_tokens = identity, pad_seconds, max_new_tokens
+        self.bucket_seconds = bucket_seconds
         gc = self.model.generation_config
         gc.max_length, gc.max_new_tokens, gc.do_sample, gc.num_beams = None, max_new_tokens, False, 1
         gc.pad_token_id = gc.eos_token_id = EOT
@@ -224,28 +227,46 @@ class WhisperASR:
             x = layer(x, attention_mask=None)
         return enc.layer_norm(x)
 
+    def padded_seconds(self, audio: Audio) -> float:
+        """The length a clip's encoder input is padded to: `pad_seconds`, or for a longer clip its length
+        rounded up to a multiple of `bucket_seconds` (clips of one bucket decode together), at most 30 s.
+        A clip's own, never its batch's: a transcript does not depend on the clips decoded beside it."""
+        if audio.seconds <= self.pad_seconds:
+            return self.pad_seconds
+        return min(30.0, math.ceil(audio.seconds / self.bucket_seconds) * self.bucket_seconds)
+
+    def token_cap(self, audio: Audio) -> int:
+        """How many tokens a clip's transcript may take (more is a repetition loop)."""
+        return min(self.max_new_tokens, int(TOKENS_PER_SECOND * audio.seconds) + 10)
+
     @inference_mode
-    def transcribe(self, audios: Sequence[Audio], batch_size: int = 8) -> list[str]:
+    def transcribe(self, audios: Sequence[Audio], batch_size: int = 32) -> list[str]:
+        """Greedy transcripts. Clips padded to the same length (`padded_seconds`: the short ones all to
+        `pad_seconds`) are decoded together, up to `batch_size` at a time; each transcript is cut at its
+        own clip's `token_cap`."""
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
-        order = sorted(range(len(audios)), key=lambda i: audios[i].samples.size)
+        frames = [int(round(self.padded_seconds(a) * 100)) for a in audios]
+        order = sorted(range(len(audios)), key=lambda i: (frames[i], audios[i].samples.size))
         out = [""] * len(audios)
         clock = StageClock()  # `last_seconds`: the call's stages
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
+        s = 0
+        while s < len(order):
+            idx = [i for i in order[s:s + batch_size] if frames[i] == frames[order[s]]]
+            s += len(idx)
             with clock("encoder"):
-                states = self.encode([audios[i] for i in idx])
+                states = self.encode([audios[i] for i in idx], min_seconds=self.padded_seconds(audios[idx[0]]))
             prompt = torch.tensor([[SOT, EN, TRANSCRIBE, NO_TIMESTAMPS]] * len(idx), device=self.model.device)
-            cap = min(self.max_new_tokens, int(TOKENS_PER_SECOND * max(audios[i].seconds for i in idx)) + 10)
+            caps = [self.token_cap(audios[i]) for i in idx]
             with clock("decode"):
                 gen = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                                          decoder_input_ids=prompt, max_new_tokens=cap,
+                                          decoder_input_ids=prompt, max_new_tokens=max(caps),
                                           decoder_attention_mask=torch.ones_like(prompt))
             # Whisper's generate may or may not echo the prompt: strip it only where it is there
             skip = prompt.shape[1] if gen.shape[1] >= prompt.shape[1] and bool((gen[:, :prompt.shape[1]] == prompt).all()) else 0
-            for row, i in enumerate(idx):
-                ids = [t for t in gen[row, skip:].tolist() if t < EOT]  # text tokens only
+            for row, (i, cap) in enumerate(zip(idx, caps)):
+                ids = [t for t in gen[row, skip:skip + cap].tolist() if t < EOT]  # text tokens only
                 out[i] = cut_loops(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
         self.last_seconds = clock.seconds
         return out
