@@ -102,12 +102,29 @@ def _parser() -> argparse.ArgumentParser:
     pf.add_argument("--max-new-tokens", type=int, default=48)
     pf.add_argument("--batch-sizes", default="1,8,32,64")
     pf.add_argument("--repeats", type=int, default=1, help="alternating repeats; the best of each is kept")
+    pf.add_argument("--attn", choices=["sdpa", "eager"], help="the LLM's attention implementation (a lever; "
+                    "default: transformers' choice, sdpa)")
+    pf.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the LLM's dtype (a lever)")
+    pf.add_argument("--threads", type=int, help="torch intra-op threads (a lever; default: torch's, the cores)")
+    pf.add_argument("--interop-threads", type=int, help="torch inter-op threads (a lever; default: torch's)")
+    pf.add_argument("--no-one-at-a-time", dest="one_at_a_time", action="store_false",
+                    help="skip the one-item-at-a-time loop (quicker lever measurements)")
     pf.add_argument("--output", default=None, help="where to write the table (default results/perf_llm.md or "
                     "results/perf_systems.md)")
     return p
 
 
+def quiet_threads() -> None:
+    """OpenMP threads that sleep while they wait (`OMP_WAIT_POLICY=PASSIVE`) unless the user chose a
+    policy: on a machine whose cores other processes share, spinning workers wait for a descheduled peer
+    at every operation, and a decode step took 2.7x longer (results/perf_llm.md). Read once, when
+    torch loads OpenMP: so before torch is imported (this process and the ones it starts)."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_threads()
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # only plug-in tools take options the parser does not know (`data responses --help`)
@@ -342,6 +359,9 @@ def cmd_train(args) -> int:
     return trainers().get(args.recipe)(args.args)
 
 
+KEPT_SECTION = "\n## "  # `perf` rewrites its table and keeps the file's sections from the first `## ` heading on
+
+
 def cmd_perf(args) -> int:
     from bench.registry import parse_list
 
@@ -355,11 +375,15 @@ def cmd_perf(args) -> int:
         from bench.plugins import tools
 
         table = tools().get("llm-perf")(args.llm, n_prompts=args.prompts, max_new_tokens=args.max_new_tokens,
-                               batch_sizes=sizes, repeats=args.repeats)
+                                        batch_sizes=sizes, repeats=args.repeats, attn=args.attn, dtype=args.dtype,
+                                        threads=args.threads, interop_threads=args.interop_threads,
+                                        one_at_a_time=args.one_at_a_time)
     print(table)
     out = Path(args.output or ("results/perf_systems.md" if args.systems else "results/perf_llm.md"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table)
+    old = out.read_text() if out.exists() else ""
+    kept = old[old.index(KEPT_SECTION):] if KEPT_SECTION in old else ""  # notes written by hand below the table
+    out.write_text(table + ("\n" + kept if kept else ""))
     print(out)
     return 0
 

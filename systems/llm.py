@@ -81,8 +81,10 @@ class ChatLLM:
 
     @classmethod
     def load(cls, spec: str = DEFAULT_LLM, dtype: str = "float32", device: str = "cpu",
-             trust_remote_code: bool = False) -> "ChatLLM":
-        """Resolve `spec` (fetching embedded weights if needed); the weights load on first use."""
+             trust_remote_code: bool = False, attn_implementation: str | None = None) -> "ChatLLM":
+        """Resolve `spec` (fetching embedded weights if needed); the weights load on first use.
+        `attn_implementation`: transformers' choice where None (scaled-dot-product attention for the
+        embedded models; `eager` measured slower in results/perf_llm.md, same tokens)."""
         path, identity = resolve_llm(spec)
 
         def loader():
@@ -93,8 +95,9 @@ class ChatLLM:
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             if tok.chat_template is None:
                 raise ValueError(f"{spec}: the tokenizer has no chat template; a chat (instruct) model is needed")
+            attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
             model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+                path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True, **attn
             ).to(device)
             return model, tok
 

@@ -6,11 +6,17 @@ one-item-at-a-time loop (the VoiceBench way), on one fixed prompt set, side by s
 - harness: `ChatLLM.generate` (templating, continuous batching with `batch` rows, decoding).
 
 Tokens are counted the same way for all three (generated tokens up to, not including, the first
-end-of-sequence token) and must agree, since all three decode greedily. The compute bound is this
-machine's fp32 matmul rate (measured here) over the model's 2 × parameters FLOPs per token.
+end-of-sequence token), and the three must generate the same token ids, since all three decode
+greedily: a table is only written when they do. The compute bound is this machine's fp32 matmul
+rate (measured here) over the model's 2 × parameters FLOPs per token.
+
+The levers of results/perf_llm.md are options of the same measurement: `attn` (the model's attention
+implementation), `dtype`, `threads` and `interop_threads` (torch's); the process's OpenMP wait policy
+is set by the CLI (`bench.cli.quiet_threads`: passive unless OMP_WAIT_POLICY is set).
 """
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -63,42 +69,67 @@ def _bare(llm: ChatLLM, ids_list, bs: int, cfg: DecodeConfig) -> tuple[float, li
     return secs, out
 
 
-def _one_at_a_time(llm: ChatLLM, prompts, cfg: DecodeConfig) -> tuple[float, int]:
-    t0, tokens = time.perf_counter(), 0
+def _one_at_a_time(llm: ChatLLM, prompts, cfg: DecodeConfig) -> tuple[float, list[list[int]]]:
+    t0, out = time.perf_counter(), []
     for m in prompts:
         ids = torch.tensor([llm.prompt_ids(m)], device=llm.device)
         with torch.inference_mode():
             gen = llm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **llm._gen_kwargs(cfg))
         new = cut_at_eos(gen[:, ids.shape[1]:], llm.eos_ids)[0]
         llm.tokenizer.decode(new, skip_special_tokens=True)
-        tokens += len(new)
-    return time.perf_counter() - t0, tokens
-
-
-def _harness(llm: ChatLLM, prompts, bs: int, cfg: DecodeConfig) -> tuple[float, list[tuple[str, int]]]:
-    t0 = time.perf_counter()
-    out = llm.generate(prompts, cfg, rows=bs)
+        out.append(new)
     return time.perf_counter() - t0, out
 
 
+def _harness(llm: ChatLLM, prompts, bs: int, cfg: DecodeConfig) -> tuple[float, list[list[int]]]:
+    """`ChatLLM.generate`'s work (template, decode, text), keeping the token ids to compare."""
+    t0 = time.perf_counter()
+    ids = llm.generate_ids([llm.prompt_ids(m) for m in prompts], cfg, rows=bs)
+    llm.answers(ids)
+    return time.perf_counter() - t0, ids
+
+
+def same_tokens(a: list[list[int]], b: list[list[int]]) -> str | None:
+    """None where two loops generated the same ids for every prompt, else where they first differ."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            k = next((j for j, (s, t) in enumerate(zip(x, y)) if s != t), min(len(x), len(y)))
+            return f"prompt {i}, token {k}: {x[k:k + 4]} against {y[k:k + 4]}"
+    return None if len(a) == len(b) else f"{len(a)} against {len(b)} answers"
+
+
 def llm_throughput(spec: str | None = None, n_prompts: int = 64, max_new_tokens: int = 48,
-                   batch_sizes=(1, 8, 32, 64), repeats: int = 1, llm: ChatLLM | None = None) -> str:
-    llm = llm or ChatLLM.load(spec or DEFAULT_LLM)
+                   batch_sizes=(1, 8, 32, 64), repeats: int = 1, llm: ChatLLM | None = None,
+                   attn: str | None = None, dtype: str = "float32", threads: int | None = None,
+                   interop_threads: int | None = None, one_at_a_time: bool = True) -> str:
+    """The table of results/perf_llm.md. `attn`, `dtype`, `threads`, `interop_threads`: the levers (see
+    the module's doc); `one_at_a_time`: False skips that loop (its column then reads –)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if interop_threads:
+        torch.set_num_interop_threads(interop_threads)  # (only before the process's first parallel work)
+    llm = llm or ChatLLM.load(spec or DEFAULT_LLM, dtype=dtype, attn_implementation=attn)
     cfg = DecodeConfig(max_new_tokens)
     prompts = perf_prompts(n_prompts)
     ids_list = [llm.prompt_ids(m) for m in prompts]
     llm.generate(prompts[:2], DecodeConfig(4))  # warm-up: weights loaded, first-call costs paid
     flops = 2 * sum(p.numel() for p in llm.model.parameters())
     bound = matmul_gflops() * 1e9 / flops
-    t1, tok1 = _one_at_a_time(llm, prompts, cfg)
     n = len(prompts)
-    print(f"one at a time: {tok1 / t1:.1f} tok/s, {n / t1:.2f} items/s", file=sys.stderr, flush=True)
+    single = None  # (tok/s, items/s, ids) of the one-at-a-time loop
+    if one_at_a_time:
+        t1, ids1 = _one_at_a_time(llm, prompts, cfg)
+        single = (sum(map(len, ids1)) / t1, n / t1, ids1)
+        print(f"one at a time: {single[0]:.1f} tok/s, {single[1]:.2f} items/s", file=sys.stderr, flush=True)
+    attn_used = getattr(llm.model.config, "_attn_implementation", "?")
     lines = [f"# ChatLLM decoding: {llm.identity}", "",
              f"{n} prompts (open and short questions), greedy, max_new_tokens={max_new_tokens}, torch threads "
-             f"{torch.get_num_threads()}, {platform.processor() or platform.machine()}, best of {repeats}; "
-             f"compute bound {bound:.0f} tok/s ({flops / 1e9:.2f} GFLOP a token at the measured fp32 matmul rate)", "",
-             f"One at a time (template, `generate` on one prompt, decode; the VoiceBench loop): "
-             f"{tok1 / t1:.1f} tok/s, {n / t1:.2f} items/s", "",
+             f"{torch.get_num_threads()} (inter-op {torch.get_num_interop_threads()}), OMP_WAIT_POLICY "
+             f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, attention {attn_used}, "
+             f"{platform.processor() or platform.machine()}, best of {repeats}; compute bound {bound:.0f} tok/s "
+             f"({flops / 1e9:.2f} GFLOP a token at the measured fp32 matmul rate)", "",
+             "One at a time (template, `generate` on one prompt, decode; the VoiceBench loop): " +
+             (f"{single[0]:.1f} tok/s, {single[1]:.2f} items/s" if single else "not measured"), "",
              "| batch | bare tok/s | bare items/s | harness tok/s | harness items/s | harness ÷ bare | "
              "harness ÷ one at a time | harness ÷ bound | tokens |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -109,16 +140,18 @@ def llm_throughput(spec: str | None = None, n_prompts: int = 64, max_new_tokens:
             bare.append(_bare(llm, ids_list, bs, cfg))
             harn.append(_harness(llm, prompts, bs, cfg))
         (b_s, b_out), (h_s, h_out) = min(bare, key=lambda x: x[0]), min(harn, key=lambda x: x[0])
-        bt, ht = sum(map(len, b_out)), sum(k for _, k in h_out)
-        if bt != ht or ht != tok1:
-            raise RuntimeError(f"batch {bs}: the loops generated different token counts "
-                               f"(bare {bt}, harness {ht}, one at a time {tok1})")
-        br, hr = bt / b_s, ht / h_s
+        for name, other in (("bare", b_out), ("one at a time", single[2] if single else h_out)):
+            if (where := same_tokens(h_out, other)) is not None:
+                raise RuntimeError(f"batch {bs}: the harness and the {name} loop generated different tokens ({where})")
+        ht = sum(map(len, h_out))
+        br, hr = ht / b_s, ht / h_s
         best["bare"], best["harness"] = max(best["bare"], (br, bs)), max(best["harness"], (hr, bs))
+        vs_one = f"{hr / single[0]:.2f}" if single else "–"
         lines.append(f"| {bs} | {br:.1f} | {n / b_s:.2f} | {hr:.1f} | {n / h_s:.2f} | {hr / br:.2f} | "
-                     f"{hr / (tok1 / t1):.2f} | {hr / bound:.2f} | {ht} |")
+                     f"{vs_one} | {hr / bound:.2f} | {ht} |")
         print(lines[-1], file=sys.stderr, flush=True)
     (hb, hbs), (bb, bbs) = best["harness"], best["bare"]
     lines += ["", f"Best: harness {hb:.1f} tok/s (batch {hbs}) against bare {bb:.1f} tok/s (batch {bbs}): "
-              f"{hb / bb:.2f}×; against one at a time {hb / (tok1 / t1):.2f}×."]
+              f"{hb / bb:.2f}×" + (f"; against one at a time {hb / single[0]:.2f}×." if single else ".") +
+              " Same token ids from every loop."]
     return "\n".join(lines) + "\n"

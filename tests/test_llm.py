@@ -221,3 +221,30 @@ def test_stop_strings_count_only_after_the_answer_opens():
     assert cut_at_stop("Paris.", ("\n",)) is None
     assert cut_at_stop("a b. c d", (".", " c")) == "a b"
 
+
+def test_harness_gives_bare_generate_tokens_on_the_perf_prompts(tiny):
+    """`perf`'s fixed prompt set: the harness's ids equal a bare `model.generate` loop's at every batch
+    size it measures (the table is written only then)."""
+    from systems.perf import _bare, _harness, perf_prompts, same_tokens
+
+    prompts = perf_prompts(12)
+    ids = [tiny.prompt_ids(m) for m in prompts]
+    cfg = DecodeConfig(10)
+    for bs in (1, 5, 12):
+        assert same_tokens(_harness(tiny, prompts, bs, cfg)[1], _bare(tiny, ids, bs, cfg)[1]) is None, bs
+    assert same_tokens([[1, 2, 3]], [[1, 2, 4]]) == "prompt 0, token 2: [3] against [4]"
+
+
+@pytest.mark.slow
+def test_embedded_default_harness_gives_bare_generate_tokens_on_the_perf_prompts():
+    """The real SmolLM2 on `perf`'s 64 prompts at batch 64 (what results/perf_llm.md measures): the
+    harness's ids equal the bare `model.generate` loop's."""
+    from systems.llm import ChatLLM
+    from systems.perf import _bare, _harness, perf_prompts, same_tokens
+
+    llm = ChatLLM.load("smollm2")
+    prompts = perf_prompts(64)
+    cfg = DecodeConfig(48)
+    bare = _bare(llm, [llm.prompt_ids(m) for m in prompts], 64, cfg)[1]
+    assert same_tokens(_harness(llm, prompts, 64, cfg)[1], bare) is None
+    assert len({len(t) for t in bare}) > 4  # answers that end early and at the limit
