@@ -248,3 +248,23 @@ def test_embedded_default_harness_gives_bare_generate_tokens_on_the_perf_prompts
     bare = _bare(llm, [llm.prompt_ids(m) for m in prompts], 64, cfg)[1]
     assert same_tokens(_harness(llm, prompts, 64, cfg)[1], bare) is None
     assert len({len(t) for t in bare}) > 4  # answers that end early and at the limit
+
+
+@pytest.mark.slow
+def test_bfloat16_answers_stay_within_the_stated_tolerance_of_float32():
+    """bf16 (`--dtype bfloat16`, a lever of results/perf_llm.md) is not token-identical to float32: the
+    tolerance the README states, on `perf`'s 64 prompts at batch 64 (measured: 20 of 64 answers
+    identical, the others first differing at token 14 or 15, the median): at least 12 identical and
+    the median first difference at token 8 or later; greedy float32 is identical across batch sizes."""
+    from systems.llm import ChatLLM
+    from systems.perf import agreement, perf_prompts
+
+    prompts, cfg = perf_prompts(64), DecodeConfig(48)
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        llm = ChatLLM.load("smollm2", dtype=dtype)
+        ids = [llm.prompt_ids(m) for m in prompts]
+        runs[dtype] = [llm.generate_ids(ids, cfg, rows=rows) for rows in (64, 8)]
+    assert agreement(*runs["float32"]) == (64, None)
+    same, where = agreement(runs["bfloat16"][0], runs["float32"][0])
+    assert 12 <= same < 64 and where >= 8, (same, where)
