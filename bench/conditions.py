@@ -51,6 +51,7 @@ def _on_audio(fn: AudioFn) -> ConditionFn:
 
         return replace(item, turn=turn(item.turn, 0), history=tuple(turn(t, k + 1) for k, t in enumerate(item.history)))
 
+    apply.audio_only = True
     return apply
 
 
@@ -192,12 +193,19 @@ def respeak(family: str, per_turn: bool) -> ConditionFn:
 
         return replace(item, turn=turn(item.turn, 0), history=tuple(turn(t, k + 1) for k, t in enumerate(item.history)))
 
+    apply.audio_only = True
     return apply
 
 
 def clean(item: Item, seed: int) -> Item:
     """No change: the item as authored."""
     return item
+
+
+def audio_only(name: str) -> bool:
+    """Whether a condition changes nothing but the audio of an item (its words, history and instruction
+    stay): what a system that reads transcripts (`System.hears_audio` False) answers the same under."""
+    return name == "clean" or getattr(CONDITIONS.get(name), "audio_only", False)
 
 
 _NUM = r"(-?\d+(?:\.\d+)?)"

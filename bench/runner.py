@@ -133,6 +133,13 @@ def generate(system: System, task: Task, slots: Sequence[Slot], cache: OutputCac
         return
     fp = system.fingerprint()
     gc = json.dumps(gconf, sort_keys=True)
+    copy = lambda s, r: Record(s.key, system.name, fp, task.name, task.version, s.item.id,  # noqa: E731
+                               s.condition, gc, r.status, r.generation, r.error)
+    twins: dict[str, list[Slot]] = {}
+    if not getattr(system, "hears_audio", True):
+        todo, twins, stored = _heard_once(todo, cache.get_many, fp, task, gconf)
+        cache.put_many(copy(s, r) for s, r in stored)
+        stats.cached += len(stored)
     bar = tqdm(total=len(todo), desc=f"{system.name} · {task.name}", unit="item", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, leave=False)
     t_run = time.perf_counter()
@@ -150,11 +157,37 @@ def generate(system: System, task: Task, slots: Sequence[Slot], cache: OutputCac
                 stats.failures.append((system.name, task.name, s.item.id, err or "unknown error"))
             else:
                 stats.generated += 1
+            records += [copy(t, records[-1]) for t in twins.get(s.key, ())]
+            stats.cached += len(twins.get(s.key, ()))
         with stats.profile.time(system.name, "cache"):
             cache.put_many(records)
         bar.update(len(batch))
     stats.wall_seconds += time.perf_counter() - t_run
     bar.close()
+
+
+def _heard_once(todo: list[Slot], stored, fp: str, task: Task, gconf: dict):
+    """For a system that never hears the audio (`System.hears_audio` False: it reads the transcript),
+    an item under a condition that changes only the audio gets the item's clean output. Returns the
+    slots to generate (one an item and kind of condition: the clean one where asked for, else the
+    first), {its key: the slots that take its output} and [(slot, stored clean record)] of those whose
+    clean output the cache (`stored`: keys → records) already holds."""
+    clean_key = lambda s: cache_key(fp, task.name, task.version, s.item.id, "clean", gconf)  # noqa: E731
+    shared = [s for s in todo if cond_mod.audio_only(s.condition)]
+    have = {k: r for k, r in stored([clean_key(s) for s in shared]).items() if r.status == "ok"}
+    lead: dict[str, Slot] = {}
+    for s in sorted(shared, key=lambda s: s.condition != "clean"):  # the clean slot leads where asked for
+        lead.setdefault(clean_key(s), s)
+    keep, twins, copied = [], {}, []
+    for s in todo:
+        k = clean_key(s) if s in shared else None
+        if k in have:
+            copied.append((s, have[k]))
+        elif k is None or lead[k] is s:
+            keep.append(s)
+        else:
+            twins.setdefault(lead[k].key, []).append(s)
+    return keep, twins, copied
 
 
 def reference_answers(cache: OutputCache, ref_fp: str, task: Task, items: Sequence[Item], gconf: dict) -> dict[str, str | None]:

@@ -172,6 +172,9 @@ class System:
     """
 
     name: str = "system"
+    # False: the system reads each spoken turn's transcript and never its audio (the text topline), so its
+    # output under a condition that changes only the audio is its clean output, generated once (bench.runner)
+    hears_audio: bool = True
 
     def fingerprint(self) -> str:
         raise NotImplementedError

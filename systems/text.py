@@ -15,6 +15,7 @@ from systems.run_llm import shared_llm
 
 class TextTopline(System):
     name = "text"
+    hears_audio = False  # it answers the gold transcript
 
     def __init__(self, llm, cfg: DecodeConfig = DecodeConfig()):
         self.llm, self.cfg = llm, cfg

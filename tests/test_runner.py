@@ -277,3 +277,49 @@ def test_a_tasks_answer_length_reaches_the_system_and_the_cache_key(tmp_path):
     generate(system, short, slots_for(system.fingerprint(), short, items, ["clean"], gconf), cache, gconf, 4,
              GenStats(), progress=False)
     assert system.asked == [(8, ("\n",))] * len(items)
+
+
+def test_a_system_that_never_hears_the_audio_answers_an_item_once_across_audio_conditions(tmp_path):
+    """The text topline reads transcripts: under conditions that change only the audio (noise, speed,
+    another voice) its output is the clean one, generated once and stored under each condition's key
+    (also when the clean output is already cached); a condition that changes the words (`wer20`) is
+    generated on its own, and a system that hears generates every condition."""
+    from bench import conditions
+    from bench.cache import OutputCache
+    from bench.runner import GenStats, gen_config, generate, read_records, slots_for
+    from tests.fakes import FakeQA, FakeSystem
+
+    class Counting(FakeSystem):
+        def generate_batch(self, requests):
+            self.calls = getattr(self, "calls", 0) + len(requests)
+            return super().generate_batch(requests)
+
+    class Deaf(Counting):
+        hears_audio = False
+
+    assert [conditions.audio_only(c) for c in ("clean", "white-snr5", "speed1.1", "voice-joe", "wer20")] == \
+        [True, True, True, True, False]
+    task, gconf = FakeQA(4), gen_config(64)
+    items, conds = task.items(), ["white-snr5", "clean", "speed1.1", "wer20"]
+
+    def run(system, cache, cs):
+        stats = GenStats()
+        generate(system, task, slots_for(system.fingerprint(), task, items, cs, gconf), cache, gconf, 3, stats,
+                 progress=False)
+        return stats, read_records(cache, slots_for(system.fingerprint(), task, items, cs, gconf))
+
+    deaf, hearing = Deaf(), Counting()
+    stats, recs = run(deaf, OutputCache(tmp_path / "a.sqlite"), conds)
+    assert deaf.calls == 2 * len(items) and (stats.generated, stats.cached) == (8, 8)  # clean and wer20
+    for it in items:
+        texts = {c: recs[(c, it.id)].generation.text for c in conds}
+        assert texts["white-snr5"] == texts["speed1.1"] == texts["clean"]
+        assert recs[("speed1.1", it.id)].condition == "speed1.1"
+    run(hearing, OutputCache(tmp_path / "b.sqlite"), conds)
+    assert hearing.calls == 4 * len(items)
+    later = Deaf()  # the clean outputs are stored: a new audio condition generates nothing
+    stats, recs = run(later, OutputCache(tmp_path / "a.sqlite"), ["clean", "babble-snr0"])
+    assert not hasattr(later, "calls") and stats.cached == 8 and recs[("babble-snr0", items[0].id)].status == "ok"
+    alone = Deaf()  # without the clean condition the first audio condition leads
+    run(alone, OutputCache(tmp_path / "c.sqlite"), ["white-snr5", "speed1.1"])
+    assert alone.calls == len(items)
