@@ -172,15 +172,15 @@ def _heard_once(todo: list[Slot], stored, fp: str, task: Task, gconf: dict):
     slots to generate (one an item and kind of condition: the clean one where asked for, else the
     first), {its key: the slots that take its output} and [(slot, stored clean record)] of those whose
     clean output the cache (`stored`: keys → records) already holds."""
-    clean_key = lambda s: cache_key(fp, task.name, task.version, s.item.id, "clean", gconf)  # noqa: E731
-    shared = [s for s in todo if cond_mod.audio_only(s.condition)]
-    have = {k: r for k, r in stored([clean_key(s) for s in shared]).items() if r.status == "ok"}
+    keys = [cache_key(fp, task.name, task.version, s.item.id, "clean", gconf)  # (None: a condition on the words)
+            if cond_mod.audio_only(s.condition) else None for s in todo]
+    have = {k: r for k, r in stored([k for k in keys if k]).items() if r.status == "ok"}
     lead: dict[str, Slot] = {}
-    for s in sorted(shared, key=lambda s: s.condition != "clean"):  # the clean slot leads where asked for
-        lead.setdefault(clean_key(s), s)
+    for s, k in sorted(zip(todo, keys), key=lambda p: p[0].condition != "clean"):  # clean leads where asked for
+        if k:
+            lead.setdefault(k, s)
     keep, twins, copied = [], {}, []
-    for s in todo:
-        k = clean_key(s) if s in shared else None
+    for s, k in zip(todo, keys):
         if k in have:
             copied.append((s, have[k]))
         elif k is None or lead[k] is s:
