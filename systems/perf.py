@@ -89,11 +89,16 @@ def _harness(llm: ChatLLM, prompts, bs: int, cfg: DecodeConfig) -> tuple[float, 
     return time.perf_counter() - t0, ids
 
 
+def first_difference(x: list[int], y: list[int]) -> int:
+    """The first token at which two answers differ (the shorter one's length where one extends the other)."""
+    return next((j for j, (s, t) in enumerate(zip(x, y)) if s != t), min(len(x), len(y)))
+
+
 def same_tokens(a: list[list[int]], b: list[list[int]]) -> str | None:
     """None where two loops generated the same ids for every prompt, else where they first differ."""
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
-            k = next((j for j, (s, t) in enumerate(zip(x, y)) if s != t), min(len(x), len(y)))
+            k = first_difference(x, y)
             return f"prompt {i}, token {k}: {x[k:k + 4]} against {y[k:k + 4]}"
     return None if len(a) == len(b) else f"{len(a)} against {len(b)} answers"
 
@@ -165,8 +170,7 @@ def llm_throughput(spec: str | None = None, n_prompts: int = 64, max_new_tokens:
 def agreement(a: list[list[int]], b: list[list[int]]) -> tuple[int, int | None]:
     """How many answers two loops generated with the same ids, and the median token at which the
     others first differ (None where none does)."""
-    firsts = sorted(next((j for j, (s, t) in enumerate(zip(x, y)) if s != t), min(len(x), len(y)))
-                    for x, y in zip(a, b) if x != y)
+    firsts = sorted(first_difference(x, y) for x, y in zip(a, b) if x != y)
     return len(a) - len(firsts), (firsts[len(firsts) // 2] if firsts else None)
 
 
