@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--llm", help="chat LLM: an embedded name (smollm2), a transformers model id or a local path")
     r.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="LLM dtype (default float32; bfloat16 on --device cuda)")
     r.add_argument("--device", help="torch device (default cpu)")
-    r.add_argument("--batch-size", type=int, help="requests per model call (default 32; 64 on --device cuda)")
+    r.add_argument("--batch-size", type=int, help="requests per model call (default 256; 64 on --device cuda)")
     r.add_argument("--max-new-tokens", type=int, help="response length cap (default 64)")
     r.add_argument("--output-dir", help="where run directories go (default results/runs)")
     r.add_argument("--cache", help="output cache file (default <output-dir>/cache.sqlite)")

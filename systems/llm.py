@@ -167,7 +167,7 @@ class ChatLLM:
         """Whether an answer so far holds one of its stop strings (after its opening whitespace)."""
         return bool(stop) and cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stop) is not None
 
-    max_rows = 64  # rows decoded at once by `_greedy` (the pool of its continuous batching)
+    max_rows = 256  # rows decoded at once by `_greedy` (the pool of its continuous batching; results/perf_llm.md)
 
     @torch.inference_mode()
     def _greedy(self, prompts: list, cfg: Decoding, rows: int | None) -> list[list[int]]:

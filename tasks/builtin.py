@@ -56,7 +56,7 @@ QA_MAX_NEW_TOKENS, QA_STOP = 32, ("\n",)
 class SpokenQA(SuiteTask):
     name = "spoken-qa"
     version = "2"
-    description = "spoken factual questions with short gold answers (100 test items)"
+    description = "spoken factual questions with short gold answers (150 test items)"
     file = "spoken_qa"
     instruction = QA_INSTRUCTION
     metrics = answer_metrics()

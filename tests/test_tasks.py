@@ -48,7 +48,7 @@ def test_suite_splits_are_disjoint_by_text():
                 assert not by_split[a] & by_split[b], (path.name, a, b, by_split[a] & by_split[b])
     test_qa = {_norm(json.loads(l)["question"]) for l in (DATA / "spoken_qa.jsonl").read_text().splitlines()}
     train_qa = {_norm(json.loads(l)["question"]) for l in (DATA / "suites" / "spoken_qa.jsonl").read_text().splitlines()}
-    assert not test_qa & train_qa
+    assert not test_qa & train_qa and len(test_qa) == 150  # 150 distinct test questions
 
 
 def test_multiturn_mixes_typed_and_spoken_turns():
@@ -174,7 +174,7 @@ def test_builtin_suites_are_toml_files_naming_known_plugins():
     assert "voice-joe" in SUITES["default"]["sweep_conditions"]  # the unseen voice without a flag
     # the default asks the paper's question on enough spoken-QA items to decide it; the ablations have their suite
     default, ablations = SUITES["default"], SUITES["ablations"]
-    assert default["limits"]["spoken-qa"] == 100 and "white-snr5" in default["sweep_conditions"]
+    assert default["limits"]["spoken-qa"] == 150 and "white-snr5" in default["sweep_conditions"]
     ablated = {"cascade-tokens", "audiochatllama-continuous", "audiochatllama-lora", "audiochatllama-whisper-continuous"}
     assert not ablated & set(default["systems"]) and ablated <= set(ablations["systems"]) <= set(SUITES["full"]["systems"])
     for name, s in SUITES.items():
