@@ -162,6 +162,8 @@ def test_llm_rescoring_of_the_n_best(tmp_path):
     assert together == pytest.approx(alone, abs=1e-4)  # a shared prefix run once scores as the text alone
     assert rescorer.log_probs([texts], batch=64) == pytest.approx(alone, abs=1e-4)  # one group, one chunk
     assert rescorer.log_probs(groups, batch=1, width=3) == pytest.approx(alone, abs=1e-4)  # many rows, one a forward
+    rescorer.per_trie = 1  # one utterance a trie: the tries of a long batch score alike
+    assert rescorer.log_probs(groups, batch=3) == pytest.approx(alone, abs=1e-4)
     # the cached template prefix gives what scoring the whole user turn from scratch gives
     text = llm.tokenizer.apply_chat_template([{"role": "user", "content": "\x00"}], tokenize=False)
     prefix = llm.embed(llm.tokenizer(text[: text.index("\x00")], add_special_tokens=False)["input_ids"])

@@ -44,8 +44,21 @@ class LLMRescorer:
             self._prefix_state = out.cache, torch.log_softmax(out.logits[0, -1].float(), -1)
         return self._prefix_state
 
-    @torch.inference_mode()
+    per_trie = 32  # utterances a trie holds (see log_probs)
+
     def log_probs(self, groups: Sequence[Sequence[str]], batch: int = 8, width: int = 256) -> dict[str, float]:
+        """{text: LLM log-probability} for the texts of every group (an utterance's N best), `per_trie`
+        groups at a time (`_trie_log_probs`). A trie's first-token subtrees grow with the utterances it
+        holds, and a subtree is one row: over all 450 utterances of a run's batch, the questions that open
+        with " What" made one row of thousands of tokens, padded in every row beside it (2 cores: 0.175 s
+        an utterance against 0.088 in tries of 32)."""
+        out: dict[str, float] = {}
+        for i in range(0, len(groups), self.per_trie):
+            out.update(self._trie_log_probs(groups[i:i + self.per_trie], batch, width))
+        return out
+
+    @torch.inference_mode()
+    def _trie_log_probs(self, groups: Sequence[Sequence[str]], batch: int, width: int) -> dict[str, float]:
         """{text: LLM log-probability} for the texts of every group (an utterance's N best: texts that
         mostly open alike), after the template's cached prefix (computed once).
 
