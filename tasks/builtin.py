@@ -48,7 +48,7 @@ class SuiteTask(Task):
 
 
 # A short answer's length, the same for every system: a few words on one line. The topline's answers to
-# the 100 typed questions: median 11 tokens, 92 within 32; the 8 longer are loops ("The answer is: The
+# the first 100 typed questions: median 11 tokens, 92 within 32; the 8 longer are loops ("The answer is: The
 # answer is: ...") or lectures, which the cap cuts instead of decoding them to the run's 64.
 QA_MAX_NEW_TOKENS, QA_STOP = 32, ("\n",)
 
