@@ -151,8 +151,9 @@ def split_alias(entry: str) -> tuple[str, str]:
     return (m.group(1), m.group(2)) if m else (entry, entry)
 
 
-# On `--device cuda`: bf16 weights (half the memory traffic, tensor cores) and batches large enough
-# to fill the device; `--dtype float32` / `--batch-size N` still choose.
+# On `--device cuda`: bf16 weights (half the memory traffic, tensor cores) and 64 requests a call (kept below
+# the CPU's 256 for the larger models a GPU runs, whose batch of long audio prompts must fit beside their
+# weights; not measured at 256); `--dtype float32` / `--batch-size N` still choose.
 GPU_DEFAULTS = {"dtype": "bfloat16", "batch_size": 64}
 
 

@@ -176,10 +176,10 @@ def test_parse_system_args_merges_and_aliases_yield_to_explicit_keys():
     assert got["cascade"] == {"asr": "new", "transcript_warning": "false"}
 
 
-def test_cuda_defaults_to_bf16_and_large_batches_unless_chosen():
+def test_cuda_defaults_to_bf16_and_its_own_batch_unless_chosen():
     from bench.config import resolve
 
-    assert (resolve({}, {"device": "cpu"}).dtype, resolve({}, {"device": "cpu"}).batch_size) == ("float32", 32)
+    assert (resolve({}, {"device": "cpu"}).dtype, resolve({}, {"device": "cpu"}).batch_size) == ("float32", 256)
     gpu = resolve({}, {"device": "cuda:0"})
     assert (gpu.dtype, gpu.batch_size) == ("bfloat16", 64)
     chosen = resolve({"batch_size": 16}, {"device": "cuda", "dtype": "float32"})
