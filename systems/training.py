@@ -34,16 +34,32 @@ import torch
 
 RECORD = "train_config.json"  # a checkpoint's (and an exported model's) training record
 LAYOUT = 2  # 1: the three layouts from before the one loop (read by `read_record`)
-_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _range(text: str) -> tuple[float, float]:
+    """A `tuple` field's option: LOW,HIGH (e.g. `--snr-range 5,35`; `--gain-db-range 0,0` draws a gain
+    that changes nothing, so the random stream of the run stays that of a run with gains)."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give LOW,HIGH, two numbers, e.g. 5,35") from None
+    if low > high:
+        raise argparse.ArgumentTypeError(f"{text!r}: LOW is above HIGH")
+    return low, high
+
+
+_TYPES = {"int": int, "float": float, "str": str, "tuple": _range}
 
 
 def add_dataclass_options(ap: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One `--field-name` option per int/float/str field of `cls`, and `--flag/--no-flag` per bool
-    field (default None: keep the preset); a field's `metadata["help"]` comes before its default."""
+    """One `--field-name` option per int/float/str field of `cls`, LOW,HIGH per (bare) `tuple` field, and
+    `--flag/--no-flag` per bool field (default None: keep the preset); a field's `metadata["help"]` comes
+    before its default."""
     for f in fields(cls):
         if f.name in skip:
             continue
-        help = " ".join(filter(None, (f.metadata.get("help"), f"(default {'none' if f.default == '' else f.default})")))
+        default = "none" if f.default == "" else ",".join(f"{v:g}" for v in f.default) if f.type == "tuple" else f.default
+        help = " ".join(filter(None, (f.metadata.get("help"), f"(default {default})")))
         if f.type in _TYPES:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=_TYPES[f.type], help=help)
         elif f.type == "bool":

@@ -203,6 +203,30 @@ def test_cached_states_add_only_the_voice_passes_they_lack(llm, tmp_path):
     assert any(a.shape != b.shape or not torch.equal(a, b) for (a, _), (b, _) in zip(two, two[len(TEXTS):]))
 
 
+def test_a_pass_without_gains_or_noise_is_its_own_file_and_draws_the_same_voices(llm, tmp_path):
+    import argparse
+
+    from systems.audiochatllama.train_bridge import BridgeTrainConfig, cached_states
+    from systems.training import add_dataclass_options, apply_options
+
+    ap = argparse.ArgumentParser()
+    add_dataclass_options(ap, BridgeTrainConfig)
+    quiet = BridgeTrainConfig(voices_per_text=1, voices="espeak")
+    apply_options(quiet, ap.parse_args(["--gain-db-range", "0,0", "--snr-range", "300,300"]))
+    assert quiet.gain_db_range == (0.0, 0.0) and quiet.snr_range == (300.0, 300.0)
+    for bad in ("5", "5,x", "35,5"):
+        with pytest.raises(SystemExit):
+            ap.parse_args(["--snr-range", bad])
+
+    enc = tiny_token_encoder(llm.tokenizer)
+    loud = cached_states(enc, TEXTS, BridgeTrainConfig(voices_per_text=1, voices="espeak"), tmp_path, progress=False)
+    still = cached_states(enc, TEXTS, quiet, tmp_path, progress=False)
+    assert (tmp_path / "states-v0.pt").exists() and (tmp_path / "states-gain0_0-snr300_300-v0.pt").exists()
+    # the gain and the (inaudible) noise are still drawn, so the voices, and the clip lengths, are the same
+    assert [s.shape for s, _ in still] == [s.shape for s, _ in loud]
+    assert any(not torch.equal(a, b) for (a, _), (b, _) in zip(still, loud))
+
+
 def test_a_saved_token_head_trains_on_from_its_directory_on_voice_passes_it_never_heard(llm, tmp_path):
     from safetensors.torch import load_file
 

@@ -81,6 +81,7 @@ def cached_states(encoder, texts: list[str], cfg: BridgeTrainConfig, out: Path, 
     for k in range(cfg.first_pass, cfg.first_pass + cfg.voices_per_text):
         tag = "" if mix.tag == "espeak" and not levers.probs else f"-{mix.tag}{levers.tag}"
         tag += f"-n{cfg.texts}" if cfg.texts else ""
+        tag += _signal_tag(cfg)
         path = out / f"states{tag}-v{k}.pt"
         if not path.exists():
             states = _encode_pass(encoder, texts, cfg, k, progress)
@@ -89,6 +90,17 @@ def cached_states(encoder, texts: list[str], cfg: BridgeTrainConfig, out: Path, 
             tmp.replace(path)
         data += torch.load(path, weights_only=True)
     return data
+
+
+def _signal_tag(cfg: BridgeTrainConfig) -> str:
+    """The gain and noise settings of a pass where they are not the recipe's defaults (`-gain0_0`,
+    `-snr300_300`, `-noise0`), so a pass made without gains or without noise is never read as one with."""
+    tag = ""
+    for name, short in (("gain_db_range", "gain"), ("snr_range", "snr"), ("noise_prob", "noise")):
+        value, default = getattr(cfg, name), getattr(BridgeTrainConfig, name)
+        if tuple(value) != default if isinstance(default, tuple) else value != default:
+            tag += f"-{short}" + ("_".join(f"{v:g}" for v in value) if isinstance(default, tuple) else f"{value:g}")
+    return tag
 
 
 def _encode_pass(encoder, texts: list[str], cfg: BridgeTrainConfig, k: int, progress: bool) -> list:
