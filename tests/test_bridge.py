@@ -184,8 +184,9 @@ def test_stage_one_recipe_trains_checkpoints_and_resumes(llm, tmp_path, cached):
     log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3, 4, 5] and log[3]["loss"] != 9.9  # each step logged once
     assert json.loads((tmp_path / "ckpt" / "train_config.json").read_text())["step"] == 5
-    # the cached route encodes its clips once, in a file named by the voice mix (default espeak and Kokoro)
-    assert (tmp_path / "states-espeak1-kokoro1-v0.pt").exists() == cached
+    # the cached route encodes its clips once, in a file named by the voice mix (default espeak and Kokoro) and by
+    # what is not the recipe's default signal (here no noise)
+    assert (tmp_path / "states-espeak1-kokoro1-noise0-v0.pt").exists() == cached
 
 
 def test_cached_states_add_only_the_voice_passes_they_lack(llm, tmp_path):
@@ -237,7 +238,7 @@ def test_a_saved_token_head_trains_on_from_its_directory_on_voice_passes_it_neve
     cfg = BridgeTrainConfig(init=str(tmp_path / "head"), llm="tiny", batch_size=2, steps=2, warmup=1, log_every=1,
                             eval_every=2, dev_size=2, noise_prob=0.0, threads=1, voices_per_text=1, first_pass=1)
     train(cfg, tmp_path / "run", texts=TEXTS, tokenizer=llm.tokenizer, progress=False)
-    assert sorted(p.name for p in (tmp_path / "run").glob("states-*.pt")) == ["states-espeak1-kokoro1-v1.pt"]  # pass 0 unused
+    assert sorted(p.name for p in (tmp_path / "run").glob("states-*.pt")) == ["states-espeak1-kokoro1-noise0-v1.pt"]  # pass 0 unused
     again = TokenCTCEncoder.load(tmp_path / "run" / "ckpt")
     assert again.vocab.ids == TokenVocab.from_texts(llm.tokenizer, TEXTS).ids
     after = again.state_dict()
@@ -394,7 +395,7 @@ def test_whisper_token_head_recipe_takes_the_cached_route_only(llm, tmp_path):
     cfg = BridgeTrainConfig(batch_size=2, steps=2, warmup=1, log_every=1, eval_every=2, ckpt_every=2, dev_size=2,
                             workers=0, noise_prob=0.0, threads=1, cached=True, voices_per_text=1)
     out = train(cfg, tmp_path / "a", texts=TEXTS, tokenizer=llm.tokenizer, encoder=fresh(), progress=False)
-    assert out["step"] == 2 and "dev_wer" in out and (tmp_path / "a" / "states-espeak1-kokoro1-v0.pt").exists()
+    assert out["step"] == 2 and "dev_wer" in out and (tmp_path / "a" / "states-espeak1-kokoro1-noise0-v0.pt").exists()
     cfg.cached = False
     with pytest.raises(ValueError, match="--cached"):
         train(cfg, tmp_path / "b", texts=TEXTS, tokenizer=llm.tokenizer, encoder=fresh(), progress=False)
