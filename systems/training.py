@@ -58,7 +58,8 @@ def add_dataclass_options(ap: argparse.ArgumentParser, cls, skip: tuple[str, ...
     for f in fields(cls):
         if f.name in skip:
             continue
-        default = "none" if f.default == "" else ",".join(f"{v:g}" for v in f.default) if f.type == "tuple" else f.default
+        default = (",".join(f"{v:g}" for v in f.default) if f.type == "tuple"
+                   else "none" if f.default == "" else f.default)
         help = " ".join(filter(None, (f.metadata.get("help"), f"(default {default})")))
         if f.type in _TYPES:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=_TYPES[f.type], help=help)

@@ -97,9 +97,10 @@ def _signal_tag(cfg: BridgeTrainConfig) -> str:
     `-snr300_300`, `-noise0`), so a pass made without gains or without noise is never read as one with."""
     tag = ""
     for name, short in (("gain_db_range", "gain"), ("snr_range", "snr"), ("noise_prob", "noise")):
-        value, default = getattr(cfg, name), getattr(BridgeTrainConfig, name)
-        if tuple(value) != default if isinstance(default, tuple) else value != default:
-            tag += f"-{short}" + ("_".join(f"{v:g}" for v in value) if isinstance(default, tuple) else f"{value:g}")
+        value, default = (v if isinstance(v, (tuple, list)) else (v,)
+                          for v in (getattr(cfg, name), getattr(BridgeTrainConfig, name)))
+        if tuple(value) != tuple(default):
+            tag += f"-{short}" + "_".join(f"{v:g}" for v in value)
     return tag
 
 
